@@ -1,0 +1,121 @@
+//! The `tapeline` command line.
+//!
+//! Conventions: `--help` on every command; results on stdout, logs on stderr (`RUST_LOG`
+//! respected); exit code 0 on success, 1 on a runtime failure, 2 on bad input.
+
+mod plugins;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plugins::Registry;
+
+/// Tapeline: load capture, processing and storage plugins and run them as one pipeline.
+#[derive(Parser, Debug)]
+#[command(name = "tapeline", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Also search this folder for plugins (repeatable; searched before TAPELINE_PLUGIN_PATH and
+    /// the folder of the tapeline executable).
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Show full reports (e.g. abi_stable's layout report) in errors.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List installed plugins (name, kind, version, library file).
+    Plugins(plugins::PluginsArgs),
+    /// Load one library file and explain, step by step, why it is or is not a usable plugin.
+    Doctor(plugins::DoctorArgs),
+}
+
+/// An error shown to the user: one line, then what to do. `code` is 2 for bad input, 1 for a
+/// runtime failure.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub help: Option<String>,
+    pub detail: Option<String>,
+    pub code: u8,
+}
+
+impl CliError {
+    pub fn input(message: impl Into<String>, help: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            help: Some(help.into()),
+            detail: None,
+            code: 2,
+        }
+    }
+    pub fn runtime(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            help: None,
+            detail: None,
+            code: 1,
+        }
+    }
+    pub fn with_detail(mut self, detail: Option<String>) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+pub type CliResult = Result<ExitCode, CliError>;
+
+/// Parse arguments, run the command, print any error, return the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let verbose = cli.global.verbose;
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if let Some(help) = &e.help {
+                eprintln!("  help: {help}");
+            }
+            match (&e.detail, verbose) {
+                (Some(d), true) => eprintln!("\n{d}"),
+                (Some(_), false) => eprintln!("  (run with --verbose for the full report)"),
+                _ => {}
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Plugins(args) => plugins::plugins(&cli.global, args),
+        Command::Doctor(args) => plugins::doctor(&cli.global, args),
+    }
+}
+
+/// Find every plugin on the search path.
+pub fn registry(global: &GlobalArgs) -> Registry {
+    Registry::discover(&crate::plugins::search_path(&global.plugin_dirs))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,12 @@
+//! # tapeline
+//!
+//! The host: it loads capture, processing and storage plugins through the stable ABI of
+//! `tapeline-plugin-api`, joins them into a pipeline described in TOML, and applies one
+//! discipline to every stage. Data flows one way: config → plan → loaded stages → running graph
+//! → report.
+//!
+//! - [`plugins`]: discovery, loading, ABI checks, the registry by name.
+//! - [`cli`]: the `tapeline` command line.
+
+pub mod cli;
+pub mod plugins;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    tapeline::cli::main()
+}

@@ -1,0 +1,384 @@
+//! The types that cross the library boundary.
+
+// abi_stable's `#[sabi_trait]` expands to impls nested in a const, which this lint flags.
+#![allow(non_local_definitions)]
+//!
+//! Everything here is `#[repr(C)]` and derives `StableAbi`, so the host checks at load time that a
+//! plugin library was built against the same layout. Plugin authors rarely name these types
+//! directly: the safe traits in [`crate::sdk`] and the [`export_plugin!`](crate::export_plugin)
+//! macro produce them.
+
+use std::fmt;
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// Which role a plugin plays in a pipeline.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// Produces audio: a device, a file reader, a generator. Listed under `[capture.ID]`.
+    Capture = 0,
+    /// Transforms audio. Listed under `[process.ID]`.
+    Process = 1,
+    /// Consumes audio and keeps it. Listed under `[storage.ID]`.
+    Storage = 2,
+}
+
+impl PluginKind {
+    /// The table name used for this kind in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Capture => "capture",
+            PluginKind::Process => "process",
+            PluginKind::Storage => "storage",
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What went wrong inside a plugin, as far as the host needs to know to react.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The stage's configuration is wrong. Retrying cannot help; the pipeline file must change.
+    InvalidConfig = 0,
+    /// The stage cannot handle the channel count or sample rate it was given.
+    UnsupportedFormat = 1,
+    /// The audio device went away. A restart may help once it is back.
+    DeviceLost = 2,
+    /// Reading or writing a file or device failed. A restart may help if the cause was transient.
+    Io = 3,
+    /// The plugin panicked; the message carries the panic text and location.
+    Panicked = 4,
+    /// Anything else.
+    Other = 5,
+}
+
+impl ErrorKind {
+    /// A short lowercase name, as used in pipeline files (`error_kind = "io"`) and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidConfig => "invalid-config",
+            ErrorKind::UnsupportedFormat => "unsupported-format",
+            ErrorKind::DeviceLost => "device-lost",
+            ErrorKind::Io => "io",
+            ErrorKind::Panicked => "panicked",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// An error returned by a plugin: a kind the host can act on, a message for people, and, for
+/// configuration errors, the config key it concerns (empty when none) so the host can point at it
+/// in the pipeline file.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    pub kind: ErrorKind,
+    pub message: RString,
+    pub key: RString,
+}
+
+impl PluginError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        PluginError {
+            kind,
+            message: RString::from(message.into()),
+            key: RString::new(),
+        }
+    }
+
+    /// An invalid-config error about one key of the stage's table.
+    pub fn config(key: &str, message: impl Into<String>) -> Self {
+        PluginError {
+            key: key.into(),
+            ..Self::new(ErrorKind::InvalidConfig, message)
+        }
+    }
+
+    pub fn format(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UnsupportedFormat, message)
+    }
+
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Io, message)
+    }
+
+    pub fn other(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Other, message)
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The config key this error concerns, if any.
+    pub fn key(&self) -> Option<&str> {
+        (!self.key.is_empty()).then_some(self.key.as_str())
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+impl From<std::io::Error> for PluginError {
+    fn from(e: std::io::Error) -> Self {
+        PluginError::io(e.to_string())
+    }
+}
+
+/// The format of audio on one port.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortFormat {
+    pub channels: u32,
+    pub sample_rate: u32,
+}
+
+impl fmt::Display for PortFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ch = match self.channels {
+            1 => "mono".to_string(),
+            2 => "stereo".to_string(),
+            n => format!("{n} channels"),
+        };
+        write!(f, "{ch} at {} Hz", self.sample_rate)
+    }
+}
+
+/// One output port a stage declares once it knows its configuration and inputs.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct OutputPort {
+    /// Canonical name (`out`, `0`, `1`, ...).
+    pub name: RString,
+    /// A second name for the same port (`left`, `right`), or empty.
+    pub alias: RString,
+    pub format: PortFormat,
+    /// Most frames one block on this port can hold; 0 means the pipeline's `block_frames`.
+    pub max_frames: u32,
+}
+
+impl OutputPort {
+    pub fn new(name: &str, format: PortFormat) -> Self {
+        OutputPort {
+            name: name.into(),
+            alias: RString::new(),
+            format,
+            max_frames: 0,
+        }
+    }
+
+    pub fn with_alias(mut self, alias: &str) -> Self {
+        self.alias = alias.into();
+        self
+    }
+
+    pub fn with_max_frames(mut self, frames: u32) -> Self {
+        self.max_frames = frames;
+        self
+    }
+}
+
+/// What the host tells a stage about where it runs. Valid for the duration of one call.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct StageContext<'a> {
+    /// The stage id from the pipeline file (`[process.ID]`).
+    pub stage_id: RStr<'a>,
+    /// The pipeline's sample rate.
+    pub sample_rate: u32,
+    /// Frames per block the host uses on capture outputs.
+    #[cfg(not(tapeline_abi_drift))]
+    pub block_frames: u32,
+    /// Only in the test fixture that proves layout mismatches are caught.
+    #[cfg(tapeline_abi_drift)]
+    pub block_frames: u64,
+    /// Folder of the pipeline file; relative paths in the config resolve against it.
+    pub base_dir: RStr<'a>,
+    /// The formats arriving on each input port, in the order of the stage's `inputs`.
+    pub inputs: RSlice<'a, PortFormat>,
+}
+
+/// Accepted input port count of a plugin.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortCount {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// The static description of one plugin in a library.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct PluginManifest {
+    pub name: RString,
+    pub kind: PluginKind,
+    pub version: RString,
+    /// One line.
+    pub description: RString,
+    /// How many inputs the plugin takes (0 for captures).
+    pub inputs: PortCount,
+    /// Human-readable summary of the output ports (`out`, or `0..N-1 (left/right for stereo)`).
+    pub outputs: RString,
+    /// Channel counts it accepts or produces (inclusive range).
+    pub channels: PortCount,
+    /// Sample rates it accepts; empty means any.
+    pub sample_rates: RVec<u32>,
+    /// JSON Schema of the plugin's config table.
+    pub config_schema: RString,
+}
+
+/// Flag on a block: the audio before it is not contiguous with this block (e.g. a gap after a
+/// recovered device loss).
+pub const FLAG_DISCONTINUITY: u32 = 1;
+
+/// A block of interleaved `f32` audio lent to a plugin for the duration of one call.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct InputBlock<'a> {
+    pub samples: RSlice<'a, f32>,
+    pub frames: u32,
+    pub channels: u32,
+    /// Frame index of the first frame since the stream started.
+    pub position: u64,
+    pub flags: u32,
+}
+
+/// A host-owned buffer a plugin writes interleaved `f32` audio into.
+///
+/// `frames` is preset by the host (to the input's frame count for processors, to the capacity for
+/// captures); a plugin that produces a different number of frames sets it.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct OutputBlock<'a> {
+    pub samples: RSliceMut<'a, f32>,
+    pub frames: u32,
+    pub channels: u32,
+    pub position: u64,
+    pub flags: u32,
+}
+
+/// Peak and RMS level of one channel, in dBFS.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    pub peak_db: f32,
+    pub rms_db: f32,
+}
+
+/// What a capture's `read` produced.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// `frames` frames were written; more will follow.
+    More = 0,
+    /// `frames` frames (possibly zero) were written and the source has ended.
+    Finished = 1,
+}
+
+/// What a storage stage reports when finalised.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageReport {
+    pub frames_written: u64,
+    /// Files written, as paths.
+    pub files: RVec<RString>,
+}
+
+/// A capture instance, as the host sees it.
+#[sabi_trait]
+pub trait CaptureObj: Send {
+    fn start(&mut self) -> RResult<(), PluginError>;
+    fn read<'a>(&mut self, out: &mut OutputBlock<'a>) -> RResult<ReadStatus, PluginError>;
+    fn stop(&mut self) -> RResult<(), PluginError>;
+    #[sabi(last_prefix_field)]
+    fn length_frames(&self) -> ROption<u64>;
+}
+
+/// A processor instance, as the host sees it.
+#[sabi_trait]
+pub trait ProcessorObj: Send {
+    fn process<'a>(
+        &mut self,
+        inputs: RSlice<'a, InputBlock<'a>>,
+        outputs: RSliceMut<'a, OutputBlock<'a>>,
+    ) -> RResult<(), PluginError>;
+    #[sabi(last_prefix_field)]
+    fn levels(&self) -> RSlice<'_, Level>;
+}
+
+/// A storage instance, as the host sees it.
+#[sabi_trait]
+pub trait StorageObj: Send {
+    fn write<'a>(&mut self, block: &InputBlock<'a>) -> RResult<(), PluginError>;
+    fn flush(&mut self) -> RResult<(), PluginError>;
+    #[sabi(last_prefix_field)]
+    fn finalize(&mut self) -> RResult<StorageReport, PluginError>;
+}
+
+pub type CaptureBox = CaptureObj_TO<'static, RBox<()>>;
+pub type ProcessorBox = ProcessorObj_TO<'static, RBox<()>>;
+pub type StorageBox = StorageObj_TO<'static, RBox<()>>;
+
+/// The root module every plugin library exports (generated by `export_plugin!`).
+///
+/// Config crosses as JSON text; the plugin deserializes it into its own typed struct.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginLibraryRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginLibrary {
+    /// Every plugin this library holds.
+    pub manifests: extern "C" fn() -> RVec<PluginManifest>,
+    /// Validates `config` for plugin `name` given the context, and returns its output ports.
+    pub layout: extern "C" fn(
+        name: RStr<'_>,
+        config: RStr<'_>,
+        ctx: &StageContext<'_>,
+    ) -> RResult<RVec<OutputPort>, PluginError>,
+    pub new_capture: extern "C" fn(
+        name: RStr<'_>,
+        config: RStr<'_>,
+        ctx: &StageContext<'_>,
+    ) -> RResult<CaptureBox, PluginError>,
+    pub new_processor: extern "C" fn(
+        name: RStr<'_>,
+        config: RStr<'_>,
+        ctx: &StageContext<'_>,
+    ) -> RResult<ProcessorBox, PluginError>,
+    #[sabi(last_prefix_field)]
+    pub new_storage: extern "C" fn(
+        name: RStr<'_>,
+        config: RStr<'_>,
+        ctx: &StageContext<'_>,
+    ) -> RResult<StorageBox, PluginError>,
+}
+
+impl RootModule for PluginLibraryRef {
+    declare_root_module_statics! {PluginLibraryRef}
+    const BASE_NAME: &'static str = "tapeline_plugin";
+    const NAME: &'static str = "tapeline_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The `tapeline-plugin-api` version this crate is, i.e. the ABI version a library built against
+/// it speaks.
+pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");

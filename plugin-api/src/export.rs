@@ -1,0 +1,470 @@
+//! The glue `export_plugin!` expands to. Not for direct use.
+//!
+//! Every call from the host into plugin code passes through [`guard`]: a panic becomes a
+//! [`ErrorKind::Panicked`] error carrying the panic message and location, instead of unwinding
+//! into the host (which `abi_stable` would turn into a process abort).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use abi_stable::{
+    library::{CheckTypeLayout, LibHeader, RootModuleResult},
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+};
+
+use crate::abi::*;
+use crate::sdk::{parse_config, Capture, Describe, Processor, Storage};
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    static AUDIO_CALL: Cell<bool> = const { Cell::new(false) };
+    static AUDIO_ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+static HOOK: Once = Once::new();
+
+/// Replace this library's panic hook (each cdylib has its own copy of std) with one that records
+/// the message and location for [`guard`] instead of printing to the host's stderr.
+pub fn install_panic_hook() {
+    HOOK.call_once(|| {
+        panic::set_hook(Box::new(|info| {
+            let msg = payload_text(info.payload());
+            let text = match info.location() {
+                Some(loc) => format!("{msg} (at {}:{}:{})", loc.file(), loc.line(), loc.column()),
+                None => msg,
+            };
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+        }));
+    });
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    }
+}
+
+/// Run plugin code, turning a panic into an error.
+pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.into(),
+        Err(payload) => {
+            let text = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| payload_text(&*payload));
+            RResult::RErr(PluginError::new(
+                ErrorKind::Panicked,
+                format!("panicked: {text}"),
+            ))
+        }
+    }
+}
+
+/// Like [`guard`], and in debug builds also fails the call if the plugin allocated during it.
+/// Used for the calls on the audio path (`read`, `process`).
+pub fn guard_audio<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, PluginError>,
+) -> RResult<T, PluginError> {
+    if !cfg!(debug_assertions) {
+        return guard(f);
+    }
+    AUDIO_ALLOCS.with(|c| c.set(0));
+    AUDIO_CALL.with(|c| c.set(true));
+    let r = guard(f);
+    AUDIO_CALL.with(|c| c.set(false));
+    let allocs = AUDIO_ALLOCS.with(|c| c.get());
+    match r {
+        RResult::ROk(_) if allocs > 0 => RResult::RErr(PluginError::other(format!(
+            "allocated {allocs} time(s) inside {what}(); allocate in new() instead \
+             (this check runs in debug builds of the plugin)"
+        ))),
+        r => r,
+    }
+}
+
+/// The global allocator `export_plugin!` installs in debug builds: the system allocator, counting
+/// allocations made on the current thread while an audio-path call is running.
+pub struct CheckingAllocator;
+
+unsafe impl GlobalAlloc for CheckingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_alloc();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn note_alloc() {
+    // try_with: thread-locals may be gone while a thread shuts down.
+    let _ = AUDIO_CALL.try_with(|on| {
+        if on.get() {
+            let _ = AUDIO_ALLOCS.try_with(|c| c.set(c.get() + 1));
+        }
+    });
+}
+
+type LayoutFn = fn(&str, &StageContext<'_>) -> Result<Vec<OutputPort>, PluginError>;
+
+/// One plugin of a library: what the root module functions dispatch on.
+pub struct Entry {
+    pub name: &'static str,
+    manifest: fn() -> PluginManifest,
+    layout: LayoutFn,
+    new_capture: Option<fn(&str, &StageContext<'_>) -> Result<CaptureBox, PluginError>>,
+    new_processor: Option<fn(&str, &StageContext<'_>) -> Result<ProcessorBox, PluginError>>,
+    new_storage: Option<fn(&str, &StageContext<'_>) -> Result<StorageBox, PluginError>>,
+}
+
+fn manifest_of<D: Describe>(kind: PluginKind, inputs: (u32, u32)) -> PluginManifest {
+    let schema = schemars::schema_for!(D::Config);
+    PluginManifest {
+        name: D::NAME.into(),
+        kind,
+        version: RString::new(),
+        description: D::DESCRIPTION.into(),
+        inputs: PortCount {
+            min: inputs.0,
+            max: inputs.1,
+        },
+        outputs: D::OUTPUTS.into(),
+        channels: PortCount {
+            min: D::CHANNELS.0,
+            max: D::CHANNELS.1,
+        },
+        sample_rates: D::SAMPLE_RATES.iter().copied().collect(),
+        config_schema: serde_json::to_string(&schema).unwrap_or_default().into(),
+    }
+}
+
+impl Entry {
+    pub const fn capture<C: Capture>() -> Entry {
+        Entry {
+            name: C::NAME,
+            manifest: || manifest_of::<C>(PluginKind::Capture, (0, 0)),
+            layout: |cfg, ctx| C::outputs(&parse_config(cfg)?, ctx),
+            new_capture: Some(|cfg, ctx| {
+                let inner = C::new(parse_config(cfg)?, ctx)?;
+                Ok(CaptureObj_TO::from_value(CaptureAdapter(inner), TD_Opaque))
+            }),
+            new_processor: None,
+            new_storage: None,
+        }
+    }
+
+    pub const fn process<P: Processor>() -> Entry {
+        Entry {
+            name: P::NAME,
+            manifest: || manifest_of::<P>(PluginKind::Process, P::INPUTS),
+            layout: |cfg, ctx| P::outputs(&parse_config(cfg)?, ctx),
+            new_capture: None,
+            new_processor: Some(|cfg, ctx| {
+                let inner = P::new(parse_config(cfg)?, ctx)?;
+                Ok(ProcessorObj_TO::from_value(
+                    ProcessorAdapter(inner),
+                    TD_Opaque,
+                ))
+            }),
+            new_storage: None,
+        }
+    }
+
+    pub const fn storage<S: Storage>() -> Entry {
+        Entry {
+            name: S::NAME,
+            manifest: || manifest_of::<S>(PluginKind::Storage, (1, 1)),
+            layout: |cfg, ctx| S::check(&parse_config(cfg)?, ctx).map(|()| Vec::new()),
+            new_capture: None,
+            new_processor: None,
+            new_storage: Some(|cfg, ctx| {
+                let inner = S::new(parse_config(cfg)?, ctx)?;
+                Ok(StorageObj_TO::from_value(StorageAdapter(inner), TD_Opaque))
+            }),
+        }
+    }
+}
+
+fn find<'e>(entries: &'e [Entry], name: &str) -> Result<&'e Entry, PluginError> {
+    entries
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| PluginError::other(format!("this library has no plugin named `{name}`")))
+}
+
+fn wrong_kind(name: &str, kind: PluginKind) -> PluginError {
+    PluginError::other(format!("plugin `{name}` is not a {kind} plugin"))
+}
+
+pub fn manifests(entries: &[Entry], version: &str) -> RVec<PluginManifest> {
+    entries
+        .iter()
+        .filter_map(|e| match guard(|| Ok((e.manifest)())) {
+            RResult::ROk(mut m) => {
+                m.version = version.into();
+                Some(m)
+            }
+            RResult::RErr(_) => None,
+        })
+        .collect()
+}
+
+pub fn layout(
+    entries: &[Entry],
+    name: RStr<'_>,
+    config: RStr<'_>,
+    ctx: &StageContext<'_>,
+) -> RResult<RVec<OutputPort>, PluginError> {
+    guard(|| {
+        let e = find(entries, name.as_str())?;
+        (e.layout)(config.as_str(), ctx).map(RVec::from)
+    })
+}
+
+pub fn new_capture(
+    entries: &[Entry],
+    name: RStr<'_>,
+    config: RStr<'_>,
+    ctx: &StageContext<'_>,
+) -> RResult<CaptureBox, PluginError> {
+    guard(|| {
+        let e = find(entries, name.as_str())?;
+        let f = e
+            .new_capture
+            .ok_or_else(|| wrong_kind(e.name, PluginKind::Capture))?;
+        f(config.as_str(), ctx)
+    })
+}
+
+pub fn new_processor(
+    entries: &[Entry],
+    name: RStr<'_>,
+    config: RStr<'_>,
+    ctx: &StageContext<'_>,
+) -> RResult<ProcessorBox, PluginError> {
+    guard(|| {
+        let e = find(entries, name.as_str())?;
+        let f = e
+            .new_processor
+            .ok_or_else(|| wrong_kind(e.name, PluginKind::Process))?;
+        f(config.as_str(), ctx)
+    })
+}
+
+pub fn new_storage(
+    entries: &[Entry],
+    name: RStr<'_>,
+    config: RStr<'_>,
+    ctx: &StageContext<'_>,
+) -> RResult<StorageBox, PluginError> {
+    guard(|| {
+        let e = find(entries, name.as_str())?;
+        let f = e
+            .new_storage
+            .ok_or_else(|| wrong_kind(e.name, PluginKind::Storage))?;
+        f(config.as_str(), ctx)
+    })
+}
+
+/// Build the root module value from the generated functions.
+pub fn library(
+    manifests: extern "C" fn() -> RVec<PluginManifest>,
+    layout: extern "C" fn(
+        RStr<'_>,
+        RStr<'_>,
+        &StageContext<'_>,
+    ) -> RResult<RVec<OutputPort>, PluginError>,
+    new_capture: extern "C" fn(
+        RStr<'_>,
+        RStr<'_>,
+        &StageContext<'_>,
+    ) -> RResult<CaptureBox, PluginError>,
+    new_processor: extern "C" fn(
+        RStr<'_>,
+        RStr<'_>,
+        &StageContext<'_>,
+    ) -> RResult<ProcessorBox, PluginError>,
+    new_storage: extern "C" fn(
+        RStr<'_>,
+        RStr<'_>,
+        &StageContext<'_>,
+    ) -> RResult<StorageBox, PluginError>,
+) -> PluginLibraryRef {
+    install_panic_hook();
+    PluginLibrary {
+        manifests,
+        layout,
+        new_capture,
+        new_processor,
+        new_storage,
+    }
+    .leak_into_prefix()
+}
+
+struct CaptureAdapter<C>(C);
+struct ProcessorAdapter<P>(P);
+struct StorageAdapter<S>(S);
+
+impl<C: Capture> CaptureObj for CaptureAdapter<C> {
+    fn start(&mut self) -> RResult<(), PluginError> {
+        guard(|| self.0.start())
+    }
+    fn read<'a>(&mut self, out: &mut OutputBlock<'a>) -> RResult<ReadStatus, PluginError> {
+        guard_audio("read", || self.0.read(out))
+    }
+    fn stop(&mut self) -> RResult<(), PluginError> {
+        guard(|| self.0.stop())
+    }
+    fn length_frames(&self) -> ROption<u64> {
+        match guard(|| Ok(self.0.length_frames())) {
+            RResult::ROk(v) => v.into(),
+            RResult::RErr(_) => ROption::RNone,
+        }
+    }
+}
+
+impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
+    fn process<'a>(
+        &mut self,
+        inputs: RSlice<'a, InputBlock<'a>>,
+        mut outputs: RSliceMut<'a, OutputBlock<'a>>,
+    ) -> RResult<(), PluginError> {
+        guard_audio("process", || {
+            self.0.process(inputs.as_slice(), outputs.as_mut_slice())
+        })
+    }
+    fn levels(&self) -> RSlice<'_, Level> {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.0.levels())) {
+            Ok(levels) => levels.into(),
+            Err(_) => RSlice::EMPTY,
+        }
+    }
+}
+
+impl<S: Storage> StorageObj for StorageAdapter<S> {
+    fn write<'a>(&mut self, block: &InputBlock<'a>) -> RResult<(), PluginError> {
+        guard(|| self.0.write(block))
+    }
+    fn flush(&mut self) -> RResult<(), PluginError> {
+        guard(|| self.0.flush())
+    }
+    fn finalize(&mut self) -> RResult<StorageReport, PluginError> {
+        guard(|| self.0.finalize())
+    }
+}
+
+/// The library header `export_plugin!` exports.
+#[doc(hidden)]
+pub const fn lib_header(constructor: extern "C" fn() -> RootModuleResult) -> LibHeader {
+    // SAFETY: `export_plugin!` passes a constructor that returns
+    // `__call_root_module_loader(f)` for an `f` returning `PluginLibraryRef`, so the erased
+    // prefix it returns was made from a `PluginLibraryRef`, as `from_constructor` requires.
+    unsafe { LibHeader::from_constructor::<PluginLibraryRef>(constructor, CheckTypeLayout::Yes) }
+}
+
+/// Export the plugins of a `cdylib` to Tapeline.
+///
+/// ```ignore
+/// tapeline_plugin_api::export_plugin!(process: Gain, capture: Tone);
+/// ```
+///
+/// Each entry is `kind: Type` with kind one of `capture`, `process`, `storage`. The macro
+/// generates the library's root module and wraps every call into the plugin in `catch_unwind`.
+/// In debug builds it installs a global allocator that reports allocations made inside
+/// `read`/`process`. A plugin built with `panic = "abort"` is refused at compile time: its panics
+/// could not be caught and would end the host.
+#[macro_export]
+macro_rules! export_plugin {
+    ($($kind:ident : $ty:ty),+ $(,)?) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "Tapeline plugins must be built with panic = \"unwind\": export_plugin! turns a \
+             panic into an error for the host, which panic = \"abort\" makes impossible. \
+             Remove `panic = \"abort\"` from the profile that builds this plugin."
+        );
+
+        #[cfg(debug_assertions)]
+        #[global_allocator]
+        static __TAPELINE_ALLOCATOR: $crate::export::CheckingAllocator =
+            $crate::export::CheckingAllocator;
+
+        static __TAPELINE_ENTRIES: &[$crate::export::Entry] =
+            &[$($crate::export::Entry::$kind::<$ty>()),+];
+
+        extern "C" fn __tapeline_manifests()
+            -> $crate::abi_stable::std_types::RVec<$crate::abi::PluginManifest>
+        {
+            $crate::export::manifests(__TAPELINE_ENTRIES, env!("CARGO_PKG_VERSION"))
+        }
+        extern "C" fn __tapeline_layout(
+            name: $crate::abi_stable::std_types::RStr<'_>,
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            ctx: &$crate::abi::StageContext<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<
+            $crate::abi_stable::std_types::RVec<$crate::abi::OutputPort>,
+            $crate::abi::PluginError,
+        > {
+            $crate::export::layout(__TAPELINE_ENTRIES, name, config, ctx)
+        }
+        extern "C" fn __tapeline_new_capture(
+            name: $crate::abi_stable::std_types::RStr<'_>,
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            ctx: &$crate::abi::StageContext<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::abi::CaptureBox, $crate::abi::PluginError> {
+            $crate::export::new_capture(__TAPELINE_ENTRIES, name, config, ctx)
+        }
+        extern "C" fn __tapeline_new_processor(
+            name: $crate::abi_stable::std_types::RStr<'_>,
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            ctx: &$crate::abi::StageContext<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::abi::ProcessorBox, $crate::abi::PluginError> {
+            $crate::export::new_processor(__TAPELINE_ENTRIES, name, config, ctx)
+        }
+        extern "C" fn __tapeline_new_storage(
+            name: $crate::abi_stable::std_types::RStr<'_>,
+            config: $crate::abi_stable::std_types::RStr<'_>,
+            ctx: &$crate::abi::StageContext<'_>,
+        ) -> $crate::abi_stable::std_types::RResult<$crate::abi::StorageBox, $crate::abi::PluginError> {
+            $crate::export::new_storage(__TAPELINE_ENTRIES, name, config, ctx)
+        }
+
+        fn __tapeline_root_module() -> $crate::abi::PluginLibraryRef {
+            $crate::export::library(
+                __tapeline_manifests,
+                __tapeline_layout,
+                __tapeline_new_capture,
+                __tapeline_new_processor,
+                __tapeline_new_storage,
+            )
+        }
+        extern "C" fn __tapeline_erased_root() -> $crate::abi_stable::library::RootModuleResult {
+            $crate::abi_stable::library::__call_root_module_loader(__tapeline_root_module)
+        }
+        /// The symbol abi_stable's loader looks up (what `#[export_root_module]` would emit).
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::abi_stable::library::LibHeader =
+            $crate::export::lib_header(__tapeline_erased_root);
+    };
+}

@@ -1,0 +1,203 @@
+//! The safe traits plugin authors implement.
+//!
+//! A plugin is a type implementing one of [`Capture`], [`Processor`] or [`Storage`], listed in
+//! [`export_plugin!`](crate::export_plugin). The host owns every thread, lock, queue and
+//! lifecycle decision; a plugin only answers calls. The wrapper the macro generates catches
+//! panics (they become [`ErrorKind::Panicked`] errors) and, in debug builds, reports allocations
+//! made on the audio path.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
+use crate::abi::{
+    ErrorKind, InputBlock, Level, OutputBlock, OutputPort, PluginError, PortFormat, ReadStatus,
+    StageContext, StorageReport,
+};
+
+/// Result type of every plugin call.
+pub type PluginResult<T> = Result<T, PluginError>;
+
+/// What every plugin declares about itself, whatever its kind.
+pub trait Describe {
+    /// The config table's type. Deserialized from the stage's table in the pipeline file with
+    /// unknown keys rejected (put `#[serde(deny_unknown_fields)]` on it). Doc comments on its
+    /// fields become the descriptions `tapeline plugins inspect` and editors show.
+    type Config: DeserializeOwned + JsonSchema;
+    /// The name pipeline files use in `plugin = "..."`.
+    const NAME: &'static str;
+    /// One line.
+    const DESCRIPTION: &'static str;
+    /// Accepted channel counts, inclusive.
+    const CHANNELS: (u32, u32) = (1, 64);
+    /// Accepted sample rates; empty means any.
+    const SAMPLE_RATES: &'static [u32] = &[];
+    /// Human-readable summary of the output ports.
+    const OUTPUTS: &'static str = "out";
+}
+
+/// A source of audio: a generator, a file reader, a device.
+///
+/// Lifecycle: [`outputs`](Capture::outputs) may be called any number of times to validate (no
+/// side effects); then [`new`](Capture::new) once, [`start`](Capture::start), repeated
+/// [`read`](Capture::read) from one host thread until it returns [`ReadStatus::Finished`] or the
+/// host stops, then [`stop`](Capture::stop). `read` must not allocate, lock or log: allocate
+/// in `new`.
+pub trait Capture: Describe + Sized + Send + 'static {
+    /// The output ports this configuration produces. Validation only: open nothing here.
+    fn outputs(config: &Self::Config, ctx: &StageContext<'_>) -> PluginResult<Vec<OutputPort>>;
+    fn new(config: Self::Config, ctx: &StageContext<'_>) -> PluginResult<Self>;
+    fn start(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+    /// Fill `out` (up to its capacity, `out.frames`) and set `out.frames` to what was written.
+    fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus>;
+    fn stop(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+    /// Total frames this source will produce, when known (for progress and ETA).
+    fn length_frames(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A transformation of audio.
+///
+/// `process` is called on the stage's own thread with one block per input (equal frame counts)
+/// and one buffer per output port; outputs arrive with `frames` preset to the input's frame
+/// count. `process` must not allocate, lock, log or block: allocate in `new`.
+pub trait Processor: Describe + Sized + Send + 'static {
+    /// How many inputs it takes, inclusive.
+    const INPUTS: (u32, u32) = (1, 1);
+    /// The output ports for this configuration and these input formats. The default passes the
+    /// single input's format through on one port named `out`.
+    fn outputs(_config: &Self::Config, ctx: &StageContext<'_>) -> PluginResult<Vec<OutputPort>> {
+        let input = single_input(ctx)?;
+        Ok(vec![OutputPort::new("out", input)])
+    }
+    fn new(config: Self::Config, ctx: &StageContext<'_>) -> PluginResult<Self>;
+    fn process(
+        &mut self,
+        inputs: &[InputBlock<'_>],
+        outputs: &mut [OutputBlock<'_>],
+    ) -> PluginResult<()>;
+    /// Levels to show in monitoring, one per channel; empty when the plugin measures nothing.
+    fn levels(&self) -> &[Level] {
+        &[]
+    }
+}
+
+/// A sink that keeps audio: a file writer, a counter.
+///
+/// `write` is called on the stage's own thread for every block, in order; `flush` when the host
+/// wants what was written so far made durable; `finalize` once at the end, also after errors and
+/// on shutdown, so that what was recorded is kept.
+pub trait Storage: Describe + Sized + Send + 'static {
+    /// Check the configuration against the input format. Validation only: create nothing here,
+    /// but do report an output that would be clobbered or cannot be written.
+    fn check(_config: &Self::Config, _ctx: &StageContext<'_>) -> PluginResult<()> {
+        Ok(())
+    }
+    fn new(config: Self::Config, ctx: &StageContext<'_>) -> PluginResult<Self>;
+    fn write(&mut self, block: &InputBlock<'_>) -> PluginResult<()>;
+    fn flush(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+    fn finalize(&mut self) -> PluginResult<StorageReport>;
+}
+
+/// The format of the only input, or an error if there is not exactly one.
+pub fn single_input(ctx: &StageContext<'_>) -> PluginResult<PortFormat> {
+    match ctx.inputs.as_slice() {
+        [one] => Ok(*one),
+        other => Err(PluginError::format(format!(
+            "takes exactly one input, got {}",
+            other.len()
+        ))),
+    }
+}
+
+impl StageContext<'_> {
+    /// Resolve a path from the config against the pipeline file's folder.
+    pub fn resolve(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        if path.is_absolute() || self.base_dir.is_empty() {
+            path.to_path_buf()
+        } else {
+            Path::new(self.base_dir.as_str()).join(path)
+        }
+    }
+
+    /// The pipeline's format with `channels` channels.
+    pub fn format(&self, channels: u32) -> PortFormat {
+        PortFormat {
+            channels,
+            sample_rate: self.sample_rate,
+        }
+    }
+}
+
+impl InputBlock<'_> {
+    /// The interleaved samples of this block (`frames * channels`).
+    pub fn samples(&self) -> &[f32] {
+        let n = self.frames as usize * self.channels as usize;
+        &self.samples.as_slice()[..n]
+    }
+
+    pub fn is_discontinuity(&self) -> bool {
+        self.flags & crate::abi::FLAG_DISCONTINUITY != 0
+    }
+}
+
+impl OutputBlock<'_> {
+    /// The interleaved samples for `frames` frames.
+    pub fn samples_mut(&mut self) -> &mut [f32] {
+        let n = self.frames as usize * self.channels as usize;
+        &mut self.samples.as_mut_slice()[..n]
+    }
+
+    /// Frames this buffer can hold.
+    pub fn capacity_frames(&self) -> u32 {
+        (self.samples.len() / self.channels.max(1) as usize) as u32
+    }
+
+    /// Set how many frames were produced. Clamped to the capacity.
+    pub fn set_frames(&mut self, frames: u32) {
+        self.frames = frames.min(self.capacity_frames());
+    }
+}
+
+/// Deserialize a plugin config from the JSON text the host passes, naming the offending key.
+pub fn parse_config<C: DeserializeOwned>(text: &str) -> PluginResult<C> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        let message = e.inner().to_string();
+        // serde_json appends " at line 1 column N" which means nothing to a TOML author.
+        let message = match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        PluginError {
+            kind: ErrorKind::InvalidConfig,
+            message: message.into(),
+            key: key.into(),
+        }
+    })
+}
+
+/// Convert decibels to a linear factor.
+pub fn db_to_gain(db: f32) -> f32 {
+    10f32.powf(db / 20.0)
+}
+
+/// Convert a linear amplitude to dBFS (−∞ clamps to −200).
+pub fn gain_to_db(gain: f32) -> f32 {
+    if gain <= 1e-10 {
+        -200.0
+    } else {
+        20.0 * gain.log10()
+    }
+}
