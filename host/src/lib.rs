@@ -6,7 +6,9 @@
 //! → report.
 //!
 //! - [`plugins`]: discovery, loading, ABI checks, the registry by name.
+//! - [`repair`]: fixing the header of a WAV file left by a crash.
 //! - [`cli`]: the `tapeline` command line.
 
 pub mod cli;
 pub mod plugins;
+pub mod repair;

@@ -244,6 +244,9 @@ pub struct PluginManifest {
     pub sample_rates: RVec<u32>,
     /// JSON Schema of the plugin's config table.
     pub config_schema: RString,
+    /// A live source (an audio device) whose producer must never wait: the edge right behind
+    /// it defaults to `drop-oldest`.
+    pub live: bool,
 }
 
 /// Flag on a block: the audio before it is not contiguous with this block (e.g. a gap after a
@@ -316,10 +319,12 @@ pub trait CaptureObj: Send {
 /// A processor instance, as the host sees it.
 #[sabi_trait]
 pub trait ProcessorObj: Send {
-    fn process<'a>(
+    /// `'a` is the audio buffers' lifetime, `'b` the lists' (shorter), so the host can read back
+    /// `frames`, `position` and `flags` of each output after the call.
+    fn process<'a, 'b>(
         &mut self,
-        inputs: RSlice<'a, InputBlock<'a>>,
-        outputs: RSliceMut<'a, OutputBlock<'a>>,
+        inputs: RSlice<'b, InputBlock<'a>>,
+        outputs: RSliceMut<'b, OutputBlock<'a>>,
     ) -> RResult<(), PluginError>;
     #[sabi(last_prefix_field)]
     fn levels(&self) -> RSlice<'_, Level>;

@@ -127,15 +127,16 @@ fn note_alloc() {
 }
 
 type LayoutFn = fn(&str, &StageContext<'_>) -> Result<Vec<OutputPort>, PluginError>;
+type NewFn<T> = fn(&str, &StageContext<'_>) -> Result<T, PluginError>;
 
 /// One plugin of a library: what the root module functions dispatch on.
 pub struct Entry {
     pub name: &'static str,
     manifest: fn() -> PluginManifest,
     layout: LayoutFn,
-    new_capture: Option<fn(&str, &StageContext<'_>) -> Result<CaptureBox, PluginError>>,
-    new_processor: Option<fn(&str, &StageContext<'_>) -> Result<ProcessorBox, PluginError>>,
-    new_storage: Option<fn(&str, &StageContext<'_>) -> Result<StorageBox, PluginError>>,
+    new_capture: Option<NewFn<CaptureBox>>,
+    new_processor: Option<NewFn<ProcessorBox>>,
+    new_storage: Option<NewFn<StorageBox>>,
 }
 
 fn manifest_of<D: Describe>(kind: PluginKind, inputs: (u32, u32)) -> PluginManifest {
@@ -156,6 +157,7 @@ fn manifest_of<D: Describe>(kind: PluginKind, inputs: (u32, u32)) -> PluginManif
         },
         sample_rates: D::SAMPLE_RATES.iter().copied().collect(),
         config_schema: serde_json::to_string(&schema).unwrap_or_default().into(),
+        live: D::LIVE,
     }
 }
 
@@ -345,10 +347,10 @@ impl<C: Capture> CaptureObj for CaptureAdapter<C> {
 }
 
 impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
-    fn process<'a>(
+    fn process<'a, 'b>(
         &mut self,
-        inputs: RSlice<'a, InputBlock<'a>>,
-        mut outputs: RSliceMut<'a, OutputBlock<'a>>,
+        inputs: RSlice<'b, InputBlock<'a>>,
+        mut outputs: RSliceMut<'b, OutputBlock<'a>>,
     ) -> RResult<(), PluginError> {
         guard_audio("process", || {
             self.0.process(inputs.as_slice(), outputs.as_mut_slice())
@@ -364,7 +366,7 @@ impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
 
 impl<S: Storage> StorageObj for StorageAdapter<S> {
     fn write<'a>(&mut self, block: &InputBlock<'a>) -> RResult<(), PluginError> {
-        guard(|| self.0.write(block))
+        guard_audio("write", || self.0.write(block))
     }
     fn flush(&mut self) -> RResult<(), PluginError> {
         guard(|| self.0.flush())

@@ -35,6 +35,8 @@ pub trait Describe {
     const SAMPLE_RATES: &'static [u32] = &[];
     /// Human-readable summary of the output ports.
     const OUTPUTS: &'static str = "out";
+    /// True for live sources (devices): the edge behind them defaults to `drop-oldest`.
+    const LIVE: bool = false;
 }
 
 /// A source of audio: a generator, a file reader, a device.
@@ -45,13 +47,15 @@ pub trait Describe {
 /// host stops, then [`stop`](Capture::stop). `read` must not allocate, lock or log: allocate
 /// in `new`.
 pub trait Capture: Describe + Sized + Send + 'static {
-    /// The output ports this configuration produces. Validation only: open nothing here.
+    /// The output ports this configuration produces. Validation only: reading (a file header,
+    /// a device's formats) is fine; create or start nothing here.
     fn outputs(config: &Self::Config, ctx: &StageContext<'_>) -> PluginResult<Vec<OutputPort>>;
     fn new(config: Self::Config, ctx: &StageContext<'_>) -> PluginResult<Self>;
     fn start(&mut self) -> PluginResult<()> {
         Ok(())
     }
-    /// Fill `out` (up to its capacity, `out.frames`) and set `out.frames` to what was written.
+    /// Fill `out` with up to `out.frames` frames (preset by the host to the block size, never more
+    /// than [`OutputBlock::capacity_frames`]) and set `out.frames` to what was written.
     fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus>;
     fn stop(&mut self) -> PluginResult<()> {
         Ok(())

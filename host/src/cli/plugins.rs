@@ -254,7 +254,11 @@ pub fn type_name(v: &Value, root: &Value) -> String {
     }
     for key in ["oneOf", "anyOf"] {
         if let Some(alts) = v.get(key).and_then(Value::as_array) {
-            let parts: Vec<String> = alts.iter().map(|a| type_name(a, root)).collect();
+            let parts: Vec<String> = alts
+                .iter()
+                .filter(|a| a.get("type").and_then(Value::as_str) != Some("null"))
+                .map(|a| type_name(a, root))
+                .collect();
             return parts.join(" | ");
         }
     }

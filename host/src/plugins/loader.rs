@@ -1,11 +1,11 @@
 //! Loading one plugin library through the stable ABI, and explaining why a file is not usable.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use abi_stable::abi_stability::abi_checking::{check_layout_compatibility, AbiInstabilityErrors};
 use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_types::VersionNumber;
+use abi_stable::type_layout::TLFieldOrFunction;
 use tapeline_plugin_api::abi::{PluginLibraryRef, PluginManifest};
 use tapeline_plugin_api::API_VERSION;
 
@@ -236,30 +236,46 @@ fn check_layout(path: &Path, header: &LibHeader) -> Result<String, LoadError> {
     }
 }
 
-/// Name the first differing field or type of a layout check, in one line.
+/// Name the differing field and its two types, in one line: the most specific error (the
+/// deepest in the type tree) is the one that tells a person what changed.
 fn first_layout_difference(errors: &AbiInstabilityErrors) -> String {
-    let Some(first) = errors.errors.iter().find(|e| !e.errs.is_empty()) else {
+    let Some(deepest) = errors
+        .errors
+        .iter()
+        .filter(|e| !e.errs.is_empty())
+        .max_by_key(|e| e.stack_trace.len())
+    else {
         return "the root module's layout differs".into();
     };
-    let mut out = String::new();
-    let trail: Vec<String> = first
+    let fields: Vec<_> = deepest
         .stack_trace
         .iter()
-        .map(|ef| {
-            let s = format!("{}", ef.expected);
-            s.split(':').next().unwrap_or(&s).trim().to_string()
+        .filter_map(|ef| match &ef.expected {
+            TLFieldOrFunction::Field(f) => Some(f),
+            TLFieldOrFunction::Function(_) => None,
         })
-        .filter(|s| !s.is_empty())
         .collect();
-    if !trail.is_empty() {
-        let _ = write!(out, "at {}: ", trail.join(" → "));
+    let path = match fields.as_slice() {
+        [.., outer, field] => format!("{}.{}", outer.layout().name(), field.name()),
+        [field] => field.name().to_string(),
+        [] => "root module".to_string(),
+    };
+    match deepest
+        .stack_trace
+        .last()
+        .map(|ef| (&ef.expected, &ef.found))
+    {
+        Some((TLFieldOrFunction::Field(e), TLFieldOrFunction::Field(f))) => format!(
+            "{path}: expected `{}`, found `{}`",
+            e.layout().full_type(),
+            f.layout().full_type()
+        ),
+        _ => {
+            let err = format!("{:?}", deepest.errs[0]);
+            let err: String = err.split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("{path}: {}", err.chars().take(160).collect::<String>())
+        }
     }
-    let err = format!("{:?}", first.errs[0]);
-    let err = err.replace('\n', " ");
-    let err: String = err.split_whitespace().collect::<Vec<_>>().join(" ");
-    let short: String = err.chars().take(200).collect();
-    out.push_str(&short);
-    out
 }
 
 fn library_error(path: &Path, e: LibraryError) -> LoadError {
