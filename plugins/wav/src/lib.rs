@@ -1,0 +1,14 @@
+//! WAV files: `wav-reader` plays one, `wav-writer` records one (or one per channel) that stays
+//! readable after a crash and turns into RF64 past 4 GiB.
+
+mod header;
+mod reader;
+mod writer;
+
+pub use reader::{WavFileReader, WavReaderConfig};
+pub use writer::{SampleFormat, WavWriter, WavWriterConfig};
+
+tapeline_plugin_api::export_plugin!(capture: WavFileReader, storage: WavWriter);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,575 @@
+//! Tests of both plugins against real files in the system temp folder, read back with hound.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hound::{SampleFormat as HoundFormat, WavSpec};
+use tapeline_plugin_api::abi_stable::std_types::{RSlice, RSliceMut, RStr};
+use tapeline_plugin_api::prelude::*;
+use tapeline_plugin_api::sdk::parse_config;
+
+use crate::header::Layout;
+use crate::writer::{encode, SampleFormat};
+use crate::{WavFileReader, WavWriter};
+
+/// A fresh folder under the temp dir, removed at the end of the test.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("tapeline-wav-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn base(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const RATE: u32 = 48_000;
+
+fn ctx<'a>(base: &'a str, inputs: &'a [PortFormat]) -> StageContext<'a> {
+    StageContext {
+        stage_id: RStr::from_str("test"),
+        sample_rate: RATE,
+        block_frames: 480,
+        base_dir: RStr::from_str(base),
+        inputs: RSlice::from_slice(inputs),
+    }
+}
+
+fn input(channels: u32) -> [PortFormat; 1] {
+    [PortFormat {
+        channels,
+        sample_rate: RATE,
+    }]
+}
+
+fn json_path(p: &Path) -> String {
+    serde_json::to_string(p.to_str().unwrap()).unwrap()
+}
+
+fn new_writer(dir: &TempDir, extra: &str, channels: u32) -> PluginResult<WavWriter> {
+    let cfg = parse_config(&format!("{{{extra}}}"))?;
+    WavWriter::new(cfg, &ctx(dir.base(), &input(channels)))
+}
+
+fn write_block(w: &mut WavWriter, samples: &[f32], channels: u32) {
+    w.write(&InputBlock {
+        samples: RSlice::from_slice(samples),
+        frames: (samples.len() / channels as usize) as u32,
+        channels,
+        position: 0,
+        flags: 0,
+    })
+    .unwrap();
+}
+
+fn bits(format: SampleFormat) -> u32 {
+    match format {
+        SampleFormat::Pcm16 => 16,
+        SampleFormat::Pcm24 => 24,
+        SampleFormat::Pcm32 | SampleFormat::Float32 => 32,
+    }
+}
+
+/// Stored values covering both extremes, and the f32 samples a reader would have produced for
+/// them (`v / 2^(N-1)`, exact in f32 for every value used).
+fn test_signal(format: SampleFormat, n: usize) -> (Vec<i64>, Vec<f32>) {
+    if format == SampleFormat::Float32 {
+        let f: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1.5).collect();
+        return (Vec::new(), f);
+    }
+    let b = bits(format);
+    let full = 1i64 << (b - 1);
+    // Pcm32: f32 carries 24 significant bits, so only multiples of 2^8 are exact.
+    let quantum = if b == 32 { 256 } else { 1 };
+    let ints: Vec<i64> = (0..n)
+        .map(|i| match i {
+            0 => -full,
+            1 => full - quantum,
+            2 => 0,
+            _ => ((i as i64 * 7919 * quantum) % (2 * full)) - full,
+        })
+        .map(|v| v / quantum * quantum)
+        .collect();
+    let floats = ints
+        .iter()
+        .map(|v| (*v as f64 / full as f64) as f32)
+        .collect();
+    (ints, floats)
+}
+
+fn read_all(path: &Path) -> (WavSpec, Vec<i64>, Vec<f32>) {
+    let mut r = hound::WavReader::open(path).unwrap();
+    let spec = r.spec();
+    match spec.sample_format {
+        HoundFormat::Float => {
+            let f = r.samples::<f32>().map(Result::unwrap).collect();
+            (spec, Vec::new(), f)
+        }
+        HoundFormat::Int => {
+            let i = r.samples::<i32>().map(|s| i64::from(s.unwrap())).collect();
+            (spec, i, Vec::new())
+        }
+    }
+}
+
+const FORMATS: [(&str, SampleFormat); 4] = [
+    ("pcm16", SampleFormat::Pcm16),
+    ("pcm24", SampleFormat::Pcm24),
+    ("pcm32", SampleFormat::Pcm32),
+    ("float32", SampleFormat::Float32),
+];
+
+#[test]
+fn header_after_n_frames_is_sample_exact_for_every_format() {
+    let dir = TempDir::new("formats");
+    for (name, format) in FORMATS {
+        for channels in [1u32, 2] {
+            let path = dir.path(&format!("{name}-{channels}.wav"));
+            let cfg = format!(
+                r#""path": {}, "format": "{name}", "sync_interval_ms": 3600000"#,
+                json_path(&path)
+            );
+            let mut w = new_writer(&dir, &cfg, channels).unwrap();
+            let frames = 1001;
+            let (ints, floats) = test_signal(format, frames * channels as usize);
+            let split = 480 * channels as usize;
+            write_block(&mut w, &floats[..split], channels);
+            write_block(&mut w, &floats[split..], channels);
+            // After flush(): what a kill -9 would leave, read while the writer is still open.
+            w.flush().unwrap();
+            for stage in ["flushed", "finalized"] {
+                let (spec, got_ints, got_floats) = read_all(&path);
+                let what = format!("{name}, {channels} ch, {stage}");
+                assert_eq!(spec.channels as u32, channels, "{what}");
+                assert_eq!(spec.sample_rate, RATE, "{what}");
+                assert_eq!(u32::from(spec.bits_per_sample), bits(format), "{what}");
+                if format == SampleFormat::Float32 {
+                    assert_eq!(spec.sample_format, HoundFormat::Float, "{what}");
+                    let same = got_floats.len() == floats.len()
+                        && got_floats
+                            .iter()
+                            .zip(&floats)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{what}: float samples differ");
+                } else {
+                    assert!(got_ints == ints, "{what}: integer samples differ");
+                }
+                if stage == "flushed" {
+                    let report = w.finalize().unwrap();
+                    assert_eq!(report.frames_written, frames as u64);
+                    assert_eq!(report.files.len(), 1);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_block_is_on_disk_without_flush_when_syncing_every_block() {
+    let dir = TempDir::new("sync0");
+    let path = dir.path("live.wav");
+    let cfg = format!(r#""path": {}, "sync_interval_ms": 0"#, json_path(&path));
+    let mut w = new_writer(&dir, &cfg, 2).unwrap();
+    // Valid and empty right after creation.
+    assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 0);
+    let block = [0.5f32; 960];
+    let input = InputBlock {
+        samples: RSlice::from_slice(&block),
+        frames: 480,
+        channels: 2,
+        position: 0,
+        flags: 0,
+    };
+    // write(), sync included, passes the host's audio-path allocation check.
+    tapeline_plugin_api::export::guard_audio("write", || w.write(&input))
+        .into_result()
+        .expect("write succeeds without allocating");
+    assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 480);
+    drop(w); // Drop finalizes a writer the host forgot to finalize.
+    assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 480);
+}
+
+#[test]
+fn per_channel_writes_one_mono_file_per_channel() {
+    let dir = TempDir::new("per-channel");
+    let path = dir.path("rec.wav");
+    let cfg = format!(r#""path": {}, "per_channel": true"#, json_path(&path));
+    let mut w = new_writer(&dir, &cfg, 3).unwrap();
+    let (ints, floats) = test_signal(SampleFormat::Pcm16, 300);
+    write_block(&mut w, &floats, 3);
+    let report = w.finalize().unwrap();
+    assert_eq!(report.frames_written, 100);
+    let names: Vec<String> = report.files.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        names,
+        (0..3)
+            .map(|c| dir.path(&format!("rec-{c}.wav")).display().to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(!path.exists());
+    for c in 0..3 {
+        let (spec, got, _) = read_all(&dir.path(&format!("rec-{c}.wav")));
+        assert_eq!(spec.channels, 1);
+        let want: Vec<i64> = ints.iter().skip(c).step_by(3).copied().collect();
+        assert_eq!(got, want, "channel {c}");
+    }
+}
+
+#[test]
+fn finalize_after_no_writes_leaves_a_valid_empty_file() {
+    let dir = TempDir::new("empty");
+    let path = dir.path("nothing.wav");
+    let cfg = format!(r#""path": {}, "format": "pcm24""#, json_path(&path));
+    let mut w = new_writer(&dir, &cfg, 2).unwrap();
+    let report = w.finalize().unwrap();
+    assert_eq!(report.frames_written, 0);
+    assert_eq!(w.finalize().unwrap(), report, "finalize is idempotent");
+    let r = hound::WavReader::open(&path).unwrap();
+    assert_eq!(r.duration(), 0);
+    assert_eq!(r.spec().bits_per_sample, 24);
+    assert!(w
+        .write(&InputBlock {
+            samples: RSlice::from_slice(&[0.0; 2]),
+            frames: 1,
+            channels: 2,
+            position: 0,
+            flags: 0,
+        })
+        .is_err());
+}
+
+#[test]
+fn odd_sized_data_gets_its_pad_byte() {
+    let dir = TempDir::new("pad");
+    let path = dir.path("odd.wav");
+    let cfg = format!(r#""path": {}, "format": "pcm24""#, json_path(&path));
+    let mut w = new_writer(&dir, &cfg, 1).unwrap();
+    write_block(&mut w, &[0.25, -0.25, 0.5], 1);
+    w.finalize().unwrap();
+    let layout = Layout {
+        channels: 1,
+        sample_rate: RATE,
+        bits: 24,
+        float: false,
+    };
+    let len = fs::metadata(&path).unwrap().len();
+    assert_eq!(len, layout.header_len() as u64 + 9 + 1);
+    let (_, got, _) = read_all(&path);
+    assert_eq!(got, vec![2_097_152, -2_097_152, 4_194_304]);
+}
+
+#[test]
+fn conversion_clamps_and_rounds() {
+    let mut buf = [0u8; 64];
+    let src = [1.5f32, 1.0, -1.0, -1.5, f32::NAN, 0.6 / 32768.0];
+    let n = encode(SampleFormat::Pcm16, &mut src.iter().copied(), &mut buf);
+    let got: Vec<i16> = buf[..n]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert_eq!(got, vec![32767, 32767, -32768, -32768, 0, 1]);
+    let n = encode(
+        SampleFormat::Pcm32,
+        &mut [1.0f32, -1.0].into_iter(),
+        &mut buf,
+    );
+    let got: Vec<i32> = buf[..n]
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, vec![i32::MAX, i32::MIN]);
+    // Only whole samples fit: 7 bytes hold two 24-bit samples.
+    let n = encode(
+        SampleFormat::Pcm24,
+        &mut [0.0f32; 5].into_iter(),
+        &mut buf[..7],
+    );
+    assert_eq!(n, 6);
+}
+
+#[test]
+fn check_refuses_an_existing_file_and_creates_nothing() {
+    let dir = TempDir::new("check");
+    let inputs = input(2);
+    let c = ctx(dir.base(), &inputs);
+    let existing = dir.path("take1.wav");
+    fs::write(&existing, b"old recording").unwrap();
+
+    let cfg = parse_config(&format!(r#"{{"path": {}}}"#, json_path(&existing))).unwrap();
+    let e = WavWriter::check(&cfg, &c).unwrap_err();
+    assert_eq!(e.key(), Some("path"));
+    assert!(e.message().contains("overwrite = true"), "{e}");
+    assert!(e.message().contains("take1.wav"), "{e}");
+    // new() refuses too, and leaves the old file alone.
+    let cfg = parse_config(&format!(r#"{{"path": {}}}"#, json_path(&existing))).unwrap();
+    assert!(WavWriter::new(cfg, &c).is_err());
+    assert_eq!(fs::read(&existing).unwrap(), b"old recording");
+
+    let cfg = parse_config(&format!(
+        r#"{{"path": {}, "overwrite": true}}"#,
+        json_path(&existing)
+    ))
+    .unwrap();
+    WavWriter::check(&cfg, &c).unwrap();
+
+    // Relative path, missing folders: fine, and check() creates nothing.
+    let cfg = parse_config(r#"{"path": "new/deeper/take.wav"}"#).unwrap();
+    WavWriter::check(&cfg, &c).unwrap();
+    assert!(!dir.path("new").exists());
+
+    // per_channel checks the files it would write.
+    fs::write(dir.path("multi-1.wav"), b"x").unwrap();
+    let cfg = parse_config(r#"{"path": "multi.wav", "per_channel": true}"#).unwrap();
+    let e = WavWriter::check(&cfg, &c).unwrap_err();
+    assert!(e.message().contains("multi-1.wav"), "{e}");
+
+    // A file where a folder is needed.
+    let cfg = parse_config(r#"{"path": "take1.wav/inside.wav"}"#).unwrap();
+    let e = WavWriter::check(&cfg, &c).unwrap_err();
+    assert_eq!(e.key(), Some("path"));
+    assert!(e.message().contains("not a folder"), "{e}");
+
+    // A folder where the file should go.
+    let cfg = parse_config(r#"{"path": "."}"#).unwrap();
+    assert_eq!(WavWriter::check(&cfg, &c).unwrap_err().key(), Some("path"));
+}
+
+#[test]
+fn new_creates_missing_folders() {
+    let dir = TempDir::new("mkdir");
+    let mut w = new_writer(&dir, r#""path": "a/b/c.wav""#, 1).unwrap();
+    w.finalize().unwrap();
+    assert!(dir.path("a/b/c.wav").is_file());
+}
+
+// ---- wav-reader ----
+
+fn write_fixture(path: &Path, spec: WavSpec, samples: &[i32]) {
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in samples {
+        match spec.bits_per_sample {
+            8 => w.write_sample(*s as i8).unwrap(),
+            16 => w.write_sample(*s as i16).unwrap(),
+            _ => w.write_sample(*s).unwrap(),
+        }
+    }
+    w.finalize().unwrap();
+}
+
+fn int_spec(channels: u16, bits: u16, rate: u32) -> WavSpec {
+    WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: bits,
+        sample_format: HoundFormat::Int,
+    }
+}
+
+fn open_reader(dir: &TempDir, extra: &str) -> PluginResult<WavFileReader> {
+    let cfg = parse_config(&format!("{{{extra}}}"))?;
+    let c = ctx(dir.base(), &[]);
+    let ports = WavFileReader::outputs(&cfg, &c)?;
+    let r = WavFileReader::new(cfg, &c)?;
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_str(), "out");
+    assert_eq!(ports[0].format.sample_rate, RATE);
+    Ok(r)
+}
+
+/// Read blocks of `block` frames through the allocation-checking guard the host uses.
+fn read_blocks(
+    r: &mut WavFileReader,
+    channels: usize,
+    block: usize,
+    max_blocks: usize,
+) -> (Vec<f32>, Vec<(u32, ReadStatus)>) {
+    let mut buf = vec![0.0f32; block * channels];
+    let mut all = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..max_blocks {
+        let mut out = OutputBlock {
+            samples: RSliceMut::from_mut_slice(&mut buf),
+            frames: block as u32,
+            channels: channels as u32,
+            position: 0,
+            flags: 0,
+        };
+        let status = tapeline_plugin_api::export::guard_audio("read", || r.read(&mut out))
+            .into_result()
+            .expect("read succeeds without allocating");
+        let frames = out.frames as usize;
+        all.extend_from_slice(&buf[..frames * channels]);
+        statuses.push((frames as u32, status));
+        if status == ReadStatus::Finished {
+            break;
+        }
+    }
+    (all, statuses)
+}
+
+#[test]
+fn reads_int16_exactly_and_round_trips_through_the_writer() {
+    let dir = TempDir::new("roundtrip");
+    let src = dir.path("in.wav");
+    let values: Vec<i32> = (0..400).map(|i| ((i * 331) % 65536) - 32768).collect();
+    let mut values = values;
+    values[0] = -32768;
+    values[1] = 32767;
+    write_fixture(&src, int_spec(2, 16, RATE), &values);
+
+    let mut r = open_reader(&dir, r#""path": "in.wav""#).unwrap();
+    assert_eq!(r.length_frames(), Some(200));
+    let (samples, statuses) = read_blocks(&mut r, 2, 64, 100);
+    assert_eq!(
+        statuses,
+        vec![
+            (64, ReadStatus::More),
+            (64, ReadStatus::More),
+            (64, ReadStatus::More),
+            (8, ReadStatus::Finished)
+        ]
+    );
+    let want: Vec<f32> = values.iter().map(|v| *v as f32 / 32768.0).collect();
+    assert_eq!(samples, want);
+    assert_eq!(samples[0], -1.0);
+
+    let out = dir.path("out.wav");
+    let mut w = new_writer(&dir, &format!(r#""path": {}"#, json_path(&out)), 2).unwrap();
+    write_block(&mut w, &samples, 2);
+    w.finalize().unwrap();
+    let (_, got, _) = read_all(&out);
+    assert_eq!(
+        got,
+        values.iter().map(|v| i64::from(*v)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn reads_8_24_32_bit_integers_and_float() {
+    let dir = TempDir::new("depths");
+    for (bits, values, scale) in [
+        (8u16, vec![-128, 127, 0, 5], 128.0f64),
+        (24, vec![-8_388_608, 8_388_607, 0, 12_345], 8_388_608.0),
+        (32, vec![i32::MIN, 1 << 30, 0, -256], 2_147_483_648.0),
+    ] {
+        let name = format!("int{bits}.wav");
+        write_fixture(&dir.path(&name), int_spec(1, bits, RATE), &values);
+        let mut r = open_reader(&dir, &format!(r#""path": "{name}""#)).unwrap();
+        let (got, _) = read_blocks(&mut r, 1, 16, 10);
+        let want: Vec<f32> = values
+            .iter()
+            .map(|v| (f64::from(*v) / scale) as f32)
+            .collect();
+        assert_eq!(got, want, "{bits}-bit");
+    }
+    let spec = WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 32,
+        sample_format: HoundFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(dir.path("float.wav"), spec).unwrap();
+    for s in [0.5f32, -1.25, 3.0] {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    let mut r = open_reader(&dir, r#""path": "float.wav""#).unwrap();
+    assert_eq!(read_blocks(&mut r, 1, 16, 10).0, vec![0.5, -1.25, 3.0]);
+}
+
+#[test]
+fn loops_seamlessly_with_24_bit_samples_in_4_byte_containers() {
+    let dir = TempDir::new("loop");
+    let values: Vec<i32> = (0..100).map(|i| i * 1000 - 50_000).collect();
+    let path = dir.path("loop.wav");
+    // 24 valid bits in 4-byte containers: hound's own seek gets these wrong.
+    let spec = hound::WavSpecEx {
+        spec: int_spec(1, 24, RATE),
+        bytes_per_sample: 4,
+    };
+    let mut w = hound::WavWriter::new_with_spec_ex(fs::File::create(&path).unwrap(), spec).unwrap();
+    for v in &values {
+        w.write_sample(*v).unwrap();
+    }
+    w.finalize().unwrap();
+    assert!(
+        fs::metadata(&path).unwrap().len() >= 400,
+        "4 bytes per sample"
+    );
+
+    let mut r = open_reader(&dir, r#""path": "loop.wav", "loop": true"#).unwrap();
+    assert_eq!(r.length_frames(), None);
+    let (got, statuses) = read_blocks(&mut r, 1, 64, 5);
+    assert!(statuses.iter().all(|s| *s == (64, ReadStatus::More)));
+    for (k, s) in got.iter().enumerate() {
+        assert_eq!(*s, values[k % 100] as f32 / 8_388_608.0, "frame {k}");
+    }
+}
+
+#[test]
+fn wrong_rate_names_both_rates_and_the_fix() {
+    let dir = TempDir::new("rate");
+    write_fixture(&dir.path("cd.wav"), int_spec(2, 16, 44_100), &[0, 0]);
+    let e = open_reader(&dir, r#""path": "cd.wav""#).err().unwrap();
+    assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+    for part in [
+        "44100",
+        "48000",
+        "plugin = \"resample\"",
+        "[pipeline] sample_rate",
+    ] {
+        assert!(e.message().contains(part), "{e}");
+    }
+}
+
+#[test]
+fn missing_invalid_and_truncated_files() {
+    let dir = TempDir::new("bad");
+    let e = open_reader(&dir, r#""path": "nope.wav""#).err().unwrap();
+    assert_eq!(e.key(), Some("path"));
+    assert!(
+        e.message()
+            .contains(&dir.path("nope.wav").display().to_string()),
+        "{e}"
+    );
+
+    fs::write(dir.path("text.wav"), b"this is not audio at all").unwrap();
+    let e = open_reader(&dir, r#""path": "text.wav""#).err().unwrap();
+    assert_eq!(e.key(), Some("path"));
+    assert!(e.message().contains("not a valid WAV"), "{e}");
+
+    let path = dir.path("cut.wav");
+    write_fixture(&path, int_spec(1, 16, RATE), &[1; 1000]);
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 1001)
+        .unwrap();
+    let mut r = open_reader(&dir, r#""path": "cut.wav""#).unwrap();
+    let mut buf = [0.0f32; 1000];
+    let mut out = OutputBlock {
+        samples: RSliceMut::from_mut_slice(&mut buf),
+        frames: 1000,
+        channels: 1,
+        position: 0,
+        flags: 0,
+    };
+    let e = r.read(&mut out).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Io);
+    assert!(e.message().contains("truncated"), "{e}");
+}

@@ -1,0 +1,528 @@
+//! `wav-writer`: records its input to a WAV file (or one mono file per channel) that survives a
+//! crash: the header is valid from the first byte and is brought up to date and synced to disk
+//! every `sync_interval_ms`, so a `kill -9` loses at most that much audio.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tapeline_plugin_api::prelude::*;
+use tapeline_plugin_api::serde::Serialize;
+
+use crate::header::{write_header, Layout, MAX_HEADER};
+
+/// Bytes buffered per file before a write reaches the OS.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes converted at a time; blocks larger than this are written in pieces, never reallocated.
+const CONVERT_BUFFER: usize = 64 * 1024;
+
+/// How samples are stored in the file.
+// Serialize lets the schema show the default.
+#[derive(Deserialize, Serialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleFormat {
+    /// 16-bit integer.
+    #[default]
+    Pcm16,
+    /// 24-bit integer.
+    Pcm24,
+    /// 32-bit integer.
+    Pcm32,
+    /// 32-bit float: keeps levels above full scale.
+    Float32,
+}
+
+impl SampleFormat {
+    fn bytes(self) -> usize {
+        match self {
+            SampleFormat::Pcm16 => 2,
+            SampleFormat::Pcm24 => 3,
+            SampleFormat::Pcm32 | SampleFormat::Float32 => 4,
+        }
+    }
+}
+
+#[derive(Deserialize, JsonSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct WavWriterConfig {
+    /// File to write; relative paths resolve against the pipeline file's folder. Missing folders
+    /// are created.
+    pub path: String,
+    /// Sample format: "pcm16", "pcm24", "pcm32" or "float32".
+    #[serde(default)]
+    pub format: SampleFormat,
+    /// Replace an existing file instead of refusing to start (refusing protects past recordings).
+    #[serde(default)]
+    pub overwrite: bool,
+    /// Write one mono file per channel, named `<stem>-<channel>.wav` (rec-0.wav, rec-1.wav, ...).
+    #[serde(default)]
+    pub per_channel: bool,
+    /// How often the header is updated and the file synced to disk, in milliseconds: the most
+    /// audio a crash can lose. 0 syncs after every block.
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+}
+
+fn default_sync_interval_ms() -> u64 {
+    1000
+}
+
+/// One open output file.
+struct Out {
+    path: PathBuf,
+    /// `None` once finalized: taking it out makes sure nothing flushes into the file afterwards.
+    w: Option<BufWriter<File>>,
+}
+
+pub struct WavWriter {
+    outs: Vec<Out>,
+    format: SampleFormat,
+    layout: Layout,
+    channels: usize,
+    per_channel: bool,
+    /// Frames accepted by `write`, in every file.
+    frames: u64,
+    convert: Vec<u8>,
+    header: [u8; MAX_HEADER],
+    sync_interval: Duration,
+    last_sync: Instant,
+    /// Set after a failed write: the files may hold part of a block, so `finalize` trusts the
+    /// file length, not the frame count.
+    failed: bool,
+    report: Option<StorageReport>,
+}
+
+impl Describe for WavWriter {
+    type Config = WavWriterConfig;
+    const NAME: &'static str = "wav-writer";
+    const DESCRIPTION: &'static str =
+        "Writes WAV files (RF64 past 4 GiB) that stay readable after a crash";
+}
+
+impl Storage for WavWriter {
+    fn check(config: &WavWriterConfig, ctx: &StageContext<'_>) -> PluginResult<()> {
+        let input = single_input(ctx)?;
+        check_channels(input.channels)?;
+        for path in output_paths(config, ctx, input.channels)? {
+            check_target(&path, config.overwrite)?;
+        }
+        Ok(())
+    }
+
+    fn new(config: WavWriterConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
+        let input = single_input(ctx)?;
+        check_channels(input.channels)?;
+        let paths = output_paths(&config, ctx, input.channels)?;
+        let layout = Layout {
+            channels: if config.per_channel {
+                1
+            } else {
+                input.channels as u16
+            },
+            sample_rate: input.sample_rate,
+            bits: config.format.bytes() as u16 * 8,
+            float: config.format == SampleFormat::Float32,
+        };
+        let mut header = [0u8; MAX_HEADER];
+        let header_len = write_header(&layout, 0, false, &mut header);
+        let mut outs = Vec::with_capacity(paths.len());
+        for path in paths {
+            let file = create(&path, config.overwrite, &header[..header_len])?;
+            outs.push(Out {
+                path,
+                w: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            });
+        }
+        Ok(WavWriter {
+            outs,
+            format: config.format,
+            layout,
+            channels: input.channels as usize,
+            per_channel: config.per_channel,
+            frames: 0,
+            convert: vec![0; CONVERT_BUFFER],
+            header,
+            sync_interval: Duration::from_millis(config.sync_interval_ms),
+            last_sync: Instant::now(),
+            failed: false,
+            report: None,
+        })
+    }
+
+    fn write(&mut self, block: &InputBlock<'_>) -> PluginResult<()> {
+        if self.report.is_some() {
+            return Err(PluginError::other("write() after finalize()"));
+        }
+        if self.failed {
+            return Err(PluginError::io(
+                "an earlier write failed; the file keeps what was written before it",
+            ));
+        }
+        if block.channels as usize != self.channels {
+            return Err(PluginError::format(format!(
+                "got a {}-channel block, expected {} channels",
+                block.channels, self.channels
+            )));
+        }
+        let samples = block.samples();
+        let step = self.channels;
+        for (c, out) in self.outs.iter_mut().enumerate() {
+            let result = match out.w.as_mut() {
+                Some(w) if self.per_channel => write_samples(
+                    self.format,
+                    samples.iter().skip(c).step_by(step).copied(),
+                    &mut self.convert,
+                    w,
+                ),
+                Some(w) => {
+                    write_samples(self.format, samples.iter().copied(), &mut self.convert, w)
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = result {
+                self.failed = true;
+                return Err(io_error("writing", &out.path, &e));
+            }
+        }
+        self.frames += u64::from(block.frames);
+        if self.last_sync.elapsed() >= self.sync_interval {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> PluginResult<()> {
+        if self.report.is_some() || self.failed {
+            return Ok(());
+        }
+        self.sync()
+    }
+
+    fn finalize(&mut self) -> PluginResult<StorageReport> {
+        if let Some(report) = &self.report {
+            return Ok(report.clone());
+        }
+        let align = u64::from(self.layout.block_align());
+        let header_len = self.layout.header_len() as u64;
+        let mut frames = self.frames;
+        let mut first_error = None;
+        let mut report = StorageReport::default();
+        for out in &mut self.outs {
+            report.files.push(out.path.display().to_string().into());
+            let Some(w) = out.w.take() else { continue };
+            // On a flush error keep what reached the file and drop the rest of the buffer.
+            let (file, flushed) = match w.into_inner() {
+                Ok(file) => (file, true),
+                Err(e) => (e.into_parts().1.into_parts().0, false),
+            };
+            let result = (|| -> io::Result<u64> {
+                let mut data = frames * align;
+                if self.failed || !flushed {
+                    let on_disk = file.metadata()?.len().saturating_sub(header_len);
+                    data = data.min(on_disk / align * align);
+                }
+                finish(file, &self.layout, data, &mut self.header)?;
+                Ok(data / align)
+            })();
+            match result {
+                // Report the frames every file holds.
+                Ok(kept) => frames = frames.min(kept),
+                Err(e) => {
+                    first_error.get_or_insert_with(|| io_error("finishing", &out.path, &e));
+                }
+            }
+        }
+        report.frames_written = frames;
+        self.report = Some(report.clone());
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+impl WavWriter {
+    /// Make everything written so far durable and covered by the header: data first, then the
+    /// header, each synced, so the header never claims audio that is not on disk.
+    fn sync(&mut self) -> PluginResult<()> {
+        self.last_sync = Instant::now();
+        let data = self.frames * u64::from(self.layout.block_align());
+        for out in &mut self.outs {
+            let Some(w) = out.w.as_mut() else { continue };
+            let result = (|| -> io::Result<()> {
+                w.flush()?;
+                let file = w.get_mut();
+                file.sync_data()?;
+                let len = write_header(&self.layout, data, false, &mut self.header);
+                file.seek(SeekFrom::Start(0))?;
+                file.write_all(&self.header[..len])?;
+                file.seek(SeekFrom::End(0))?;
+                file.sync_data()
+            })();
+            if let Err(e) = result {
+                self.failed = true;
+                return Err(io_error("syncing", &out.path, &e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WavWriter {
+    /// A host that drops the stage without finalizing it (a panic on its side) still leaves
+    /// finished files.
+    fn drop(&mut self) {
+        if self.report.is_none() {
+            let _ = self.finalize();
+        }
+    }
+}
+
+/// Cut the file to the header plus `data` bytes (and the pad byte, zero-filled by `set_len`),
+/// write the final header and sync.
+fn finish(
+    mut file: File,
+    layout: &Layout,
+    data: u64,
+    header: &mut [u8; MAX_HEADER],
+) -> io::Result<()> {
+    let len = write_header(layout, data, true, header);
+    file.set_len(len as u64 + data + data % 2)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header[..len])?;
+    file.sync_all()
+}
+
+/// Convert samples through `buf` and write them; `buf` is never grown.
+fn write_samples(
+    format: SampleFormat,
+    mut samples: impl Iterator<Item = f32>,
+    buf: &mut [u8],
+    w: &mut impl Write,
+) -> io::Result<()> {
+    loop {
+        let n = encode(format, &mut samples, buf);
+        if n == 0 {
+            return Ok(());
+        }
+        w.write_all(&buf[..n])?;
+    }
+}
+
+/// Fill `dst` with as many whole encoded samples as fit; returns the bytes used.
+///
+/// Integers: `x * 2^(N-1)` rounded and clamped, so -1.0 is the minimum value and a sample read
+/// from an N-bit file (`v / 2^(N-1)`) is written back as exactly `v`.
+pub(crate) fn encode(
+    format: SampleFormat,
+    src: &mut impl Iterator<Item = f32>,
+    dst: &mut [u8],
+) -> usize {
+    let width = format.bytes();
+    let mut used = 0;
+    for slot in dst.chunks_exact_mut(width) {
+        let Some(x) = src.next() else { break };
+        match format {
+            SampleFormat::Pcm16 => {
+                let v = (x * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16;
+                slot.copy_from_slice(&v.to_le_bytes());
+            }
+            SampleFormat::Pcm24 => {
+                let v = (x * 8_388_608.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
+                slot.copy_from_slice(&v.to_le_bytes()[..3]);
+            }
+            SampleFormat::Pcm32 => {
+                // f64: f32 cannot hold 2^31 - 1, the clamp bound.
+                let v = (f64::from(x) * 2_147_483_648.0)
+                    .round()
+                    .clamp(-2_147_483_648.0, 2_147_483_647.0) as i32;
+                slot.copy_from_slice(&v.to_le_bytes());
+            }
+            SampleFormat::Float32 => slot.copy_from_slice(&x.to_le_bytes()),
+        }
+        used += width;
+    }
+    used
+}
+
+fn check_channels(channels: u32) -> PluginResult<()> {
+    if channels == 0 || channels > u32::from(u16::MAX) {
+        return Err(PluginError::format(format!(
+            "cannot write {channels} channels to a WAV file"
+        )));
+    }
+    Ok(())
+}
+
+/// The files this configuration writes.
+pub(crate) fn output_paths(
+    config: &WavWriterConfig,
+    ctx: &StageContext<'_>,
+    channels: u32,
+) -> PluginResult<Vec<PathBuf>> {
+    let path = ctx.resolve(&config.path);
+    let (Some(stem), false) = (path.file_stem(), config.path.ends_with(['/', '\\'])) else {
+        return Err(PluginError::config(
+            "path",
+            format!("`{}` does not name a file", config.path),
+        ));
+    };
+    if !config.per_channel {
+        return Ok(vec![path]);
+    }
+    let stem = stem.to_string_lossy();
+    let ext = path
+        .extension()
+        .map_or_else(|| "wav".into(), |e| e.to_string_lossy());
+    Ok((0..channels)
+        .map(|c| path.with_file_name(format!("{stem}-{c}.{ext}")))
+        .collect())
+}
+
+/// Refuse a target that would be clobbered or cannot be created, creating nothing.
+fn check_target(path: &Path, overwrite: bool) -> PluginResult<()> {
+    let shown = path.display();
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(PluginError::config(
+            "path",
+            format!("`{shown}` is a folder; name a file"),
+        )),
+        Ok(_) if !overwrite => Err(PluginError::config(
+            "path",
+            format!("`{shown}` already exists: set `overwrite = true` or pick another path"),
+        )),
+        Ok(_) => writable(path).map_err(|e| {
+            PluginError::config(
+                "path",
+                format!("`{shown}` exists and cannot be written: {e}"),
+            )
+        }),
+        // Not found, or a file where a folder should be: the folder check names the cause.
+        Err(e) => {
+            check_folder(path)?;
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(PluginError::config(
+                    "path",
+                    format!("cannot check `{shown}`: {e}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The nearest existing ancestor of `path` must be a folder this process may write in.
+fn check_folder(path: &Path) -> PluginResult<()> {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        let d = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d
+        };
+        match fs::metadata(d) {
+            Ok(m) if m.is_dir() => {
+                return writable(d).map_err(|e| {
+                    PluginError::config(
+                        "path",
+                        format!(
+                            "cannot create `{}`: no write access to `{}` ({e})",
+                            path.display(),
+                            d.display()
+                        ),
+                    )
+                })
+            }
+            Ok(_) => {
+                return Err(PluginError::config(
+                    "path",
+                    format!(
+                        "cannot create `{}`: `{}` is a file, not a folder",
+                        path.display(),
+                        d.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => dir = d.parent(),
+            Err(e) => {
+                return Err(PluginError::config(
+                    "path",
+                    format!("cannot create `{}`: {e}", path.display()),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn writable(path: &Path) -> io::Result<()> {
+    use rustix::fs::{access, Access};
+    let mode = if path.is_dir() {
+        Access::WRITE_OK | Access::EXEC_OK
+    } else {
+        Access::WRITE_OK
+    };
+    access(path, mode).map_err(io::Error::from)
+}
+
+#[cfg(not(unix))]
+fn writable(path: &Path) -> io::Result<()> {
+    if fs::metadata(path)?.permissions().readonly() {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Create the folders and the file, write a valid empty header and make both durable.
+fn create(path: &Path, overwrite: bool, header: &[u8]) -> PluginResult<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| {
+            PluginError::config(
+                "path",
+                format!("cannot create folder `{}`: {e}", parent.display()),
+            )
+        })?;
+    }
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if overwrite {
+        options.create(true).truncate(true);
+    } else {
+        // Atomic: a file that appeared since check() is still not clobbered.
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => PluginError::config(
+            "path",
+            format!(
+                "`{}` already exists: set `overwrite = true` or pick another path",
+                path.display()
+            ),
+        ),
+        _ => io_error("creating", path, &e),
+    })?;
+    file.write_all(header)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_error("writing", path, &e))?;
+    // The new directory entry must survive a crash too. Best effort: not every platform can
+    // open a folder to sync it.
+    if let Some(parent) = path.parent() {
+        let dir = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(file)
+}
+
+fn io_error(doing: &str, path: &Path, e: &io::Error) -> PluginError {
+    PluginError::io(format!("{doing} `{}`: {e}", path.display()))
+}
