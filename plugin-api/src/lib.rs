@@ -5,6 +5,10 @@
 //! ([`Capture`], [`Processor`], [`Storage`]), lists the type in [`export_plugin!`] and builds a
 //! `cdylib`. No `unsafe`, threads, locks or lifecycle code: the host supplies all of that.
 //!
+//! The config derives need `serde` (with `derive`) and `schemars = "1"` in the plugin's own
+//! `Cargo.toml` (the code they generate names those crates); `docs/plugin-guide.md` walks
+//! through it.
+//!
 //! ```ignore
 //! use tapeline_plugin_api::prelude::*;
 //!
