@@ -5,10 +5,12 @@
 //! discipline to every stage. Data flows one way: config → plan → loaded stages → running graph
 //! → report.
 //!
+//! - [`config`]: pipeline TOML → checked plan, with positioned diagnostics.
 //! - [`plugins`]: discovery, loading, ABI checks, the registry by name.
 //! - [`repair`]: fixing the header of a WAV file left by a crash.
 //! - [`cli`]: the `tapeline` command line.
 
 pub mod cli;
+pub mod config;
 pub mod plugins;
 pub mod repair;

@@ -4,6 +4,7 @@
 //! respected); exit code 0 on success, 1 on a runtime failure, 2 on bad input.
 
 mod plugins;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ pub enum Command {
     Plugins(plugins::PluginsArgs),
     /// Load one library file and explain, step by step, why it is or is not a usable plugin.
     Doctor(plugins::DoctorArgs),
+    /// Check pipeline files (syntax, keys, plugins, inputs, cycles, formats, plugin configs)
+    /// without starting anything. Exits 0 only if every file is valid.
+    Validate(validate::ValidateArgs),
 }
 
 /// An error shown to the user: one line, then what to do. `code` is 2 for bad input, 1 for a
@@ -102,6 +106,7 @@ fn dispatch(cli: Cli) -> CliResult {
     match cli.command {
         Command::Plugins(args) => plugins::plugins(&cli.global, args),
         Command::Doctor(args) => plugins::doctor(&cli.global, args),
+        Command::Validate(args) => validate::validate(&cli.global, args),
     }
 }
 

@@ -1,0 +1,171 @@
+//! `tapeline validate`: valid files pass; every mistake in a file is reported at its
+//! file:line:column with the stage id and a fix, all of them at once, exit code 2.
+
+use tapeline_tests::{code, run, stderr, stdout, workspace_root, TempDir};
+
+fn write(dir: &TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write pipeline");
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn every_example_pipeline_is_valid() {
+    let dir = workspace_root().join("pipelines");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("pipelines/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut args = vec!["validate".to_string()];
+    args.extend(files.iter().map(|p| p.to_string_lossy().into_owned()));
+    let out = run(&args);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains(": ok ("))
+            .count(),
+        files.len()
+    );
+}
+
+const MANY_MISTAKES: &str = r#"version = 1
+
+[pipeline]
+sample_rat = 48000
+
+[capture.tone]
+plugin = "tone"
+channels = 2
+frequncy = 440.0
+
+[process.gain]
+plugin = "gian"
+inputs = ["tone"]
+
+[storage.out]
+plugin = "wav-writer"
+inputs = ["gain"]
+path = "out.wav"
+buffer = { capacity_blocks = 64, when_full = "drop-olde" }
+"#;
+
+#[test]
+fn every_mistake_in_a_file_is_reported_at_its_line_and_column_with_a_fix() {
+    let dir = TempDir::new("validate-many");
+    let file = write(&dir, "bad.toml", MANY_MISTAKES);
+    let out = run(["validate", &file]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    let expect = [
+        (
+            format!("{file}:4:1: error: unknown key `sample_rat` in [pipeline]"),
+            "did you mean `sample_rate`?",
+        ),
+        (
+            format!("{file}:9:1: error: tone: unknown key `frequncy` [stage tone]"),
+            "did you mean `frequency`?",
+        ),
+        (
+            format!("{file}:12:10: error: unknown plugin `gian` [stage gain]"),
+            "did you mean `gain`?",
+        ),
+        (
+            format!("{file}:19:46: error: invalid `when_full` \"drop-olde\" [stage out]"),
+            "did you mean \"drop-oldest\"?",
+        ),
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    for (first, help) in &expect {
+        let at = lines
+            .iter()
+            .position(|l| l == first)
+            .unwrap_or_else(|| panic!("missing `{first}` in:\n{err}"));
+        let help_line = lines[at..]
+            .iter()
+            .find(|l| l.trim_start().starts_with("help:"))
+            .unwrap_or_else(|| panic!("no help after `{first}`"));
+        assert!(help_line.contains(help), "{help_line}");
+    }
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(": error: ")).count(),
+        expect.len(),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_format_gives_the_same_diagnostics_with_positions() {
+    let dir = TempDir::new("validate-json");
+    let file = write(&dir, "bad.toml", MANY_MISTAKES);
+    let out = run(["validate", "--format", "json", &file]);
+    assert_eq!(code(&out), 2);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    let diags = v.as_array().expect("an array");
+    assert_eq!(diags.len(), 4, "{v:#}");
+    let gian = diags
+        .iter()
+        .find(|d| d["stage"] == "gain")
+        .expect("the gain stage's diagnostic");
+    assert_eq!(gian["line"], 12);
+    assert_eq!(gian["column"], 10);
+    assert_eq!(gian["severity"], "error");
+    assert_eq!(gian["help"], "did you mean `gain`?");
+}
+
+#[test]
+fn a_cycle_names_its_stages_and_other_errors_are_still_reported() {
+    let dir = TempDir::new("validate-cycle");
+    let file = write(
+        &dir,
+        "cycle.toml",
+        "version = 1\n[process.a]\nplugin = \"gain\"\ninputs = [\"b\"]\n[process.b]\nplugin = \"gain\"\ninputs = [\"a\"]\n[capture.t]\nplugin = \"tone\"\nchanels = 2\n",
+    );
+    let out = run(["validate", &file]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the stages form a cycle: ")
+            && (err.contains("a → b") || err.contains("b → a")),
+        "{err}"
+    );
+    assert!(err.contains("tone: unknown key `chanels`"), "{err}");
+}
+
+#[test]
+fn a_missing_or_unsupported_version_says_which_versions_this_host_reads() {
+    let dir = TempDir::new("validate-version");
+    let file = write(
+        &dir,
+        "v2.toml",
+        "version = 2\n[capture.t]\nplugin = \"tone\"\n",
+    );
+    let out = run(["validate", &file]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains(&format!(
+            "{file}:1:11: error: unsupported pipeline file `version`"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("this host reads version 1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_missing_file_is_one_line_and_exit_2() {
+    let out = run(["validate", "no/such/pipeline.toml"]);
+    assert_eq!(code(&out), 2);
+    let first = stderr(&out).lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.starts_with("no/such/pipeline.toml: error: cannot read the pipeline file"),
+        "{first}"
+    );
+}
