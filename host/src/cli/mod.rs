@@ -3,6 +3,7 @@
 //! Conventions: `--help` on every command; results on stdout, logs on stderr (`RUST_LOG`
 //! respected); exit code 0 on success, 1 on a runtime failure, 2 on bad input.
 
+mod graph;
 mod plugins;
 mod validate;
 
@@ -43,6 +44,12 @@ pub enum Command {
     /// Check pipeline files (syntax, keys, plugins, inputs, cycles, formats, plugin configs)
     /// without starting anything. Exits 0 only if every file is valid.
     Validate(validate::ValidateArgs),
+    /// Print a pipeline's stages, ports and edges (with each edge's buffer policy) as Graphviz
+    /// dot or Mermaid.
+    Graph(graph::GraphArgs),
+    /// Print a JSON Schema of pipeline files, including every installed plugin's config, for
+    /// editor completion (see docs/pipeline-reference.md).
+    Schema(graph::SchemaArgs),
 }
 
 /// An error shown to the user: one line, then what to do. `code` is 2 for bad input, 1 for a
@@ -107,6 +114,8 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Plugins(args) => plugins::plugins(&cli.global, args),
         Command::Doctor(args) => plugins::doctor(&cli.global, args),
         Command::Validate(args) => validate::validate(&cli.global, args),
+        Command::Graph(args) => graph::graph(&cli.global, args),
+        Command::Schema(args) => graph::schema(&cli.global, args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod diagnostic;
 pub mod parse;
+pub mod schema;
 pub mod validate;
 
 use std::path::Path;

@@ -1,0 +1,125 @@
+//! `tapeline graph FILE` and `tapeline schema`.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use super::{registry, CliError, CliResult, GlobalArgs};
+use crate::config::{self, Plan};
+
+#[derive(Clone, Copy, Debug, ValueEnum, Default)]
+pub enum GraphFormat {
+    /// Graphviz: `tapeline graph FILE | dot -Tsvg > graph.svg`.
+    #[default]
+    Dot,
+    /// Mermaid flowchart, for Markdown.
+    Mermaid,
+}
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: GraphFormat,
+}
+
+pub fn graph(global: &GlobalArgs, args: GraphArgs) -> CliResult {
+    let reg = registry(global);
+    let (plan, report) = config::load(&args.file, &reg);
+    if !report.diagnostics.is_empty() {
+        eprint!("{}", report.render(std::io::stderr().is_terminal()));
+    }
+    let Some(plan) = plan else {
+        return Err(CliError::input(
+            format!("{} is not a valid pipeline", args.file.display()),
+            "fix the errors above; `tapeline validate FILE` checks a file on its own",
+        ));
+    };
+    print!(
+        "{}",
+        match args.format {
+            GraphFormat::Dot => dot(&plan),
+            GraphFormat::Mermaid => mermaid(&plan),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn edge_label(plan: &Plan, e: &config::PlannedEdge) -> String {
+    let port = &plan.stages[e.from].outputs[e.from_port].name;
+    format!(
+        "{port}: {} ch, {} Hz · {} ×{}",
+        e.format.channels,
+        e.format.sample_rate,
+        e.when_full.as_str(),
+        e.capacity_blocks
+    )
+}
+
+/// Graphviz text.
+pub fn dot(plan: &Plan) -> String {
+    let name = plan.file.name.as_deref().unwrap_or("pipeline");
+    let mut s = format!("digraph \"{name}\" {{\n  rankdir=LR;\n  node [shape=box];\n");
+    for st in &plan.stages {
+        let _ = writeln!(
+            s,
+            "  \"{}\" [label=\"{}\\n{} ({})\"];",
+            st.id,
+            st.id,
+            st.entry.name(),
+            st.kind
+        );
+    }
+    for e in &plan.edges {
+        let _ = writeln!(
+            s,
+            "  \"{}\" -> \"{}\" [label=\"{}\"];",
+            plan.stages[e.from].id,
+            plan.stages[e.to].id,
+            edge_label(plan, e)
+        );
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Mermaid flowchart text.
+pub fn mermaid(plan: &Plan) -> String {
+    let mut s = String::from("flowchart LR\n");
+    for (i, st) in plan.stages.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  s{i}[\"{}<br/>{} ({})\"]",
+            st.id,
+            st.entry.name(),
+            st.kind
+        );
+    }
+    for e in &plan.edges {
+        let _ = writeln!(
+            s,
+            "  s{} -- \"{}\" --> s{}",
+            e.from,
+            edge_label(plan, e),
+            e.to
+        );
+    }
+    s
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {}
+
+pub fn schema(global: &GlobalArgs, _args: SchemaArgs) -> CliResult {
+    let reg = registry(global);
+    let schema = config::schema::pipeline_schema(&reg);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&schema).unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,139 @@
+//! A JSON Schema of the pipeline format with every installed plugin's config merged in, so TOML
+//! editors (taplo / Even Better TOML) complete and check pipeline files.
+
+use serde_json::{json, Map, Value};
+use tapeline_plugin_api::PluginKind;
+
+use super::parse::{Policy, WhenFull, SUPPORTED_VERSIONS};
+use crate::plugins::Registry;
+
+/// The schema, as JSON.
+pub fn pipeline_schema(registry: &Registry) -> Value {
+    let mut defs = Map::new();
+    let mut kinds = Map::new();
+    for kind in [
+        PluginKind::Capture,
+        PluginKind::Process,
+        PluginKind::Storage,
+    ] {
+        let mut alternatives = Vec::new();
+        for p in registry.plugins().filter(|p| p.kind() == kind) {
+            let plugin_schema: Value =
+                serde_json::from_str(&p.manifest.config_schema).unwrap_or(json!({}));
+            let prefix = format!("{}.", p.name());
+            // Plugin definitions move to the root, prefixed, with their references rewritten.
+            if let Some(Value::Object(d)) = plugin_schema.get("$defs") {
+                for (k, v) in d {
+                    defs.insert(format!("{prefix}{k}"), rewrite_refs(v.clone(), &prefix));
+                }
+            }
+            let mut properties = Map::new();
+            properties.insert(
+                "plugin".into(),
+                json!({ "const": p.name(), "description": p.manifest.description.as_str() }),
+            );
+            if kind != PluginKind::Capture {
+                properties.insert("inputs".into(), json!({ "$ref": "#/$defs/inputs" }));
+                properties.insert("buffer".into(), json!({ "$ref": "#/$defs/buffer" }));
+            }
+            properties.insert("on_error".into(), json!({ "$ref": "#/$defs/on_error" }));
+            if let Some(Value::Object(props)) = plugin_schema.get("properties") {
+                for (k, v) in props {
+                    properties.insert(k.clone(), rewrite_refs(v.clone(), &prefix));
+                }
+            }
+            let mut required = vec![json!("plugin")];
+            if kind != PluginKind::Capture {
+                required.push(json!("inputs"));
+            }
+            if let Some(Value::Array(r)) = plugin_schema.get("required") {
+                required.extend(r.iter().cloned());
+            }
+            alternatives.push(json!({
+                "title": p.name(),
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": false,
+            }));
+        }
+        kinds.insert(
+            kind.as_str().into(),
+            json!({
+                "type": "object",
+                "description": format!("{kind} stages, keyed by stage id: [{kind}.ID]"),
+                "additionalProperties": { "anyOf": alternatives },
+            }),
+        );
+    }
+    defs.insert(
+        "inputs".into(),
+        json!({
+            "type": "array", "minItems": 1,
+            "items": { "type": "string", "pattern": "^[^.]+(\\.[^.]+)?$" },
+            "description": "Stages this one consumes: \"stage\" or \"stage.port\"."
+        }),
+    );
+    defs.insert("buffer".into(), json!({
+        "type": "object", "additionalProperties": false,
+        "description": "The queue on each input edge of this stage.",
+        "properties": {
+            "capacity_blocks": { "type": "integer", "minimum": 2, "maximum": 65536, "default": 64 },
+            "when_full": { "enum": WhenFull::NAMES, "description": "block (default; drop-oldest behind a live device)" }
+        }
+    }));
+    defs.insert(
+        "on_error".into(),
+        json!({
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "policy": { "enum": Policy::NAMES, "default": "fail" },
+                "max_restarts": { "type": "integer", "minimum": 0, "default": 3 },
+                "backoff_ms": { "type": "integer", "minimum": 0, "default": 200 }
+            }
+        }),
+    );
+    let mut properties = Map::new();
+    properties.insert(
+        "version".into(),
+        json!({ "enum": SUPPORTED_VERSIONS, "description": "Pipeline file format version." }),
+    );
+    properties.insert("pipeline".into(), json!({
+        "type": "object", "additionalProperties": false,
+        "properties": {
+            "name": { "type": "string" },
+            "sample_rate": { "type": "integer", "minimum": 1000, "maximum": 768000, "default": 48000 },
+            "block_frames": { "type": "integer", "minimum": 16, "default": 480 },
+            "monitor_interval_ms": { "type": "integer", "minimum": 10, "default": 500 },
+            "stall_timeout_ms": { "type": "integer", "minimum": 10, "default": 2000 }
+        }
+    }));
+    properties.extend(kinds);
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Tapeline pipeline",
+        "type": "object",
+        "required": ["version"],
+        "additionalProperties": false,
+        "properties": properties,
+        "$defs": defs,
+    })
+}
+
+fn rewrite_refs(v: Value, prefix: &str) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => {
+                        let name = r.rsplit('/').next().unwrap_or(&r).to_string();
+                        (k, Value::String(format!("#/$defs/{prefix}{name}")))
+                    }
+                    (_, v) => (k, rewrite_refs(v, prefix)),
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| rewrite_refs(x, prefix)).collect()),
+        other => other,
+    }
+}
