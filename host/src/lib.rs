@@ -8,9 +8,13 @@
 //! - [`config`]: pipeline TOML → checked plan, with positioned diagnostics.
 //! - [`plugins`]: discovery, loading, ABI checks, the registry by name.
 //! - [`repair`]: fixing the header of a WAV file left by a crash.
+//! - [`discipline`]: state machine, buffers (edges), cleanup, lock order.
+//! - [`runtime`]: stage threads, the run loop, the summary.
 //! - [`cli`]: the `tapeline` command line.
 
 pub mod cli;
 pub mod config;
+pub mod discipline;
 pub mod plugins;
 pub mod repair;
+pub mod runtime;

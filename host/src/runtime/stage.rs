@@ -1,0 +1,461 @@
+//! The body of each stage thread: pull from the input edges, call the plugin, push to the output
+//! edges. After start nothing here allocates, locks or logs on the per-block path; errors leave
+//! the thread through the coordinator's event channel and are handled by the stage's policy.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abi_stable::std_types::{RSlice, RSliceMut, RStr};
+use arrayvec::ArrayVec;
+use crossbeam_channel::Sender;
+use tapeline_plugin_api::abi::{
+    CaptureBox, InputBlock, OutputBlock, PluginError, PluginLibraryRef, PortFormat, ProcessorBox,
+    ReadStatus, StageContext, StorageBox, StorageReport,
+};
+
+use crate::config::parse::{OnError, Policy};
+use crate::discipline::buffers::{Consumer, DropReason, Producer};
+use crate::discipline::state_machine::{State, StateMachine};
+
+/// Most input or output ports of one stage.
+pub const MAX_PORTS: usize = 64;
+
+/// Per-stage counters, written by the stage thread, read by monitoring and the summary.
+#[derive(Debug, Default)]
+pub struct StageStats {
+    pub blocks: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub busy_ns: AtomicU64,
+    pub max_block_ns: AtomicU64,
+    pub errors: AtomicU64,
+    pub restarts: AtomicU32,
+    /// Milliseconds since the run started, at the stage's last sign of life.
+    pub heartbeat_ms: AtomicU64,
+}
+
+impl StageStats {
+    fn record(&self, started: Instant, epoch: Instant, frames_in: u64, frames_out: u64) {
+        let ns = started.elapsed().as_nanos() as u64;
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        self.frames_in.fetch_add(frames_in, Ordering::Relaxed);
+        self.frames_out.fetch_add(frames_out, Ordering::Relaxed);
+        self.busy_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_block_ns.fetch_max(ns, Ordering::Relaxed);
+        self.heartbeat_ms
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a stage thread tells the coordinator.
+#[derive(Debug)]
+pub enum Event {
+    /// A capture's source ended.
+    Ended { stage: usize },
+    /// The stage failed for good (policy `fail`, or restarts exhausted).
+    Failed { stage: usize, error: PluginError },
+}
+
+/// Flags the coordinator raises to stop stages.
+#[derive(Debug, Default)]
+pub struct Stop {
+    /// Captures stop producing.
+    pub captures: AtomicBool,
+    /// Consumers stop waiting for more input and drop what is queued (fast stop, or a producer
+    /// that will never end).
+    pub abandon: AtomicBool,
+}
+
+/// Builds instances of one stage's plugin: at start, and again on restart.
+pub struct Factory {
+    pub module: PluginLibraryRef,
+    pub plugin: String,
+    pub config: String,
+    pub id: String,
+    pub base_dir: String,
+    pub inputs: Vec<PortFormat>,
+    pub sample_rate: u32,
+    pub block_frames: u32,
+}
+
+impl Factory {
+    fn ctx(&self) -> StageContext<'_> {
+        StageContext {
+            stage_id: RStr::from_str(&self.id),
+            sample_rate: self.sample_rate,
+            block_frames: self.block_frames,
+            base_dir: RStr::from_str(&self.base_dir),
+            inputs: RSlice::from_slice(&self.inputs),
+        }
+    }
+    pub fn capture(&self) -> Result<CaptureBox, PluginError> {
+        (self.module.new_capture())(
+            RStr::from_str(&self.plugin),
+            RStr::from_str(&self.config),
+            &self.ctx(),
+        )
+        .into_result()
+    }
+    pub fn processor(&self) -> Result<ProcessorBox, PluginError> {
+        (self.module.new_processor())(
+            RStr::from_str(&self.plugin),
+            RStr::from_str(&self.config),
+            &self.ctx(),
+        )
+        .into_result()
+    }
+    pub fn storage(&self) -> Result<StorageBox, PluginError> {
+        (self.module.new_storage())(
+            RStr::from_str(&self.plugin),
+            RStr::from_str(&self.config),
+            &self.ctx(),
+        )
+        .into_result()
+    }
+}
+
+/// Everything a stage thread needs besides its instance and edges.
+pub struct StageCtx {
+    pub index: usize,
+    pub factory: Factory,
+    pub on_error: OnError,
+    pub sm: Arc<StateMachine>,
+    pub stats: Arc<StageStats>,
+    pub stop: Arc<Stop>,
+    pub events: Sender<Event>,
+    pub epoch: Instant,
+}
+
+/// What the stage's error policy decided.
+enum Verdict<T> {
+    /// `ignore`: count the block as dropped and go on with the same instance.
+    Ignore,
+    /// `restart`: a fresh instance to go on with.
+    Restarted(T),
+    /// `fail`, or restarts exhausted: the coordinator was told.
+    Give,
+}
+
+impl StageCtx {
+    /// Apply the stage's `on_error` policy. The error path may lock and allocate; the steady
+    /// state does not reach here.
+    fn on_error<T>(
+        &self,
+        error: PluginError,
+        rebuild: impl Fn() -> Result<T, PluginError>,
+    ) -> Verdict<T> {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(stage = %self.factory.id, plugin = %self.factory.plugin, kind = error.kind.as_str(), "{}", error.message());
+        match self.on_error.policy {
+            Policy::Ignore => Verdict::Ignore,
+            Policy::Fail => self.give_up(error),
+            Policy::Restart => {
+                let _ = self.sm.transition(State::Failed, error.message());
+                let mut last = error;
+                loop {
+                    let n = self.stats.restarts.load(Ordering::Relaxed);
+                    if n >= self.on_error.max_restarts {
+                        let msg = format!("{} (gave up after {n} restart(s))", last.message());
+                        return self.give_up(PluginError {
+                            message: msg.into(),
+                            ..last
+                        });
+                    }
+                    self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.sm.transition(
+                        State::Recovering,
+                        format!("restart {} of {}", n + 1, self.on_error.max_restarts),
+                    );
+                    std::thread::sleep(Duration::from_millis(
+                        self.on_error.backoff_ms.saturating_mul(1 << n.min(16)),
+                    ));
+                    match rebuild() {
+                        Ok(instance) => {
+                            let _ = self.sm.transition(State::Running, "restarted");
+                            return Verdict::Restarted(instance);
+                        }
+                        Err(e) => {
+                            let _ = self.sm.transition(State::Failed, e.message());
+                            last = e;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn give_up<T>(&self, error: PluginError) -> Verdict<T> {
+        if self.sm.state() != State::Failed {
+            let _ = self.sm.transition(State::Failed, error.message());
+        }
+        let _ = self.events.send(Event::Failed {
+            stage: self.index,
+            error,
+        });
+        Verdict::Give
+    }
+}
+
+/// Push one port's output to every edge consuming it.
+fn push_all(producers: &mut [Producer], samples: &[f32], frames: u32, position: u64, flags: u32) {
+    for p in producers {
+        // A consumer that is gone (its stage failed) cannot take more; nothing to do.
+        let _ = p.push(samples, frames, position, flags);
+    }
+}
+
+fn count_dropped(producers: &[Vec<Producer>], frames: u64) {
+    for port in producers {
+        for p in port {
+            p.count_dropped(DropReason::StageError, 1, frames);
+        }
+    }
+}
+
+/// A capture stage: read blocks until the source ends or the coordinator stops it.
+pub fn run_capture(
+    ctx: StageCtx,
+    mut instance: CaptureBox,
+    channels: u32,
+    mut outputs: Vec<Producer>,
+) -> Option<CaptureBox> {
+    let frames = ctx.factory.block_frames;
+    let mut scratch = vec![0.0f32; frames as usize * channels as usize];
+    let mut position = 0u64;
+    while !ctx.stop.captures.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let mut out = OutputBlock {
+            samples: RSliceMut::from_mut_slice(&mut scratch),
+            frames,
+            channels,
+            position,
+            flags: 0,
+        };
+        let result = instance.read(&mut out).into_result();
+        let (n, flags) = (out.frames.min(frames), out.flags);
+        match result {
+            Ok(status) => {
+                ctx.stats.record(started, ctx.epoch, 0, n as u64);
+                if n > 0 {
+                    push_all(
+                        &mut outputs,
+                        &scratch[..n as usize * channels as usize],
+                        n,
+                        position,
+                        flags,
+                    );
+                    position += n as u64;
+                }
+                if status == ReadStatus::Finished {
+                    let _ = ctx.events.send(Event::Ended { stage: ctx.index });
+                    break;
+                }
+            }
+            Err(e) => match ctx.on_error(e, || {
+                let mut c = ctx.factory.capture()?;
+                c.start().into_result()?;
+                Ok(c)
+            }) {
+                Verdict::Ignore => {}
+                Verdict::Restarted(c) => instance = c,
+                Verdict::Give => break,
+            },
+        }
+    }
+    if let Err(e) = instance.stop().into_result() {
+        tracing::warn!(stage = %ctx.factory.id, "stop failed: {}", e.message());
+    }
+    Some(instance)
+}
+
+/// A processing stage: one block from every input, one call, every output pushed on.
+pub fn run_processor(
+    ctx: StageCtx,
+    mut instance: ProcessorBox,
+    inputs: Vec<Consumer>,
+    input_formats: Vec<PortFormat>,
+    out_ports: Vec<(PortFormat, u32)>,
+    mut outputs: Vec<Vec<Producer>>,
+) -> Option<ProcessorBox> {
+    let max_in = inputs.len();
+    let mut silence: Vec<Vec<f32>> = input_formats
+        .iter()
+        .map(|f| vec![0.0; ctx.factory.block_frames as usize * 4 * f.channels as usize])
+        .collect();
+    let mut scratch: Vec<Vec<f32>> = out_ports
+        .iter()
+        .map(|(f, max)| vec![0.0; *max as usize * f.channels as usize])
+        .collect();
+    let mut positions = vec![0u64; out_ports.len()];
+    let mut ended = vec![false; max_in];
+    let mut held = Vec::with_capacity(max_in);
+    'run: loop {
+        held.clear();
+        for (i, c) in inputs.iter().enumerate() {
+            if ended[i] {
+                held.push(None);
+                continue;
+            }
+            let got = loop {
+                match c.recv_timeout(Duration::from_millis(50)) {
+                    Ok(b) => break Some(b),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break None,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if ctx.stop.abandon.load(Ordering::Relaxed) {
+                            break 'run;
+                        }
+                        ctx.stats
+                            .heartbeat_ms
+                            .store(ctx.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    }
+                }
+            };
+            ended[i] = got.is_none();
+            held.push(got);
+        }
+        if ended.iter().all(|e| *e) {
+            break;
+        }
+        if ctx.stop.abandon.load(Ordering::Relaxed) {
+            break;
+        }
+        let frames = held.iter().flatten().map(|b| b.frames).max().unwrap_or(0);
+        let started = Instant::now();
+        let mut ins: ArrayVec<InputBlock<'_>, MAX_PORTS> = ArrayVec::new();
+        for (i, h) in held.iter().enumerate() {
+            let ch = input_formats[i].channels;
+            ins.push(match h {
+                Some(b) => InputBlock {
+                    samples: RSlice::from_slice(b.data()),
+                    frames: b.frames,
+                    channels: ch,
+                    position: b.position,
+                    flags: b.flags,
+                },
+                None => {
+                    let n = (frames as usize * ch as usize).min(silence[i].len());
+                    InputBlock {
+                        samples: RSlice::from_slice(&silence[i][..n]),
+                        frames: (n / ch.max(1) as usize) as u32,
+                        channels: ch,
+                        position: 0,
+                        flags: 0,
+                    }
+                }
+            });
+        }
+        let flags = ins.iter().fold(0, |f, b| f | b.flags);
+        let mut outs: ArrayVec<OutputBlock<'_>, MAX_PORTS> = ArrayVec::new();
+        for (p, buf) in scratch.iter_mut().enumerate() {
+            let ch = out_ports[p].0.channels;
+            outs.push(OutputBlock {
+                samples: RSliceMut::from_mut_slice(buf),
+                frames: frames.min(out_ports[p].1),
+                channels: ch,
+                position: positions[p],
+                flags,
+            });
+        }
+        let result = instance
+            .process(
+                RSlice::from_slice(&ins),
+                RSliceMut::from_mut_slice(&mut outs),
+            )
+            .into_result();
+        let produced: ArrayVec<(u32, u32), MAX_PORTS> =
+            outs.iter().map(|o| (o.frames, o.flags)).collect();
+        drop(outs);
+        drop(ins);
+        match result {
+            Ok(()) => {
+                let mut out_frames = 0;
+                for (p, &(n, f)) in produced.iter().enumerate() {
+                    let n = n.min(out_ports[p].1);
+                    let ch = out_ports[p].0.channels as usize;
+                    push_all(
+                        &mut outputs[p],
+                        &scratch[p][..n as usize * ch],
+                        n,
+                        positions[p],
+                        f,
+                    );
+                    positions[p] += n as u64;
+                    out_frames += n as u64;
+                }
+                ctx.stats
+                    .record(started, ctx.epoch, frames as u64, out_frames);
+            }
+            Err(e) => match ctx.on_error(e, || ctx.factory.processor()) {
+                Verdict::Ignore => count_dropped(&outputs, frames as u64),
+                Verdict::Restarted(p) => {
+                    count_dropped(&outputs, frames as u64);
+                    instance = p;
+                }
+                Verdict::Give => break,
+            },
+        }
+        held.clear();
+    }
+    drop(held);
+    for c in &inputs {
+        c.discard_all(DropReason::Shutdown);
+    }
+    silence.clear();
+    Some(instance)
+}
+
+/// A storage stage: write every block; flush when idle; finalise at the end, always.
+pub fn run_storage(
+    ctx: StageCtx,
+    mut instance: StorageBox,
+    input: Consumer,
+    format: PortFormat,
+) -> (Option<StorageBox>, Result<StorageReport, PluginError>) {
+    let mut failed = false;
+    loop {
+        match input.recv_timeout(Duration::from_millis(250)) {
+            Ok(b) => {
+                if failed {
+                    continue;
+                }
+                let started = Instant::now();
+                let block = InputBlock {
+                    samples: RSlice::from_slice(b.data()),
+                    frames: b.frames,
+                    channels: format.channels,
+                    position: b.position,
+                    flags: b.flags,
+                };
+                let frames = b.frames as u64;
+                match instance.write(&block).into_result() {
+                    Ok(()) => ctx.stats.record(started, ctx.epoch, frames, 0),
+                    Err(e) => match ctx.on_error(e, || ctx.factory.storage()) {
+                        Verdict::Ignore => {}
+                        Verdict::Restarted(s) => {
+                            // Keep what the old instance recorded.
+                            let _ = instance.finalize();
+                            instance = s;
+                        }
+                        Verdict::Give => failed = true,
+                    },
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                ctx.stats
+                    .heartbeat_ms
+                    .store(ctx.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if ctx.stop.abandon.load(Ordering::Relaxed) {
+                    input.discard_all(DropReason::Shutdown);
+                    break;
+                }
+                let _ = instance.flush();
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = ctx.sm.transition(State::Stopping, "input ended");
+    let _ = ctx.sm.transition(State::Flushing, "finalising");
+    let report = instance.finalize().into_result();
+    (Some(instance), report)
+}

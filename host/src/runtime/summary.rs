@@ -1,0 +1,213 @@
+//! The run summary: each stage's state history and work, each edge's counters, each cleanup
+//! step's outcome, the files written. Human-readable on stdout, JSON with `--summary-json`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tapeline_plugin_api::abi::{PluginError, StorageReport};
+use tapeline_plugin_api::PluginKind;
+
+use super::stage::StageStats;
+use super::EndReason;
+use crate::config::Plan;
+use crate::discipline::buffers::{EdgeSnapshot, EdgeStats};
+use crate::discipline::cleanup::{StepOutcome, StepReport};
+use crate::discipline::state_machine::{StateMachine, Transition};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    pub id: String,
+    pub kind: String,
+    pub plugin: String,
+    pub state: String,
+    pub history: Vec<Transition>,
+    pub blocks: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub mean_block_us: f64,
+    pub max_block_us: f64,
+    pub errors: u64,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageSummary {
+    pub stage: String,
+    pub frames_written: u64,
+    pub files: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureSummary {
+    pub stage: String,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub pipeline: Option<String>,
+    pub end: EndReason,
+    pub seconds: f64,
+    pub pipeline_history: Vec<Transition>,
+    pub stages: Vec<StageSummary>,
+    pub edges: Vec<EdgeSnapshot>,
+    pub cleanup: Vec<StepReport>,
+    pub storage: Vec<StorageSummary>,
+    pub failure: Option<FailureSummary>,
+}
+
+impl RunSummary {
+    /// True when a stage failed or finalising storage did not succeed.
+    pub fn failed(&self) -> bool {
+        self.failure.is_some()
+            || self.storage.iter().any(|s| s.error.is_some())
+            || self
+                .cleanup
+                .iter()
+                .any(|s| s.name == "finalise storage" && !matches!(s.outcome, StepOutcome::Ok(_)))
+    }
+
+    /// The human-readable summary.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let name = self.pipeline.as_deref().unwrap_or("pipeline");
+        let _ = writeln!(s, "{name}: {:?} after {:.2} s", self.end, self.seconds);
+        if let Some(f) = &self.failure {
+            let _ = writeln!(
+                s,
+                "  FAILED: stage `{}` ({}): {}",
+                f.stage, f.kind, f.message
+            );
+        }
+        let _ = writeln!(s, "stages:");
+        for st in &self.stages {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<8} {:<12} {:>8} blocks  in {:>10}  out {:>10}  {:>8.1} µs/block (max {:.1})  state {}{}",
+                st.id,
+                st.kind,
+                st.plugin,
+                st.blocks,
+                st.frames_in,
+                st.frames_out,
+                st.mean_block_us,
+                st.max_block_us,
+                st.state,
+                if st.restarts > 0 { format!(", {} restart(s)", st.restarts) } else { String::new() }
+            );
+        }
+        let _ = writeln!(s, "edges (frames):");
+        for e in &self.edges {
+            let dropped = e.dropped_overflow_frames
+                + e.dropped_stage_error_frames
+                + e.dropped_shutdown_frames;
+            let _ = writeln!(
+                s,
+                "  {:<28} pushed {:>10}  popped {:>10}  dropped {:>6}  queued {:>3}  high-water {}/{} blocks",
+                e.label, e.pushed_frames, e.popped_frames, dropped, e.depth, e.high_water, e.capacity
+            );
+        }
+        let _ = writeln!(s, "cleanup:");
+        for c in &self.cleanup {
+            let (word, detail) = match &c.outcome {
+                StepOutcome::Ok(d) => ("ok", d),
+                StepOutcome::Failed(d) => ("FAILED", d),
+                StepOutcome::Skipped(d) => ("skipped", d),
+            };
+            let _ = writeln!(s, "  {:<24} {word:<7} {detail}", c.name);
+        }
+        for st in &self.storage {
+            for f in &st.files {
+                let _ = writeln!(s, "wrote {f} ({} frames)", st.frames_written);
+            }
+            if let Some(e) = &st.error {
+                let _ = writeln!(s, "storage `{}` did not finalise: {e}", st.stage);
+            }
+        }
+        s
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn build(
+    plan: &Plan,
+    pipeline: &StateMachine,
+    stages: &[(String, PluginKind, Arc<StateMachine>, Arc<StageStats>)],
+    edges: &[Arc<EdgeStats>],
+    cleanup: Vec<StepReport>,
+    storage: Vec<(String, Result<StorageReport, String>)>,
+    end: EndReason,
+    failure: Option<(usize, PluginError)>,
+    elapsed: Duration,
+    _failed: bool,
+) -> RunSummary {
+    let stages_out = stages
+        .iter()
+        .zip(&plan.stages)
+        .map(|((id, kind, sm, stats), p)| {
+            let blocks = stats.blocks.load(Ordering::Relaxed);
+            let busy = stats.busy_ns.load(Ordering::Relaxed) as f64;
+            StageSummary {
+                id: id.clone(),
+                kind: kind.as_str().to_string(),
+                plugin: p.entry.name().to_string(),
+                state: sm.state().as_str().to_string(),
+                history: sm.history(),
+                blocks,
+                frames_in: stats.frames_in.load(Ordering::Relaxed),
+                frames_out: stats.frames_out.load(Ordering::Relaxed),
+                mean_block_us: if blocks == 0 {
+                    0.0
+                } else {
+                    busy / blocks as f64 / 1000.0
+                },
+                max_block_us: stats.max_block_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+                errors: stats.errors.load(Ordering::Relaxed),
+                restarts: stats.restarts.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    RunSummary {
+        pipeline: plan.file.name.clone(),
+        end,
+        seconds: elapsed.as_secs_f64(),
+        pipeline_history: pipeline.history(),
+        stages: stages_out,
+        edges: edges.iter().map(|e| e.snapshot()).collect(),
+        cleanup,
+        storage: storage
+            .into_iter()
+            .map(|(stage, r)| match r {
+                Ok(rep) => StorageSummary {
+                    stage,
+                    frames_written: rep.frames_written,
+                    files: rep
+                        .files
+                        .iter()
+                        .map(|f| {
+                            std::fs::canonicalize(f.as_str())
+                                .map_or_else(|_| f.to_string(), |p| p.display().to_string())
+                        })
+                        .collect(),
+                    error: None,
+                },
+                Err(e) => StorageSummary {
+                    stage,
+                    frames_written: 0,
+                    files: Vec::new(),
+                    error: Some(e),
+                },
+            })
+            .collect(),
+        failure: failure.map(|(i, e)| FailureSummary {
+            stage: plan.stages[i].id.clone(),
+            kind: e.kind.as_str().to_string(),
+            message: e.message().to_string(),
+        }),
+    }
+}
