@@ -1,6 +1,6 @@
 //! `tapeline run` end to end with real plugins and real files: lossless edges deliver every
-//! sample unchanged; a lossy edge counts every drop exactly; SIGINT still finalises storage; every
-//! stage walks the validated lifecycle and cleanup runs its steps in order.
+//! sample unchanged; a lossy edge counts every drop exactly; SIGINT still finalises storage; stages
+//! start storage first and stop captures first; cleanup runs its steps in order.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -229,7 +229,7 @@ path = "rec.wav"
 }
 
 #[test]
-fn every_stage_walks_the_validated_lifecycle_and_cleanup_runs_in_declared_order() {
+fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
     let dir = TempDir::new("run-order");
     let pipeline = dir.path().join("p.toml");
     std::fs::write(
@@ -268,6 +268,21 @@ fn every_stage_walks_the_validated_lifecycle_and_cleanup_runs_in_declared_order(
             "{id}"
         );
     }
+    // Started in dependency order (storage, processing, capture) and stopped in reverse.
+    let seq = |id: &str, to: &str| -> u64 {
+        stage(&s, id)["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["to"] == to)
+            .unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(seq("n", "running") < seq("g", "running") && seq("g", "running") < seq("t", "running"));
+    assert!(
+        seq("t", "stopping") < seq("g", "stopping") && seq("g", "stopping") < seq("n", "stopping")
+    );
     // The cleanup steps ran in their declared order, all successfully.
     let steps: Vec<&str> = s["cleanup"]
         .as_array()

@@ -280,3 +280,19 @@ pub fn system_library() -> Option<PathBuf> {
     .map(PathBuf::from)
     .find(|p| p.is_file())
 }
+
+/// Run `tapeline` with `args` in the folder `dir`, so relative paths in its output are as given.
+/// Otherwise as [`run`].
+pub fn run_in<I, S>(dir: &Path, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(tapeline_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove(tapeline::plugins::PLUGIN_PATH_ENV)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("tapeline runs")
+}

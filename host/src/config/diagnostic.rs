@@ -197,8 +197,10 @@ impl fmt::Debug for Shown<'_> {
 }
 
 impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.d.message)
+    /// Empty: the message is on our own first line, and miette would wrap a long one over
+    /// several lines, of which only the first is dropped.
+    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Ok(())
     }
 }
 

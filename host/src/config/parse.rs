@@ -171,13 +171,24 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
             DeValue::Integer(i)
                 if parse_int(i.as_str(), i.radix())
                     .is_some_and(|n| SUPPORTED_VERSIONS.contains(&n)) => {}
-            _ => diags.push(
-                Diagnostic::error("unsupported pipeline file `version`", v.span())
-                    .label("this version")
-                    .help(format!(
-                        "this host reads version {}: write `version = 1`",
-                        versions()
-                    )),
+            other => diags.push(
+                Diagnostic::error(
+                    match other {
+                        DeValue::Integer(i) => {
+                            format!("unsupported pipeline file `version` ({})", i.as_str())
+                        }
+                        _ => "`version` must be an integer".to_string(),
+                    },
+                    v.span(),
+                )
+                .label(match other {
+                    DeValue::Integer(_) => "this version".to_string(),
+                    _ => format!("found {}", other.type_str()),
+                })
+                .help(format!(
+                    "this host reads version {}: write `version = 1`",
+                    versions()
+                )),
             ),
         },
     }
@@ -288,12 +299,11 @@ fn parse_float(text: &str) -> Option<f64> {
     }
 }
 
-/// A positive integer that fits `u64`, or a diagnostic.
+/// A whole number from `min` to `max`, or a diagnostic suggesting `default`.
 fn uint(
     v: &Spanned<DeValue<'_>>,
     key: &str,
-    min: u64,
-    max: u64,
+    (min, max, default): (u64, u64, u64),
     diags: &mut Vec<Diagnostic>,
 ) -> Option<u64> {
     let n = match v.get_ref() {
@@ -303,12 +313,18 @@ fn uint(
     match n {
         Some(n) if n >= min as i64 && (n as u64) <= max => Some(n as u64),
         _ => {
+            let label = match n {
+                Some(n) if n < min as i64 => format!("{n} is below {min}"),
+                Some(n) => format!("{n} is above {max}"),
+                None => format!("found {}", v.get_ref().type_str()),
+            };
             diags.push(
                 Diagnostic::error(
                     format!("`{key}` must be a whole number from {min} to {max}"),
                     v.span(),
                 )
-                .label(format!("found {}", v.get_ref().type_str())),
+                .label(label)
+                .help(format!("e.g. `{key} = {default}` (the default)")),
             );
             None
         }
@@ -356,22 +372,22 @@ fn parse_pipeline(t: &DeTable<'_>, file: &mut PipelineFile, diags: &mut Vec<Diag
         match key.get_ref().as_ref() {
             "name" => file.name = string(v, "name", diags),
             "sample_rate" => {
-                if let Some(n) = uint(v, "sample_rate", 1000, 768_000, diags) {
+                if let Some(n) = uint(v, "sample_rate", (1000, 768_000, 48_000), diags) {
                     file.sample_rate = n as u32;
                 }
             }
             "block_frames" => {
-                if let Some(n) = uint(v, "block_frames", 16, 1 << 20, diags) {
+                if let Some(n) = uint(v, "block_frames", (16, 1 << 20, 480), diags) {
                     file.block_frames = n as u32;
                 }
             }
             "monitor_interval_ms" => {
-                if let Some(n) = uint(v, "monitor_interval_ms", 10, 3_600_000, diags) {
+                if let Some(n) = uint(v, "monitor_interval_ms", (10, 3_600_000, 500), diags) {
                     file.monitor_interval_ms = n;
                 }
             }
             "stall_timeout_ms" => {
-                if let Some(n) = uint(v, "stall_timeout_ms", 10, 3_600_000, diags) {
+                if let Some(n) = uint(v, "stall_timeout_ms", (10, 3_600_000, 2_000), diags) {
                     file.stall_timeout_ms = n;
                 }
             }
@@ -441,7 +457,7 @@ fn parse_stage(
                     for (bk, bv) in b.iter() {
                         match bk.get_ref().as_ref() {
                             "capacity_blocks" => {
-                                stage.buffer.capacity_blocks = uint(bv, "capacity_blocks", 2, 65_536, diags).map(|n| n as u32)
+                                stage.buffer.capacity_blocks = uint(bv, "capacity_blocks", (2, 65_536, 64), diags).map(|n| n as u32)
                             }
                             "when_full" => {
                                 stage.buffer.when_full = one_of(
@@ -471,12 +487,12 @@ fn parse_stage(
                                 }
                             }
                             "max_restarts" => {
-                                if let Some(n) = uint(bv, "max_restarts", 0, 1000, diags) {
+                                if let Some(n) = uint(bv, "max_restarts", (0, 1000, 3), diags) {
                                     stage.on_error.max_restarts = n as u32;
                                 }
                             }
                             "backoff_ms" => {
-                                if let Some(n) = uint(bv, "backoff_ms", 0, 600_000, diags) {
+                                if let Some(n) = uint(bv, "backoff_ms", (0, 600_000, 200), diags) {
                                     stage.on_error.backoff_ms = n;
                                 }
                             }

@@ -102,6 +102,21 @@ pub fn plan(
 
     // Inputs: presence, references, counts.
     let mut deps: Vec<Vec<usize>> = vec![Vec::new(); file.stages.len()];
+    let mut bad_count = vec![false; file.stages.len()];
+    let malformed_inputs: Vec<bool> = file
+        .stages
+        .iter()
+        .map(|s| {
+            s.inputs_span.as_ref().is_some_and(|span| {
+                diags.iter().any(|d| {
+                    d.is_error()
+                        && d.span
+                            .as_ref()
+                            .is_some_and(|x| x.start >= span.start && x.end <= span.end)
+                })
+            })
+        })
+        .collect();
     for (i, s) in file.stages.iter().enumerate() {
         match (s.kind, s.inputs.is_empty()) {
             (PluginKind::Capture, false) => diags.push(
@@ -109,6 +124,8 @@ pub fn plan(
                     .help("remove `inputs`; a capture produces audio, or move the stage under [process.ID]")
                     .stage(&s.id),
             ),
+            // `inputs` written but malformed (e.g. a string): already reported where it is.
+            (PluginKind::Process | PluginKind::Storage, true) if malformed_inputs[i] => {}
             (PluginKind::Process | PluginKind::Storage, true) => {
                 let misspelt = s.config_spans.iter().find(|(k, _)| !closest(k, ["inputs"]).is_empty());
                 let d = match misspelt {
@@ -170,6 +187,7 @@ pub fn plan(
             );
             let n = s.inputs.len();
             if s.kind != PluginKind::Capture && n > 0 && (n < min || n > max) {
+                bad_count[i] = true;
                 let want = if min == max {
                     min.to_string()
                 } else {
@@ -218,9 +236,41 @@ pub fn plan(
     let mut outputs: Vec<Option<Vec<OutputPort>>> = vec![None; file.stages.len()];
     let mut resolved_inputs: Vec<Vec<(usize, usize)>> = vec![Vec::new(); file.stages.len()];
     let mut consumed: BTreeMap<(usize, usize), bool> = BTreeMap::new();
+    // Producers named by an input that was not resolved (its consumer failed, or the port is
+    // wrong): whether they are consumed is unknown, so no warning about them.
+    let mut maybe_consumed = vec![false; file.stages.len()];
+    // An input naming no stage probably meant one of the stages that look unconsumed.
+    // Likewise an `inputs` that could not be read, or was misspelt.
+    let misspelt_inputs = file.stages.iter().any(|s| {
+        s.kind != PluginKind::Capture
+            && s.inputs_span.is_none()
+            && s.config_spans
+                .keys()
+                .any(|k| !closest(k, ["inputs"]).is_empty())
+    });
+    let unknown_input = malformed_inputs.contains(&true)
+        || misspelt_inputs
+        || file
+            .stages
+            .iter()
+            .flat_map(|s| &s.inputs)
+            .any(|r| !by_id.contains_key(r.stage.as_str()));
+    let in_order: Vec<bool> = (0..file.stages.len()).map(|i| order.contains(&i)).collect();
+    for (i, s) in file.stages.iter().enumerate() {
+        if entries[i].is_none() || !in_order[i] || bad_count[i] {
+            for r in &s.inputs {
+                if let Some(&j) = by_id.get(r.stage.as_str()) {
+                    maybe_consumed[j] = true;
+                }
+            }
+        }
+    }
     for &i in &order {
         let s = &file.stages[i];
         let Some(entry) = &entries[i] else { continue };
+        if bad_count[i] {
+            continue;
+        }
         let mut formats = Vec::new();
         let mut ok = true;
         for r in &s.inputs {
@@ -228,7 +278,11 @@ pub fn plan(
                 ok = false;
                 continue;
             };
-            let Some(ports) = &outputs[j] else {
+            // A storage stage as input is reported above.
+            let Some(ports) = outputs[j]
+                .as_ref()
+                .filter(|_| file.stages[j].kind != PluginKind::Storage)
+            else {
                 ok = false;
                 continue;
             };
@@ -240,6 +294,7 @@ pub fn plan(
                 }
                 Err(help) => {
                     ok = false;
+                    maybe_consumed[j] = true;
                     let what = match &r.port {
                         Some(p) => format!("stage `{}` has no output port `{p}`", r.stage),
                         None => format!("stage `{}` has several outputs; name one", r.stage),
@@ -283,7 +338,7 @@ pub fn plan(
     }
 
     for (&(stage, port), &used) in &consumed {
-        if !used {
+        if !used && !maybe_consumed[stage] && !unknown_input {
             let s = &file.stages[stage];
             if s.kind == PluginKind::Storage {
                 continue;
@@ -502,7 +557,9 @@ fn plugin_diagnostic(
             if !inputs.is_empty() {
                 message = format!("{message} ({})", describe_inputs(s, formats, inputs, file));
             }
-            help = Some(if message.contains("Hz") || message.contains("rate") {
+            // Decided on the plugin's own words: the edge list added below always says "Hz".
+            let about_rate = e.message().contains("Hz") || e.message().contains("rate");
+            help = Some(if about_rate {
                 "insert a `resample` stage (plugin = \"resample\") where the rates meet".to_string()
             } else {
                 "convert the channels upstream with `remap`, `channel-split` or `channel-merge`"
@@ -527,11 +584,38 @@ fn plugin_diagnostic(
                         format!("`tapeline plugins inspect {}` lists its keys", s.plugin)
                     }
                 });
-            } else {
+            } else if let Some(rest) = e.message().strip_prefix("unknown variant `") {
+                // serde: "unknown variant `x`, expected one of `a`, `b`".
+                let given = rest.split('`').next().unwrap_or_default();
+                let valid: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+                let sugg = closest(given, valid.iter().copied());
+                help = Some(match sugg.first() {
+                    Some(c) => format!("did you mean \"{c}\"?"),
+                    None => format!(
+                        "`tapeline plugins inspect {}` lists the valid values",
+                        s.plugin
+                    ),
+                });
+            } else if let Some(missing) = e
+                .message()
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
                 help = Some(format!(
-                    "`tapeline plugins inspect {}` lists its keys and their types",
+                    "add `{missing} = ...` to this stage; `tapeline plugins inspect {}` describes it",
                     s.plugin
                 ));
+            } else {
+                help = Some(match &key {
+                    Some(k) if !k.is_empty() => format!(
+                        "`tapeline plugins inspect {}` gives the type, range and meaning of `{k}`",
+                        s.plugin
+                    ),
+                    _ => format!(
+                        "`tapeline plugins inspect {}` lists its keys and their types",
+                        s.plugin
+                    ),
+                });
             }
         }
         _ => {}

@@ -149,8 +149,16 @@ pub struct Transition {
     pub to: State,
     /// Milliseconds since the machine was created.
     pub at_ms: u64,
+    /// Process-wide order of every transition of every machine: compares transitions of
+    /// different machines (e.g. which stage started first), which `at_ms` cannot.
+    pub seq: u64,
     /// Why (free text; rollbacks start with [`ROLLBACK_PREFIX`]).
     pub reason: String,
+}
+
+fn next_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Why a transition did not happen (or was undone).
@@ -273,6 +281,7 @@ impl StateMachine {
             from,
             to,
             at_ms: self.now_ms(),
+            seq: next_seq(),
             reason: reason.to_owned(),
         };
         inner.state = to;
@@ -323,6 +332,7 @@ impl StateMachine {
                     from: t.to,
                     to: t.from,
                     at_ms: self.now_ms(),
+                    seq: next_seq(),
                     reason: format!("{ROLLBACK_PREFIX}{error}"),
                 };
                 inner.state = t.from;
@@ -508,11 +518,12 @@ mod tests {
                 from: State::Created,
                 to: State::Loaded,
                 at_ms: 3,
+                seq: 1,
                 reason: "r".into(),
             };
             assert_eq!(
                 serde_json::to_string(&t).unwrap(),
-                r#"{"from":"created","to":"loaded","at_ms":3,"reason":"r"}"#
+                r#"{"from":"created","to":"loaded","at_ms":3,"seq":1,"reason":"r"}"#
             );
         }
     }
@@ -652,6 +663,7 @@ mod tests {
                 from: State::Running,
                 to: State::Created,
                 at_ms: u64::MAX,
+                seq: u64::MAX,
                 reason: "rollback: forged".into(),
             });
             assert!(m.check_invariants().is_err());

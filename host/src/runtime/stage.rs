@@ -263,6 +263,10 @@ pub fn run_capture(
             },
         }
     }
+    // Recorded before the outputs close, so downstream stages stop after this one.
+    let _ = ctx
+        .sm
+        .transition(State::Stopping, "source ended or stop requested");
     if let Err(e) = instance.stop().into_result() {
         tracing::warn!(stage = %ctx.factory.id, "stop failed: {}", e.message());
     }
@@ -398,6 +402,7 @@ pub fn run_processor(
         held.clear();
     }
     drop(held);
+    let _ = ctx.sm.transition(State::Stopping, "inputs ended");
     for c in &inputs {
         c.discard_all(DropReason::Shutdown);
     }
