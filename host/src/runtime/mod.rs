@@ -281,13 +281,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         let mut c = CleanupCoordinator::new();
         c.step("stop captures", &[], false, 1, Duration::ZERO, || {
             stop.captures.store(true, Ordering::SeqCst);
-            for r in cell
-                .borrow()
-                .iter()
-                .filter(|r| r.kind == PluginKind::Capture)
-            {
-                let _ = r.sm.transition(State::Stopping, "stop requested");
-            }
             Ok("stop requested".into())
         })
         .step(
@@ -340,7 +333,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                             }
                         }
                         Some(Handle::Processor(h)) => {
-                            let _ = r.sm.transition(State::Stopping, "draining");
                             if let Some(p) = h.join().ok().flatten() {
                                 released.borrow_mut().push(Instance::Processor(p));
                             }
