@@ -1,0 +1,82 @@
+//! After a pipeline starts, the host's audio path does not allocate: a counting global allocator
+//! sees no allocation in this process while blocks flow through capture → process → storage.
+//! (Plugins are separate libraries with allocators of their own; their audio-path calls are
+//! checked by the SDK's debug-build allocation check instead.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tapeline::config;
+use tapeline::plugins::Registry;
+use tapeline::runtime::{self, RunOptions};
+use tapeline_tests::{plugin_dir, TempDir};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn the_host_does_not_allocate_while_blocks_flow() {
+    let dir = TempDir::new("steady-alloc");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        "version = 1\n[capture.t]\nplugin = \"tone\"\nchannels = 2\n[process.pace]\nplugin = \"mock-process\"\ninputs = [\"t\"]\nslow_us = 500\n[process.split]\nplugin = \"channel-split\"\ninputs = [\"pace\"]\n[process.merge]\nplugin = \"channel-merge\"\ninputs = [\"split.left\", \"split.right\"]\n[storage.n]\nplugin = \"null\"\ninputs = [\"merge\"]\n",
+    )
+    .unwrap();
+    let registry = Registry::discover(&[plugin_dir()]);
+    let (plan, report) = config::load(&pipeline, &registry);
+    let plan = plan.unwrap_or_else(|| panic!("{}", report.render(false)));
+
+    let interrupts = Arc::new(AtomicU32::new(0));
+    let options = RunOptions {
+        duration: None,
+        interrupts: interrupts.clone(),
+    };
+    let runner = std::thread::spawn(move || runtime::run(&plan, &options));
+
+    // Let every thread reach its steady state, then watch a window of it.
+    std::thread::sleep(Duration::from_millis(800));
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(800));
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    interrupts.store(1, Ordering::SeqCst);
+    let summary = runner.join().expect("the run returns");
+
+    let blocks = summary
+        .stages
+        .iter()
+        .find(|s| s.id == "n")
+        .map_or(0, |s| s.blocks);
+    assert!(
+        blocks > 500,
+        "blocks must have flowed during the window: {blocks}"
+    );
+    assert_eq!(
+        after - before,
+        0,
+        "the host allocated {} time(s) in steady state",
+        after - before
+    );
+}
