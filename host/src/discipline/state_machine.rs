@@ -770,6 +770,19 @@ mod tests {
                 });
             }
             let recorded = Arc::new(AtomicU64::new(0));
+            // parking_lot's detector (enabled in test builds) watches every host lock meanwhile.
+            let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let detector = {
+                let finished = Arc::clone(&finished);
+                std::thread::spawn(move || {
+                    let mut found = 0;
+                    while !finished.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                        found += parking_lot::deadlock::check_deadlock().len();
+                    }
+                    found
+                })
+            };
             let (done_tx, done_rx) = std::sync::mpsc::channel();
             let mut handles = Vec::new();
             for id in 0..THREADS {
@@ -814,6 +827,12 @@ mod tests {
             for h in handles {
                 h.join().expect("stress thread panicked");
             }
+            finished.store(true, Ordering::Relaxed);
+            assert_eq!(
+                detector.join().unwrap(),
+                0,
+                "parking_lot detected a deadlock"
+            );
             m.check_invariants().unwrap();
             let len = m.history().len() as u64;
             assert!(
