@@ -80,6 +80,16 @@ fn the_mock_restart_example_recovered_and_accounted_for_the_lost_block(s: &Value
         .find(|x| x["id"] == "flaky")
         .unwrap();
     assert_eq!(flaky["restarts"], 1);
+    // The panic reached the coordinator as one recoverable error with its text.
+    let errors = s["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["stage"], "flaky");
+    assert_eq!(errors[0]["severity"], "recoverable");
+    assert_eq!(errors[0]["kind"], "panicked");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("panicked"),
+        "{errors:#?}"
+    );
     let into_check = s["edges"]
         .as_array()
         .unwrap()

@@ -310,3 +310,75 @@ fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
         s["cleanup"]
     );
 }
+
+#[test]
+fn a_failing_stage_stops_the_pipeline_with_exit_1_and_storage_still_finalised() {
+    let dir = TempDir::new("run-fail");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        r#"version = 1
+[capture.src]
+plugin = "tone"
+channels = 1
+frames = 480000
+[process.broken]
+plugin = "mock-process"
+inputs = ["src"]
+error_at_block = 20
+error_kind = "io"
+[storage.file]
+plugin = "wav-writer"
+inputs = ["broken"]
+path = "rec.wav"
+"#,
+    )
+    .unwrap();
+    let sum = dir.path().join("summary.json");
+    let out = run([
+        "run",
+        pipeline.to_str().unwrap(),
+        "--summary-json",
+        sum.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let first = stderr(&out)
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with("error: stage `broken` failed:"),
+        "{}",
+        stderr(&out)
+    );
+
+    let s = summary(&sum);
+    assert_eq!(s["end"], "failed");
+    assert_eq!(s["failure"]["stage"], "broken");
+    assert_eq!(s["failure"]["kind"], "io");
+    let errors = s["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["severity"], "fatal");
+    let finalise = s["cleanup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "finalise storage")
+        .unwrap();
+    assert_eq!(finalise["outcome"]["outcome"], "ok", "{finalise}");
+    // What the failed stage passed on before failing is in a valid file.
+    let passed_on = stage(&s, "broken")["frames_out"].as_u64().unwrap();
+    assert_eq!(passed_on, 20 * 480);
+    let r = hound::WavReader::open(dir.path().join("rec.wav")).expect("a valid WAV");
+    assert_eq!(r.duration() as u64, passed_on);
+    assert_eq!(
+        stage(&s, "broken")["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["to"] == "failed")
+            .count(),
+        1
+    );
+}

@@ -1,5 +1,9 @@
-//! After a pipeline starts, the host's audio path does not allocate: a counting global allocator
-//! sees no allocation in this process while blocks flow through capture → process → storage.
+//! After a pipeline starts, the host's audio path does not allocate per block: a counting global
+//! allocator watches this process while blocks flow through capture → process → storage.
+//!
+//! Known gap (why the bound is not 0): crossbeam-channel grows a waiter list the first time a
+//! thread blocks on a given channel, which under load can happen late in a run. A per-block
+//! allocation shows up as thousands in the window (one planted in the processor loop: 3907).
 //! (Plugins are separate libraries with allocators of their own; their audio-path calls are
 //! checked by the SDK's debug-build allocation check instead.)
 

@@ -18,7 +18,7 @@ use crate::config::{Plan, WhenFull};
 use crate::discipline::buffers::{self, Consumer, EdgeSpec, EdgeStats, Producer};
 use crate::discipline::cleanup::CleanupCoordinator;
 use crate::discipline::state_machine::{State, StateMachine};
-use stage::{Event, Factory, StageCtx, StageStats, Stop};
+use stage::{Event, Factory, Severity, StageCtx, StageStats, Stop};
 pub use summary::{RunSummary, StageSummary};
 
 /// How a run is driven from outside.
@@ -231,6 +231,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
     drop(events_tx);
 
     // The run loop: wait for the end, a failure, a deadline or a signal.
+    let mut errors: Vec<summary::ErrorRecord> = Vec::new();
     let mut failure: Option<(usize, PluginError)> = start_error;
     let reason = if failure.is_some() {
         let _ = pipeline.transition(State::Failed, "a stage failed to start");
@@ -255,10 +256,17 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                         break EndReason::SourcesEnded;
                     }
                 }
-                Ok(Event::Failed { stage, error }) => {
-                    failure = Some((stage, error));
-                    let _ = pipeline.transition(State::Failed, "a stage failed");
-                    break EndReason::Failed;
+                Ok(Event::Error {
+                    stage,
+                    severity,
+                    error,
+                }) => {
+                    note_error(&mut errors, plan, epoch, stage, severity, &error);
+                    if severity == Severity::Fatal {
+                        failure = Some((stage, error));
+                        let _ = pipeline.transition(State::Failed, "a stage failed");
+                        break EndReason::Failed;
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break EndReason::SourcesEnded,
@@ -413,7 +421,20 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         );
         c.run()
     };
-    let failed = failure.is_some();
+    // Errors that arrived while stopping.
+    while let Ok(ev) = events_rx.try_recv() {
+        if let Event::Error {
+            stage,
+            severity,
+            error,
+        } = ev
+        {
+            note_error(&mut errors, plan, epoch, stage, severity, &error);
+            if severity == Severity::Fatal && failure.is_none() {
+                failure = Some((stage, error));
+            }
+        }
+    }
     if pipeline.state() == State::Stopping {
         let _ = pipeline.transition(State::Flushing, "cleanup done");
         let _ = pipeline.transition(State::Stopped, "done");
@@ -428,8 +449,27 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         reason,
         failure,
         epoch.elapsed(),
-        failed,
+        errors,
     )
+}
+
+fn note_error(
+    errors: &mut Vec<summary::ErrorRecord>,
+    plan: &Plan,
+    epoch: Instant,
+    stage: usize,
+    severity: Severity,
+    error: &PluginError,
+) {
+    let s = &plan.stages[stage];
+    tracing::warn!(stage_id = %s.id, plugin = %s.entry.name(), kind = error.kind.as_str(), ?severity, "{}", error.message());
+    errors.push(summary::ErrorRecord {
+        stage: s.id.clone(),
+        severity,
+        kind: error.kind.as_str().to_string(),
+        message: error.message().to_string(),
+        at_ms: epoch.elapsed().as_millis() as u64,
+    });
 }
 
 fn stages_summary(

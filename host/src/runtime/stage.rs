@@ -48,13 +48,29 @@ impl StageStats {
     }
 }
 
+/// How much an error matters to the pipeline, decided by the stage's `on_error` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// `ignore`: the block was dropped (counted) and the stage goes on.
+    Warning,
+    /// `restart`: the instance is being rebuilt.
+    Recoverable,
+    /// `fail`, or restarts exhausted: the pipeline stops, storage is finalised.
+    Fatal,
+}
+
 /// What a stage thread tells the coordinator.
 #[derive(Debug)]
 pub enum Event {
     /// A capture's source ended.
     Ended { stage: usize },
-    /// The stage failed for good (policy `fail`, or restarts exhausted).
-    Failed { stage: usize, error: PluginError },
+    /// Every error of a plugin, with its severity; `Fatal` ends the run.
+    Error {
+        stage: usize,
+        severity: Severity,
+        error: PluginError,
+    },
 }
 
 /// Flags the coordinator raises to stop stages.
@@ -146,12 +162,15 @@ impl StageCtx {
         rebuild: impl Fn() -> Result<T, PluginError>,
     ) -> Verdict<T> {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(stage = %self.factory.id, plugin = %self.factory.plugin, kind = error.kind.as_str(), "{}", error.message());
         match self.on_error.policy {
-            Policy::Ignore => Verdict::Ignore,
+            Policy::Ignore => {
+                self.report(Severity::Warning, error);
+                Verdict::Ignore
+            }
             Policy::Fail => self.give_up(error),
             Policy::Restart => {
                 let _ = self.sm.transition(State::Failed, error.message());
+                self.report(Severity::Recoverable, error.clone());
                 let mut last = error;
                 loop {
                     let n = self.stats.restarts.load(Ordering::Relaxed);
@@ -189,11 +208,17 @@ impl StageCtx {
         if self.sm.state() != State::Failed {
             let _ = self.sm.transition(State::Failed, error.message());
         }
-        let _ = self.events.send(Event::Failed {
+        self.report(Severity::Fatal, error);
+        Verdict::Give
+    }
+
+    /// Errors are logged by the coordinator, not on the stage's thread.
+    fn report(&self, severity: Severity, error: PluginError) {
+        let _ = self.events.send(Event::Error {
             stage: self.index,
+            severity,
             error,
         });
-        Verdict::Give
     }
 }
 

@@ -41,6 +41,17 @@ pub struct StorageSummary {
     pub error: Option<String>,
 }
 
+/// One error a plugin returned, with the severity its stage's policy gave it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorRecord {
+    pub stage: String,
+    pub severity: super::stage::Severity,
+    pub kind: String,
+    pub message: String,
+    /// Milliseconds since the run started.
+    pub at_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FailureSummary {
     pub stage: String,
@@ -58,6 +69,7 @@ pub struct RunSummary {
     pub edges: Vec<EdgeSnapshot>,
     pub cleanup: Vec<StepReport>,
     pub storage: Vec<StorageSummary>,
+    pub errors: Vec<ErrorRecord>,
     pub failure: Option<FailureSummary>,
 }
 
@@ -112,6 +124,16 @@ impl RunSummary {
                 e.label, e.pushed_frames, e.popped_frames, dropped, e.depth, e.high_water, e.capacity
             );
         }
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "errors:");
+            for e in &self.errors {
+                let _ = writeln!(
+                    s,
+                    "  {:>7} ms  {:<12} {:?} ({}): {}",
+                    e.at_ms, e.stage, e.severity, e.kind, e.message
+                );
+            }
+        }
         let _ = writeln!(s, "cleanup:");
         for c in &self.cleanup {
             let (word, detail) = match &c.outcome {
@@ -144,7 +166,7 @@ pub(super) fn build(
     end: EndReason,
     failure: Option<(usize, PluginError)>,
     elapsed: Duration,
-    _failed: bool,
+    errors: Vec<ErrorRecord>,
 ) -> RunSummary {
     let stages_out = stages
         .iter()
@@ -204,6 +226,7 @@ pub(super) fn build(
                 },
             })
             .collect(),
+        errors,
         failure: failure.map(|(i, e)| FailureSummary {
             stage: plan.stages[i].id.clone(),
             kind: e.kind.as_str().to_string(),
