@@ -21,6 +21,20 @@ fn summary(path: &Path) -> Value {
         .expect("summary JSON")
 }
 
+/// Write `toml` as a pipeline in `dir`, run it, and return the output and the summary's path.
+fn run_pipeline(dir: &TempDir, toml: &str) -> (tapeline_tests::Output, std::path::PathBuf) {
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(&pipeline, toml).unwrap();
+    let sum = dir.path().join("summary.json");
+    let out = run([
+        "run",
+        pipeline.to_str().unwrap(),
+        "--summary-json",
+        sum.to_str().unwrap(),
+    ]);
+    (out, sum)
+}
+
 fn stage<'a>(s: &'a Value, id: &str) -> &'a Value {
     s["stages"]
         .as_array()
@@ -60,9 +74,8 @@ fn wav_through_unity_gain_to_wav_is_sample_exact_and_every_frame_is_written() {
         .status()
         .expect("sox is installed (scripts/test.sh installs it)");
     assert!(sox.success());
-    let pipeline = dir.path().join("p.toml");
-    std::fs::write(
-        &pipeline,
+    let (out, sum) = run_pipeline(
+        &dir,
         r#"version = 1
 [capture.src]
 plugin = "wav-reader"
@@ -77,15 +90,7 @@ inputs = ["pass"]
 path = "out.wav"
 format = "pcm16"
 "#,
-    )
-    .unwrap();
-    let sum = dir.path().join("summary.json");
-    let out = run([
-        "run",
-        pipeline.to_str().unwrap(),
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     let (in_spec, a) = read_i16(&input);
@@ -113,9 +118,8 @@ format = "pcm16"
 #[test]
 fn slow_storage_behind_drop_oldest_counts_every_drop_and_keeps_the_rest() {
     let dir = TempDir::new("run-drop-oldest");
-    let pipeline = dir.path().join("p.toml");
-    std::fs::write(
-        &pipeline,
+    let (out, sum) = run_pipeline(
+        &dir,
         r#"version = 1
 [capture.fast-src]
 plugin = "mock-capture"
@@ -128,15 +132,7 @@ slow_us = 3000
 report = "report.json"
 buffer = { capacity_blocks = 4, when_full = "drop-oldest" }
 "#,
-    )
-    .unwrap();
-    let sum = dir.path().join("summary.json");
-    let out = run([
-        "run",
-        pipeline.to_str().unwrap(),
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let s = summary(&sum);
     let edge = &s["edges"][0];
@@ -231,19 +227,7 @@ path = "rec.wav"
 #[test]
 fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
     let dir = TempDir::new("run-order");
-    let pipeline = dir.path().join("p.toml");
-    std::fs::write(
-        &pipeline,
-        "version = 1\n[capture.t]\nplugin = \"tone\"\nframes = 4800\nchannels = 1\n[process.g]\nplugin = \"gain\"\ninputs = [\"t\"]\n[storage.n]\nplugin = \"null\"\ninputs = [\"g\"]\n",
-    )
-    .unwrap();
-    let sum = dir.path().join("summary.json");
-    let out = run([
-        "run",
-        pipeline.to_str().unwrap(),
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    let (out, sum) = run_pipeline(&dir, "version = 1\n[capture.t]\nplugin = \"tone\"\nframes = 4800\nchannels = 1\n[process.g]\nplugin = \"gain\"\ninputs = [\"t\"]\n[storage.n]\nplugin = \"null\"\ninputs = [\"g\"]\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let s = summary(&sum);
     // Every stage walked the full lifecycle, validated at each step.
@@ -314,9 +298,8 @@ fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
 #[test]
 fn a_failing_stage_stops_the_pipeline_with_exit_1_and_storage_still_finalised() {
     let dir = TempDir::new("run-fail");
-    let pipeline = dir.path().join("p.toml");
-    std::fs::write(
-        &pipeline,
+    let (out, sum) = run_pipeline(
+        &dir,
         r#"version = 1
 [capture.src]
 plugin = "tone"
@@ -332,15 +315,7 @@ plugin = "wav-writer"
 inputs = ["broken"]
 path = "rec.wav"
 "#,
-    )
-    .unwrap();
-    let sum = dir.path().join("summary.json");
-    let out = run([
-        "run",
-        pipeline.to_str().unwrap(),
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let first = stderr(&out)
         .lines()
