@@ -2,8 +2,8 @@
 //! sample unchanged; a lossy edge counts every drop exactly; SIGINT still finalises storage; stages
 //! start storage first and stop captures first; cleanup runs its steps in order.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -161,29 +161,31 @@ buffer = { capacity_blocks = 4, when_full = "drop-oldest" }
     assert_eq!(missing + tail_lost, dropped, "{report:#}");
 }
 
-#[test]
-fn sigint_mid_recording_finalises_a_valid_file_holding_every_captured_frame() {
-    let dir = TempDir::new("run-sigint");
+/// Start an endless mono recording whose processing stage takes `slow_us` per block, and wait
+/// until audio is on disk. Returns the child, the recording and the summary's path.
+fn start_recording(dir: &TempDir, slow_us: u32) -> (Child, PathBuf, PathBuf) {
     let pipeline = dir.path().join("p.toml");
     std::fs::write(
         &pipeline,
-        r#"version = 1
+        format!(
+            r#"version = 1
 [capture.endless]
 plugin = "tone"
 channels = 1
 [process.pace]
 plugin = "mock-process"
 inputs = ["endless"]
-slow_us = 2000
+slow_us = {slow_us}
 [storage.file]
 plugin = "wav-writer"
 inputs = ["pace"]
 path = "rec.wav"
-"#,
+"#
+        ),
     )
     .unwrap();
     let sum = dir.path().join("summary.json");
-    let mut child = Command::new(tapeline_bin())
+    let child = Command::new(tapeline_bin())
         .args([
             "run",
             pipeline.to_str().unwrap(),
@@ -194,18 +196,28 @@ path = "rec.wav"
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until audio is on disk (the writer syncs its header once a second).
     let rec = dir.path().join("rec.wav");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(&rec).map_or(0, |m| m.len()) < 20_000 {
+    while std::fs::metadata(&rec).map_or(0, |m| m.len()) < 8_000 {
         assert!(Instant::now() < deadline, "no audio written within 30 s");
         std::thread::sleep(Duration::from_millis(20));
     }
+    (child, rec, sum)
+}
+
+fn interrupt(child: &Child) {
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
+}
+
+#[test]
+fn sigint_mid_recording_finalises_a_valid_file_holding_every_captured_frame() {
+    let dir = TempDir::new("run-sigint");
+    let (mut child, rec, sum) = start_recording(&dir, 2000);
+    interrupt(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 
@@ -221,7 +233,47 @@ path = "rec.wav"
     for e in s["edges"].as_array().unwrap() {
         assert_invariant(e);
         assert_eq!(e["dropped_overflow_frames"], 0);
+        assert_eq!(e["dropped_shutdown_frames"], 0);
     }
+}
+
+#[test]
+fn a_second_sigint_abandons_the_queue_counts_it_and_still_finalises_the_file() {
+    let dir = TempDir::new("run-sigint-twice");
+    // 50 ms a block: draining a full 64-block queue would take over 3 s.
+    let (mut child, rec, sum) = start_recording(&dir, 50_000);
+    interrupt(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let s = summary(&sum);
+    assert_eq!(s["end"], "interrupted");
+    let edges = s["edges"].as_array().unwrap();
+    for e in edges {
+        assert_invariant(e);
+        assert_eq!(e["dropped_overflow_frames"], 0, "{e:#}");
+    }
+    let into_pace = edges
+        .iter()
+        .find(|e| {
+            e["label"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("endless"))
+        })
+        .expect("edge endless -> pace");
+    assert!(
+        into_pace["dropped_shutdown_frames"].as_u64().unwrap() > 0,
+        "the fast stop drops what was queued, and counts it: {into_pace:#}"
+    );
+    let processed = stage(&s, "pace")["frames_out"].as_u64().unwrap();
+    let r = hound::WavReader::open(&rec).expect("a valid WAV after two signals");
+    assert_eq!(
+        r.duration() as u64,
+        processed,
+        "everything that left the processing stage is in the file"
+    );
 }
 
 #[test]

@@ -11,6 +11,12 @@
 //! are plain atomics. Only [`EdgeStats::snapshot`] allocates (the label and the snapshot itself);
 //! it is meant for the monitor, never the audio path.
 //!
+//! Only the channels' non-blocking operations are used. Waiting (a consumer for data, a `Block`
+//! producer for room or for a pooled block) is done here with `std::thread::park`, woken by the
+//! other side through a [`WakeSlot`]: crossbeam's own blocking operations register the waiting
+//! thread in a list that grows (allocates) the first time a thread waits on a channel, which can
+//! happen at any moment of a run.
+//!
 //! # Pool
 //!
 //! `capacity_blocks + 2` blocks: up to `capacity_blocks` queued, one being filled by the
@@ -44,9 +50,10 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use serde::{Deserialize, Serialize};
@@ -225,6 +232,12 @@ pub struct EdgeStats {
     high_water: AtomicU64,
     /// Set when the consumer is dropped.
     closed: AtomicBool,
+    /// Set when the producer is dropped: once the queue is empty, the consumer is done.
+    producer_gone: AtomicBool,
+    /// Where the consumer waits for data.
+    consumer_wake: WakeSlot,
+    /// Where a `Block` producer waits for room or for a pooled block.
+    producer_wake: WakeSlot,
     /// A receiver of the data channel: for measuring its length, and for the producer to evict
     /// (drop-oldest) or drain (after the consumer left). Holding it never keeps `recv` from
     /// seeing the producer's disconnection (that depends on senders only).
@@ -482,6 +495,9 @@ pub fn edge(spec: EdgeSpec) -> (Producer, Consumer, Arc<EdgeStats>) {
         dropped: Default::default(),
         high_water: AtomicU64::new(0),
         closed: AtomicBool::new(false),
+        producer_gone: AtomicBool::new(false),
+        consumer_wake: WakeSlot::default(),
+        producer_wake: WakeSlot::default(),
         queue: rx.clone(),
     });
     let producer = Producer {
@@ -542,10 +558,23 @@ impl Producer {
         let mut block = match self.take_free() {
             Some(b) => b,
             None => match stats.when_full {
-                WhenFull::Block => match self.free.recv() {
-                    Ok(b) => b,
-                    Err(_) => return Err(Closed),
-                },
+                WhenFull::Block => {
+                    let free = &self.free;
+                    let got = stats.producer_wake.wait(None, || {
+                        if stats.closed.load(ORD) {
+                            return Some(None);
+                        }
+                        match free.try_recv() {
+                            Ok(b) => Some(Some(b)),
+                            Err(TryRecvError::Empty) => None,
+                            Err(TryRecvError::Disconnected) => Some(None),
+                        }
+                    });
+                    match got {
+                        Some(Some(b)) => b,
+                        _ => return Err(Closed),
+                    }
+                }
                 WhenFull::DropOldest => match self.evict_oldest() {
                     Some(b) => {
                         outcome = PushOutcome::EvictedOldest;
@@ -566,11 +595,31 @@ impl Producer {
         block.flags = flags;
 
         match stats.when_full {
-            // The data channel never disconnects while `stats.queue` lives, so `send` only
-            // returns once the block is queued.
+            // The data channel never disconnects while `stats.queue` lives: waiting ends when
+            // the block is queued or the consumer has left.
             WhenFull::Block => {
-                if let Err(e) = self.tx.send(block) {
-                    self.spares.push(e.into_inner());
+                let tx = &self.tx;
+                let mut pending = Some(block);
+                let sent = stats.producer_wake.wait(None, || {
+                    let b = pending.take().expect("the block is pending until sent");
+                    if stats.closed.load(ORD) {
+                        pending = Some(b);
+                        return Some(false);
+                    }
+                    match tx.try_send(b) {
+                        Ok(()) => Some(true),
+                        Err(TrySendError::Full(b)) => {
+                            pending = Some(b);
+                            None
+                        }
+                        Err(TrySendError::Disconnected(b)) => {
+                            pending = Some(b);
+                            Some(false)
+                        }
+                    }
+                });
+                if sent != Some(true) {
+                    self.spares.extend(pending);
                     return Err(Closed);
                 }
             }
@@ -604,6 +653,7 @@ impl Producer {
         }
         stats.pushed.add(1, u64::from(frames));
         stats.high_water.fetch_max(self.tx.len() as u64, ORD);
+        stats.consumer_wake.wake();
 
         if stats.closed.load(ORD) {
             // The consumer left while we were queueing: nobody will read this any more.
@@ -648,25 +698,46 @@ impl Consumer {
 
     fn take(&self, block: Block) -> Received {
         self.stats.popped.add(1, u64::from(block.frames));
+        // Room in the queue for a producer waiting on it.
+        self.stats.producer_wake.wake();
         Received {
             block: Some(block),
             free: self.free.clone(),
+            stats: Arc::clone(&self.stats),
         }
-    }
-
-    /// The next block, waiting for it; `None` once the producer is dropped and the queue drained.
-    pub fn recv(&self) -> Option<Received> {
-        self.rx.recv().ok().map(|b| self.take(b))
     }
 
     /// The next block if one is queued, without waiting.
     pub fn try_recv(&self) -> Result<Received, TryRecvError> {
-        self.rx.try_recv().map(|b| self.take(b))
+        // Read "gone" before looking at the queue: a producer pushes, then goes, so an empty
+        // queue seen after "gone" is empty for good.
+        let gone = self.stats.producer_gone.load(ORD);
+        match self.rx.try_recv() {
+            Ok(b) => Ok(self.take(b)),
+            Err(TryRecvError::Empty) if gone => Err(TryRecvError::Disconnected),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Result<Received, RecvTimeoutError> {
+        self.stats
+            .consumer_wake
+            .wait(deadline, || match self.try_recv() {
+                Ok(r) => Some(Ok(r)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(RecvTimeoutError::Disconnected)),
+            })
+            .unwrap_or(Err(RecvTimeoutError::Timeout))
+    }
+
+    /// The next block, waiting for it; `None` once the producer is dropped and the queue drained.
+    pub fn recv(&self) -> Option<Received> {
+        self.wait(None).ok()
     }
 
     /// The next block, waiting at most `d`.
     pub fn recv_timeout(&self, d: Duration) -> Result<Received, RecvTimeoutError> {
-        self.rx.recv_timeout(d).map(|b| self.take(b))
+        self.wait(Some(Instant::now() + d))
     }
 
     /// Drain everything queued, counting it dropped for `reason` (fast stop). Returns blocks.
@@ -678,7 +749,16 @@ impl Consumer {
             let _ = self.free.try_send(b);
             n += 1;
         }
+        self.stats.producer_wake.wake();
         n
+    }
+}
+
+impl Drop for Producer {
+    /// Tells the consumer that nothing more will come (it ends once the queue is drained).
+    fn drop(&mut self) {
+        self.stats.producer_gone.store(true, ORD);
+        self.stats.consumer_wake.wake();
     }
 }
 
@@ -695,6 +775,7 @@ impl Drop for Consumer {
 pub struct Received {
     block: Option<Block>,
     free: Sender<Block>,
+    stats: Arc<EdgeStats>,
 }
 
 impl fmt::Debug for Received {
@@ -721,6 +802,81 @@ impl Drop for Received {
         if let Some(b) = self.block.take() {
             // Room for the whole pool; fails only if the producer is gone (then the block frees).
             let _ = self.free.try_send(b);
+            self.stats.producer_wake.wake();
+        }
+    }
+}
+
+/// One side's place to wait without allocating: the thread that waits there, and whether it is
+/// waiting now. The other side calls [`WakeSlot::wake`] after every change the waiter may be
+/// waiting for.
+///
+/// The waiter announces itself (`waiting = true`), then checks its condition once more before
+/// parking; the waker changes the state, then reads `waiting`. Both use sequentially consistent
+/// fences, so at least one of them sees the other: either the waiter finds the change, or the
+/// waker unparks it (an unpark that comes before the park makes the park return at once).
+#[derive(Default)]
+pub(crate) struct WakeSlot {
+    /// The first thread that waits here. Each end of an edge is used by one stage thread; a
+    /// different thread waiting later (an end moved between threads) polls every millisecond
+    /// instead of relying on being unparked.
+    thread: OnceLock<Thread>,
+    waiting: AtomicBool,
+}
+
+/// How many times a waiter retries before parking (a block often arrives within microseconds).
+const SPINS: u32 = 64;
+/// How often a waiter that is not the slot's registered thread checks again.
+const POLL: Duration = Duration::from_millis(1);
+
+impl WakeSlot {
+    /// Run `attempt` until it returns `Some`, parking between tries; `None` if `deadline`
+    /// passes first. Allocation-free once the slot has its thread (`thread::current` of a
+    /// spawned thread is a reference-count increment).
+    fn wait<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        for _ in 0..SPINS {
+            if let Some(v) = attempt() {
+                return Some(v);
+            }
+            std::hint::spin_loop();
+        }
+        let me = std::thread::current();
+        let registered = self.thread.get_or_init(|| me.clone()).id() == me.id();
+        loop {
+            self.waiting.store(true, ORD);
+            fence(ORD);
+            if let Some(v) = attempt() {
+                self.waiting.store(false, ORD);
+                return Some(v);
+            }
+            let mut nap = if registered { None } else { Some(POLL) };
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    self.waiting.store(false, ORD);
+                    return None;
+                }
+                nap = Some(nap.map_or(d - now, |n| n.min(d - now)));
+            }
+            match nap {
+                Some(n) => std::thread::park_timeout(n),
+                None => std::thread::park(),
+            }
+            self.waiting.store(false, ORD);
+        }
+    }
+
+    /// Wake the waiter, if one is waiting. Call after the change it may be waiting for.
+    fn wake(&self) {
+        fence(ORD);
+        if self.waiting.load(ORD) {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
         }
     }
 }

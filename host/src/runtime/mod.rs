@@ -341,7 +341,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                             }
                         }
                         Some(Handle::Processor(h)) => {
-                            if let Some(p) = h.join().ok().flatten() {
+                            if let Some(p) = join_watching(h, stop, &fast).ok().flatten() {
                                 released.borrow_mut().push(Instance::Processor(p));
                             }
                             let _ = r.sm.transition(State::Flushing, "drained");
@@ -366,7 +366,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                 let mut problems = Vec::new();
                 for r in stages.iter_mut() {
                     if let Some(Handle::Storage(h)) = r.handle.take() {
-                        match h.join() {
+                        match join_watching(h, stop, &fast) {
                             Ok((instance, report)) => {
                                 if let Some(st) = instance {
                                     released.borrow_mut().push(Instance::Storage(st));
@@ -498,4 +498,20 @@ fn spawn<T: Send + 'static>(
         .name(name.to_string())
         .spawn(f)
         .map_err(|e| PluginError::other(format!("cannot start a thread: {e}")))
+}
+
+/// Wait for a stage thread to return while draining; a second interrupt arriving meanwhile turns
+/// the drain into a fast stop (consumers drop what is queued, counted as `shutdown`).
+fn join_watching<T>(
+    handle: std::thread::JoinHandle<T>,
+    stop: &Stop,
+    fast: &dyn Fn() -> bool,
+) -> std::thread::Result<T> {
+    while !handle.is_finished() {
+        if fast() {
+            stop.abandon.store(true, Ordering::SeqCst);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    handle.join()
 }

@@ -458,7 +458,17 @@ pub fn run_storage(
                     flags: b.flags,
                 };
                 let frames = b.frames as u64;
-                match instance.write(&block).into_result() {
+                let result = instance.write(&block).into_result();
+                drop(b);
+                if ctx.stop.abandon.load(Ordering::Relaxed) {
+                    // Fast stop: what is still queued is dropped (counted), then finalise.
+                    input.discard_all(DropReason::Shutdown);
+                    if result.is_ok() {
+                        ctx.stats.record(started, ctx.epoch, frames, 0);
+                    }
+                    break;
+                }
+                match result {
                     Ok(()) => ctx.stats.record(started, ctx.epoch, frames, 0),
                     Err(e) => match ctx.on_error(e, || ctx.factory.storage()) {
                         Verdict::Ignore => {}
