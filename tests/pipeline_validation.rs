@@ -169,3 +169,65 @@ fn a_missing_file_is_one_line_and_exit_2() {
         "{first}"
     );
 }
+
+/// A 44.1 kHz stereo WAV file of one second of a ramp.
+fn write_cd_wav(dir: &TempDir) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(dir.path().join("cd.wav"), spec).unwrap();
+    for i in 0..44_100 * 2 {
+        w.write_sample((i % 2000 - 1000) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+#[test]
+fn a_file_at_another_rate_asks_for_resample_and_is_accepted_with_it() {
+    let dir = TempDir::new("validate-rate");
+    write_cd_wav(&dir);
+    let plain = write(
+        &dir,
+        "plain.toml",
+        "version = 1\n[capture.reader]\nplugin = \"wav-reader\"\npath = \"cd.wav\"\n\
+         [process.g]\nplugin = \"gain\"\ninputs = [\"reader\"]\n\
+         [storage.out]\nplugin = \"wav-writer\"\ninputs = [\"g\"]\npath = \"out.wav\"\n",
+    );
+    let out = run(["validate", &plain]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(
+            "plain.toml:2:10: error: `reader` runs at 44100 Hz but the pipeline runs at 48000 \
+             Hz, and `g` does not change the rate [stage reader]"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "help: add a stage `plugin = \"resample\"`, `inputs = [\"reader\"]`, `rate = 48000`"
+        ),
+        "{err}"
+    );
+
+    // Following the advice gives a valid pipeline whose output runs at the pipeline's rate.
+    let fixed = write(
+        &dir,
+        "fixed.toml",
+        "version = 1\n[capture.reader]\nplugin = \"wav-reader\"\npath = \"cd.wav\"\n\
+         [process.to48]\nplugin = \"resample\"\ninputs = [\"reader\"]\nrate = 48000\n\
+         [process.g]\nplugin = \"gain\"\ninputs = [\"to48\"]\n\
+         [storage.out]\nplugin = \"wav-writer\"\ninputs = [\"g\"]\npath = \"out.wav\"\n",
+    );
+    let out = run(["run", &fixed]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let r = hound::WavReader::open(dir.path().join("out.wav")).unwrap();
+    assert_eq!(r.spec().sample_rate, 48_000);
+    assert_eq!(r.spec().channels, 2);
+    // Every input frame is covered, the resampler's tail included (end-of-stream call).
+    assert_eq!(r.duration(), 48_000);
+}

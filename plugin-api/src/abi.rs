@@ -253,6 +253,15 @@ pub struct PluginManifest {
 /// recovered device loss).
 pub const FLAG_DISCONTINUITY: u32 = 1;
 
+/// Flag on every input of a processor's last call(s): every input has ended. The inputs hold no
+/// frames and each output starts at zero frames; a processor with a tail (a resampler's filter
+/// delay, a reverb) writes it there. The host repeats the call while any output gets frames, up
+/// to [`MAX_TAIL_CALLS`] times. The SDK turns such a call into [`crate::Processor::finish`].
+pub const FLAG_END_OF_STREAM: u32 = 2;
+
+/// Most end-of-stream calls the host makes to one processor.
+pub const MAX_TAIL_CALLS: u32 = 64;
+
 /// A block of interleaved `f32` audio lent to a plugin for the duration of one call.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]

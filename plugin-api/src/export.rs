@@ -352,9 +352,16 @@ impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
         inputs: RSlice<'b, InputBlock<'a>>,
         mut outputs: RSliceMut<'b, OutputBlock<'a>>,
     ) -> RResult<(), PluginError> {
-        guard_audio("process", || {
-            self.0.process(inputs.as_slice(), outputs.as_mut_slice())
-        })
+        let inputs = inputs.as_slice();
+        let end = !inputs.is_empty()
+            && inputs
+                .iter()
+                .all(|b| b.flags & crate::abi::FLAG_END_OF_STREAM != 0);
+        if end {
+            guard_audio("finish", || self.0.finish(outputs.as_mut_slice()))
+        } else {
+            guard_audio("process", || self.0.process(inputs, outputs.as_mut_slice()))
+        }
     }
     fn levels(&self) -> RSlice<'_, Level> {
         match panic::catch_unwind(AssertUnwindSafe(|| self.0.levels())) {

@@ -55,7 +55,8 @@ pub use serde;
 
 pub use abi::{
     ErrorKind, InputBlock, Level, OutputBlock, OutputPort, PluginError, PluginKind, PortFormat,
-    ReadStatus, StageContext, StorageReport, API_VERSION, FLAG_DISCONTINUITY,
+    ReadStatus, StageContext, StorageReport, API_VERSION, FLAG_DISCONTINUITY, FLAG_END_OF_STREAM,
+    MAX_TAIL_CALLS,
 };
 pub use sdk::{
     db_to_gain, gain_to_db, single_input, Capture, Describe, PluginResult, Processor, Storage,

@@ -86,6 +86,16 @@ pub trait Processor: Describe + Sized + Send + 'static {
         inputs: &[InputBlock<'_>],
         outputs: &mut [OutputBlock<'_>],
     ) -> PluginResult<()>;
+    /// End of stream: every input has ended. Write what the processor still holds (a filter's
+    /// tail) into `outputs`, setting each one's frames (they start at zero); it is called again
+    /// while it writes frames, so a long tail can take several calls. The default writes
+    /// nothing. After it, the instance may be given a new stream from the start.
+    fn finish(&mut self, outputs: &mut [OutputBlock<'_>]) -> PluginResult<()> {
+        for out in outputs {
+            out.frames = 0;
+        }
+        Ok(())
+    }
     /// Levels to show in monitoring, one per channel; empty when the plugin measures nothing.
     fn levels(&self) -> &[Level] {
         &[]

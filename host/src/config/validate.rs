@@ -29,6 +29,8 @@ pub struct PlannedStage {
     /// Edge indices feeding each input, in `inputs` order.
     pub inputs: Vec<usize>,
     pub input_formats: Vec<PortFormat>,
+    /// The plugin's ports, each with its `max_frames` settled: a port that declared 0 carries
+    /// blocks as large as the stage's largest input (a capture's: the pipeline's block_frames).
     pub outputs: Vec<OutputPort>,
 }
 
@@ -337,6 +339,8 @@ pub fn plan(
         }
     }
 
+    check_source_rates(file, &order, &outputs, &resolved_inputs, diags);
+
     for (&(stage, port), &used) in &consumed {
         if !used && !maybe_consumed[stage] && !unknown_input {
             let s = &file.stages[stage];
@@ -363,7 +367,7 @@ pub fn plan(
 
     // Build the plan in dependency order.
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(n, &i)| (i, n)).collect();
-    let mut stages = Vec::new();
+    let mut stages: Vec<PlannedStage> = Vec::new();
     let mut edges = Vec::new();
     for &i in &order {
         let s = &file.stages[i];
@@ -371,7 +375,8 @@ pub fn plan(
         let mut inputs = Vec::new();
         for &(j, p) in &resolved_inputs[i] {
             let producer = &file.stages[j];
-            let port = &outputs[j].as_ref()?[p];
+            // The producer is planned already (dependency order), its ports' sizes settled.
+            let port = &stages[position[&j]].outputs[p];
             let live = entries[j].as_ref().is_some_and(|e| e.manifest.live);
             let when_full = s.buffer.when_full.unwrap_or(if live {
                 WhenFull::DropOldest
@@ -384,15 +389,24 @@ pub fn plan(
                 from_port: p,
                 to: stages.len(),
                 format: port.format,
-                max_frames: if port.max_frames == 0 {
-                    file.block_frames
-                } else {
-                    port.max_frames
-                },
+                max_frames: port.max_frames,
                 capacity_blocks: s.buffer.capacity_blocks.unwrap_or(DEFAULT_CAPACITY_BLOCKS),
                 when_full,
                 label: format!("{}.{} -> {}", producer.id, port.name, s.id),
             });
+        }
+        // A port that does not say how large its blocks get carries blocks as large as the
+        // stage's largest input (a capture's: `block_frames`).
+        let largest_input = inputs
+            .iter()
+            .map(|&e: &usize| edges[e].max_frames)
+            .max()
+            .unwrap_or(file.block_frames);
+        let mut ports = outputs[i].clone().unwrap_or_default();
+        for port in &mut ports {
+            if port.max_frames == 0 {
+                port.max_frames = largest_input;
+            }
         }
         stages.push(PlannedStage {
             id: s.id.clone(),
@@ -405,7 +419,7 @@ pub fn plan(
                 .iter()
                 .map(|&(j, p)| outputs[j].as_ref().map(|o| o[p].format))
                 .collect::<Option<Vec<_>>>()?,
-            outputs: outputs[i].clone().unwrap_or_default(),
+            outputs: ports,
         });
     }
     Some(Plan {
@@ -491,6 +505,74 @@ fn describe_inputs(
         .map(|(&(j, _), f)| format!("`{}` → `{}` carries {f}", file.stages[j].id, s.id))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A source whose rate is not the pipeline's (a WAV file, a device) must feed only stages that
+/// change the rate (`resample`): whatever follows would otherwise run at a rate the pipeline's
+/// `sample_rate` does not describe. Stages that change the rate are recognised by their outputs,
+/// not by name.
+fn check_source_rates(
+    file: &PipelineFile,
+    order: &[usize],
+    outputs: &[Option<Vec<OutputPort>>],
+    resolved_inputs: &[Vec<(usize, usize)>],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for &j in order {
+        let s = &file.stages[j];
+        let Some(ports) = outputs[j]
+            .as_ref()
+            .filter(|_| s.kind == PluginKind::Capture)
+        else {
+            continue;
+        };
+        for (p, port) in ports.iter().enumerate() {
+            let rate = port.format.sample_rate;
+            if rate == file.sample_rate {
+                continue;
+            }
+            let converted = |c: usize| {
+                outputs[c].as_ref().is_some_and(|o| {
+                    !o.is_empty() && o.iter().all(|q| q.format.sample_rate != rate)
+                })
+            };
+            let plain: Vec<String> = order
+                .iter()
+                .filter(|&&c| {
+                    // A consumer whose own check failed has its error already.
+                    resolved_inputs[c].contains(&(j, p)) && outputs[c].is_some() && !converted(c)
+                })
+                .map(|&c| file.stages[c].id.clone())
+                .collect();
+            if plain.is_empty() {
+                continue;
+            }
+            let name = if ports.len() == 1 {
+                s.id.clone()
+            } else {
+                format!("{}.{}", s.id, port.name)
+            };
+            diags.push(
+                Diagnostic::error(
+                    format!(
+                        "`{name}` runs at {rate} Hz but the pipeline runs at {} Hz, and {} \
+                         does not change the rate",
+                        file.sample_rate,
+                        quote_list(&plain)
+                    ),
+                    s.header_span.clone(),
+                )
+                .label(format!("{rate} Hz"))
+                .help(format!(
+                    "add a stage `plugin = \"resample\"`, `inputs = [\"{name}\"]`, `rate = {}` \
+                     and feed {} from it, or set `[pipeline] sample_rate = {rate}`",
+                    file.sample_rate,
+                    quote_list(&plain)
+                ))
+                .stage(&s.id),
+            );
+        }
+    }
 }
 
 fn check_manifest_formats(

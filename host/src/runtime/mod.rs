@@ -179,20 +179,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                 }),
                 PluginKind::Process => build(&r.sm, || ctx.factory.processor()).and_then(|p| {
                     let _ = r.sm.transition(State::Starting, "starting");
-                    let ports = s
-                        .outputs
-                        .iter()
-                        .map(|o| {
-                            (
-                                o.format,
-                                if o.max_frames == 0 {
-                                    plan.file.block_frames
-                                } else {
-                                    o.max_frames
-                                },
-                            )
-                        })
-                        .collect();
+                    // The plan settles every port's size (never 0).
+                    let ports = s.outputs.iter().map(|o| (o.format, o.max_frames)).collect();
                     let formats = s.input_formats.clone();
                     spawn(&name, move || {
                         stage::run_processor(ctx, p, ins, formats, ports, outs)

@@ -11,7 +11,7 @@ use arrayvec::ArrayVec;
 use crossbeam_channel::Sender;
 use tapeline_plugin_api::abi::{
     CaptureBox, InputBlock, OutputBlock, PluginError, PluginLibraryRef, PortFormat, ProcessorBox,
-    ReadStatus, StageContext, StorageBox, StorageReport,
+    ReadStatus, StageContext, StorageBox, StorageReport, FLAG_END_OF_STREAM, MAX_TAIL_CALLS,
 };
 
 use crate::config::parse::{OnError, Policy};
@@ -223,6 +223,61 @@ impl StageCtx {
 }
 
 /// Push one port's output to every edge consuming it.
+/// One call of a processor. Each output starts at `frames` frames (capped by its port's
+/// `max_frames`); returns each output's frames and flags after the call.
+fn call_processor(
+    instance: &mut ProcessorBox,
+    ins: &[InputBlock<'_>],
+    scratch: &mut [Vec<f32>],
+    out_ports: &[(PortFormat, u32)],
+    positions: &[u64],
+    frames: u32,
+    flags: u32,
+) -> Result<ArrayVec<(u32, u32), MAX_PORTS>, PluginError> {
+    let mut outs: ArrayVec<OutputBlock<'_>, MAX_PORTS> = ArrayVec::new();
+    for (p, buf) in scratch.iter_mut().enumerate() {
+        outs.push(OutputBlock {
+            samples: RSliceMut::from_mut_slice(buf),
+            frames: frames.min(out_ports[p].1),
+            channels: out_ports[p].0.channels,
+            position: positions[p],
+            flags,
+        });
+    }
+    instance
+        .process(
+            RSlice::from_slice(ins),
+            RSliceMut::from_mut_slice(&mut outs),
+        )
+        .into_result()?;
+    Ok(outs.iter().map(|o| (o.frames, o.flags)).collect())
+}
+
+/// Push what a call produced on every output port; returns the frames pushed (all ports).
+fn push_produced(
+    outputs: &mut [Vec<Producer>],
+    scratch: &[Vec<f32>],
+    out_ports: &[(PortFormat, u32)],
+    positions: &mut [u64],
+    produced: &[(u32, u32)],
+) -> u64 {
+    let mut out_frames = 0;
+    for (p, &(n, f)) in produced.iter().enumerate() {
+        let n = n.min(out_ports[p].1);
+        let ch = out_ports[p].0.channels as usize;
+        push_all(
+            &mut outputs[p],
+            &scratch[p][..n as usize * ch],
+            n,
+            positions[p],
+            f,
+        );
+        positions[p] += n as u64;
+        out_frames += n as u64;
+    }
+    out_frames
+}
+
 fn push_all(producers: &mut [Producer], samples: &[f32], frames: u32, position: u64, flags: u32) {
     for p in producers {
         // A consumer that is gone (its stage failed) cannot take more; nothing to do.
@@ -375,43 +430,25 @@ pub fn run_processor(
             });
         }
         let flags = ins.iter().fold(0, |f, b| f | b.flags);
-        let mut outs: ArrayVec<OutputBlock<'_>, MAX_PORTS> = ArrayVec::new();
-        for (p, buf) in scratch.iter_mut().enumerate() {
-            let ch = out_ports[p].0.channels;
-            outs.push(OutputBlock {
-                samples: RSliceMut::from_mut_slice(buf),
-                frames: frames.min(out_ports[p].1),
-                channels: ch,
-                position: positions[p],
-                flags,
-            });
-        }
-        let result = instance
-            .process(
-                RSlice::from_slice(&ins),
-                RSliceMut::from_mut_slice(&mut outs),
-            )
-            .into_result();
-        let produced: ArrayVec<(u32, u32), MAX_PORTS> =
-            outs.iter().map(|o| (o.frames, o.flags)).collect();
-        drop(outs);
+        let result = call_processor(
+            &mut instance,
+            &ins,
+            &mut scratch,
+            &out_ports,
+            &positions,
+            frames,
+            flags,
+        );
         drop(ins);
         match result {
-            Ok(()) => {
-                let mut out_frames = 0;
-                for (p, &(n, f)) in produced.iter().enumerate() {
-                    let n = n.min(out_ports[p].1);
-                    let ch = out_ports[p].0.channels as usize;
-                    push_all(
-                        &mut outputs[p],
-                        &scratch[p][..n as usize * ch],
-                        n,
-                        positions[p],
-                        f,
-                    );
-                    positions[p] += n as u64;
-                    out_frames += n as u64;
-                }
+            Ok(produced) => {
+                let out_frames = push_produced(
+                    &mut outputs,
+                    &scratch,
+                    &out_ports,
+                    &mut positions,
+                    &produced,
+                );
                 ctx.stats
                     .record(started, ctx.epoch, frames as u64, out_frames);
             }
@@ -427,6 +464,49 @@ pub fn run_processor(
         held.clear();
     }
     drop(held);
+    if ended.iter().all(|e| *e) && !ctx.stop.abandon.load(Ordering::Relaxed) {
+        // End of stream: let the processor write what it still holds (a filter's tail).
+        let ins: ArrayVec<InputBlock<'_>, MAX_PORTS> = input_formats
+            .iter()
+            .map(|f| InputBlock {
+                samples: RSlice::from_slice(&[]),
+                frames: 0,
+                channels: f.channels,
+                position: 0,
+                flags: FLAG_END_OF_STREAM,
+            })
+            .collect();
+        for _ in 0..MAX_TAIL_CALLS {
+            let started = Instant::now();
+            let result = call_processor(
+                &mut instance,
+                &ins,
+                &mut scratch,
+                &out_ports,
+                &positions,
+                0,
+                0,
+            );
+            let Ok(produced) = result else {
+                // The stream is over: a failing tail is reported, and nothing is left to stop.
+                if let Err(e) = result {
+                    ctx.report(Severity::Warning, e);
+                }
+                break;
+            };
+            let out_frames = push_produced(
+                &mut outputs,
+                &scratch,
+                &out_ports,
+                &mut positions,
+                &produced,
+            );
+            if out_frames == 0 {
+                break;
+            }
+            ctx.stats.record(started, ctx.epoch, 0, out_frames);
+        }
+    }
     let _ = ctx.sm.transition(State::Stopping, "inputs ended");
     for c in &inputs {
         c.discard_all(DropReason::Shutdown);

@@ -40,14 +40,10 @@ pub struct ResampleConfig {
 /// upsampling (`ratio * (1 - 1/OVERSAMPLING) - 1`, rounded: 5 frames for 8 → 48 kHz, none for
 /// 44.1 ↔ 48 kHz).
 ///
-/// End of stream: when the input is at the pipeline rate, a block shorter than the pipeline's
-/// `block_frames` is taken as the last one (the host's contract): its frames are resampled and
-/// the held-back tail is pushed out after them, so the output holds
-/// `ceil(frames_in * rate_out / rate_in)` frames in all, and a later block starts a new stream.
-/// A stream whose last block is a full one loses that tail (about `SINC_LEN / 2` input frames,
-/// 2.7 ms at 48 kHz): the processor API has no end-of-stream call yet. Behind another
-/// `resample` stage (input rate ≠ pipeline rate) block sizes vary, so short blocks are simply
-/// resampled.
+/// End of stream ([`Processor::finish`], called by the host once every input has ended): the
+/// held-back tail is pushed out, so the output holds `ceil(frames_in * rate_out / rate_in)`
+/// frames in all, and a later block starts a new stream. Block sizes may vary freely (behind a
+/// device or another `resample`); a short block is just a short block.
 pub struct Resample {
     engine: Option<Engine>,
     /// Output frames produced so far: the position of the next output block.
@@ -68,8 +64,6 @@ struct Plan {
     rate_out: u32,
     /// Most input frames handed to rubato in one call; larger blocks are cut into chunks.
     chunk: usize,
-    /// Blocks shorter than this end the stream (0: never).
-    block_frames: usize,
 }
 
 impl Plan {
@@ -88,23 +82,21 @@ impl Plan {
             return Err(PluginError::format("the input has a sample rate of 0 Hz"));
         }
         let block_frames = ctx.block_frames.max(1) as usize;
-        let (chunk, block_frames) = if input.sample_rate == ctx.sample_rate {
-            // Blocks at the pipeline rate come in `block_frames` frames, the last maybe fewer.
-            (block_frames, block_frames)
+        let chunk = if input.sample_rate == ctx.sample_rate {
+            // Blocks at the pipeline rate come in at most `block_frames` frames.
+            block_frames
         } else {
-            // Behind another `resample`: blocks vary in size around the nominal one and a short
-            // block says nothing about the end of the stream. Leave room for the upstream
-            // stage's variation and flushed tail.
+            // Behind a source at its own rate or another `resample`: blocks vary in size around
+            // the nominal one. Leave room for that variation and an upstream flushed tail.
             let nominal = (block_frames as u64 * u64::from(input.sample_rate))
                 .div_ceil(u64::from(ctx.sample_rate.max(1))) as usize;
-            (2 * nominal + SINC_LEN, 0)
+            (2 * nominal).max(block_frames) + SINC_LEN
         };
         Ok(Plan {
             channels: input.channels as usize,
             rate_in: input.sample_rate,
             rate_out: config.rate,
             chunk,
-            block_frames,
         })
     }
 
@@ -141,15 +133,12 @@ impl Plan {
     }
 
     /// Most frames one output block can carry: one chunk's worth (rubato's
-    /// `output_frames_max`), plus the held-back tail (rubato's `output_delay`) flushed when a
-    /// short block ends the stream.
+    /// `output_frames_max`), or the held-back tail (rubato's `output_delay`) flushed at the end
+    /// of the stream, whichever is more.
     fn max_frames(&self, resampler: &SincFixedIn<f32>) -> usize {
-        let tail = if self.block_frames > 0 {
-            resampler.output_delay() + 2
-        } else {
-            0
-        };
-        resampler.output_frames_max() + tail
+        resampler
+            .output_frames_max()
+            .max(resampler.output_delay() + 2)
     }
 }
 
@@ -157,7 +146,6 @@ struct Engine {
     resampler: SincFixedIn<f32>,
     channels: usize,
     chunk: usize,
-    block_frames: usize,
     rate_in: u64,
     rate_out: u64,
     /// Deinterleaved input, `chunk` frames per channel.
@@ -211,7 +199,6 @@ impl Processor for Resample {
             resampler,
             channels: plan.channels,
             chunk: plan.chunk,
-            block_frames: plan.block_frames,
             rate_in: u64::from(plan.rate_in),
             rate_out: u64::from(plan.rate_out),
             lead,
@@ -245,6 +232,18 @@ impl Processor for Resample {
         self.position += written as u64;
         Ok(())
     }
+
+    fn finish(&mut self, outputs: &mut [OutputBlock<'_>]) -> PluginResult<()> {
+        let out = &mut outputs[0];
+        let written = match &mut self.engine {
+            Some(engine) => engine.flush(out.samples.as_mut_slice(), 0)?,
+            None => 0,
+        };
+        out.set_frames(written as u32);
+        out.position = self.position;
+        self.position += written as u64;
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -262,9 +261,6 @@ impl Engine {
             }
             written = self.run(frames, dst, written, u64::MAX)?;
             self.frames_in += frames as u64;
-        }
-        if (input.frames as usize) < self.block_frames {
-            written = self.flush(dst, written)?;
         }
         Ok(written)
     }

@@ -47,8 +47,16 @@ impl Describe for WavFileReader {
 impl Capture for WavFileReader {
     fn outputs(config: &WavReaderConfig, ctx: &StageContext<'_>) -> PluginResult<Vec<OutputPort>> {
         let (_, decoder, _) = open(config, ctx)?;
-        let channels = u32::from(decoder.spec().channels);
-        Ok(vec![OutputPort::new("out", ctx.format(channels))])
+        let spec = decoder.spec();
+        // The file's own rate: when it is not the pipeline's, the host asks for a `resample`
+        // stage behind this one (and accepts the pipeline once there is one).
+        Ok(vec![OutputPort::new(
+            "out",
+            PortFormat {
+                channels: u32::from(spec.channels),
+                sample_rate: spec.sample_rate,
+            },
+        )])
     }
 
     fn new(config: WavReaderConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
@@ -183,8 +191,7 @@ fn read_error(path: &Path, frame: u64, e: hound::Error) -> PluginError {
     }
 }
 
-/// Open the file and read its header (not its audio); check it is something we can play at the
-/// pipeline's rate.
+/// Open the file and read its header (not its audio); check it is something we can play.
 fn open(
     config: &WavReaderConfig,
     ctx: &StageContext<'_>,
@@ -217,13 +224,6 @@ fn open(
     if !(lo..=hi).contains(&channels) {
         return Err(PluginError::format(format!(
             "`{shown}` has {channels} channels; wav-reader handles {lo} to {hi}"
-        )));
-    }
-    if spec.sample_rate != ctx.sample_rate {
-        return Err(PluginError::format(format!(
-            "`{shown}` is {} Hz but the pipeline runs at {} Hz: add a `resample` stage \
-             (`plugin = \"resample\"`) after this one, or set `[pipeline] sample_rate = {}`",
-            spec.sample_rate, ctx.sample_rate, spec.sample_rate
         )));
     }
     Ok((path, decoder, kind))

@@ -64,8 +64,69 @@ fn rejection<P: Processor>(json: &str, ctx: &StageContext<'_>) -> PluginError {
 
 /// Run `p` over whole signals (one interleaved signal per input, equal frame counts) in blocks
 /// of `block` frames, the last possibly shorter, with one output buffer per port sized as
-/// the port declares. Returns each port's interleaved output.
+/// the port declares, then end the stream as the host does ([`finish`]). Returns each port's
+/// interleaved output.
 fn run<P: Processor>(
+    p: &mut P,
+    inputs: &[(&[f32], u32)],
+    ports: &[OutputPort],
+    block: usize,
+) -> Vec<Vec<f32>> {
+    let mut results = run_blocks(p, inputs, ports, block);
+    for (result, tail) in results.iter_mut().zip(finish(p, ports)) {
+        result.extend(tail);
+    }
+    results
+}
+
+/// Port buffers as the host sizes them, filled with NaN so unwritten samples show.
+fn port_buffers(ports: &[OutputPort], block: usize) -> Vec<Vec<f32>> {
+    ports
+        .iter()
+        .map(|port| {
+            let frames = (port.max_frames as usize).max(block);
+            vec![f32::NAN; frames * port.format.channels as usize]
+        })
+        .collect()
+}
+
+/// End of stream as the host signals it: `finish` (through the audio-path guard) until it
+/// writes nothing. Returns each port's interleaved tail.
+fn finish<P: Processor>(p: &mut P, ports: &[OutputPort]) -> Vec<Vec<f32>> {
+    let mut bufs = port_buffers(ports, BLOCK);
+    let mut results: Vec<Vec<f32>> = vec![Vec::new(); ports.len()];
+    for _ in 0..tapeline_plugin_api::MAX_TAIL_CALLS {
+        let mut outs: Vec<OutputBlock<'_>> = bufs
+            .iter_mut()
+            .zip(ports)
+            .map(|(buf, port)| OutputBlock {
+                samples: RSliceMut::from_mut_slice(buf),
+                frames: 0,
+                channels: port.format.channels,
+                position: 0,
+                flags: 0,
+            })
+            .collect();
+        guard_audio("finish", || p.finish(&mut outs))
+            .into_result()
+            .unwrap_or_else(|e| panic!("finish failed: {e}"));
+        let produced: Vec<usize> = outs
+            .iter()
+            .map(|o| o.frames as usize * o.channels as usize)
+            .collect();
+        drop(outs);
+        if produced.iter().all(|n| *n == 0) {
+            break;
+        }
+        for ((result, buf), n) in results.iter_mut().zip(&bufs).zip(produced) {
+            result.extend_from_slice(&buf[..n]);
+        }
+    }
+    results
+}
+
+/// [`run`] without the end of the stream: the blocks only.
+fn run_blocks<P: Processor>(
     p: &mut P,
     inputs: &[(&[f32], u32)],
     ports: &[OutputPort],
@@ -79,13 +140,7 @@ fn run<P: Processor>(
             "inputs differ in length"
         );
     }
-    let mut bufs: Vec<Vec<f32>> = ports
-        .iter()
-        .map(|port| {
-            let frames = (port.max_frames as usize).max(block);
-            vec![f32::NAN; frames * port.format.channels as usize]
-        })
-        .collect();
+    let mut bufs = port_buffers(ports, block);
     let mut results: Vec<Vec<f32>> = vec![Vec::new(); ports.len()];
     let mut start = 0;
     while start < total {
