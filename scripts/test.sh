@@ -15,6 +15,8 @@ have_pkg pkg-config || command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-co
 have_pkg libasound2-dev || pkg-config --exists alsa 2>/dev/null || missing+=(libasound2-dev)
 # sox makes the reference files the audio tests compare against.
 have_pkg sox || command -v sox >/dev/null 2>&1 || missing+=(sox)
+# tmux gives the live-view test of `tapeline run` a real terminal.
+have_pkg tmux || command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

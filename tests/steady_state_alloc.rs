@@ -1,5 +1,7 @@
-//! After a pipeline starts, the host's audio path does not allocate per block: a counting global
-//! allocator watches this process while blocks flow through capture → process → storage.
+//! After a pipeline starts, the host's audio path does not allocate: a counting global allocator
+//! counts the allocations made on the stage threads (`tapeline-<stage id>`) while blocks flow
+//! through capture → process → storage. The coordinator and the monitoring thread
+//! (`tapeline-monitor`, which builds snapshots) are not the audio path and are not counted.
 //!
 //! The bound is exact: zero allocations in the window. (A per-block allocation planted in the
 //! processor loop shows up as thousands; the waiter list crossbeam-channel grows the first time a
@@ -8,6 +10,7 @@
 //! checked by the SDK's debug-build allocation check instead.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +23,33 @@ use tapeline_tests::{plugin_dir, TempDir};
 struct Counting;
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Whether this thread is a stage thread: 0 not known yet, 1 yes, 2 no.
+    static STAGE_THREAD: Cell<u8> = const { Cell::new(0) };
+}
+
+/// Count an allocation if it happens on a stage thread.
+fn count() {
+    let kind = STAGE_THREAD.with(|k| {
+        if k.get() == 0 {
+            // Looking at the name may itself allocate: meanwhile this thread counts as "no".
+            k.set(2);
+            let current = std::thread::current();
+            let name = current.name().unwrap_or("");
+            if name.starts_with("tapeline-") && name != "tapeline-monitor" {
+                k.set(1);
+            }
+        }
+        k.get()
+    });
+    if kind == 1 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -31,7 +58,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -57,6 +84,7 @@ fn the_host_does_not_allocate_while_blocks_flow() {
     let options = RunOptions {
         duration: None,
         interrupts: interrupts.clone(),
+        monitor: None,
     };
     let runner = std::thread::spawn(move || runtime::run(&plan, &options));
 

@@ -3,7 +3,10 @@
 //! Conventions: `--help` on every command; results on stdout, logs on stderr (`RUST_LOG`
 //! respected); exit code 0 on success, 1 on a runtime failure, 2 on bad input.
 
+use crate::discipline::lock_order::{LockLevel, OrderedMutex, OrderedMutexGuard};
+
 mod graph;
+mod live;
 mod plugins;
 mod run;
 mod validate;
@@ -95,7 +98,17 @@ pub type CliResult = Result<ExitCode, CliError>;
 /// Parse arguments, run the command, print any error, return the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let log_json = match &cli.command {
+        Command::Run(args) => args.log_json.clone(),
+        _ => None,
+    };
+    if let Err(e) = init_tracing(log_json.as_deref()) {
+        eprintln!("error: {}", e.message);
+        if let Some(help) = &e.help {
+            eprintln!("  help: {help}");
+        }
+        return ExitCode::from(e.code);
+    }
     let verbose = cli.global.verbose;
     match dispatch(cli) {
         Ok(code) => code,
@@ -130,12 +143,59 @@ pub fn registry(global: &GlobalArgs) -> Registry {
     Registry::discover(&crate::plugins::search_path(&global.plugin_dirs))
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Warnings (or `RUST_LOG`) on stderr; with `--log-json FILE`, every event from `debug` up as
+/// JSON lines in FILE too.
+fn init_tracing(log_json: Option<&std::path::Path>) -> Result<(), CliError> {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, EnvFilter};
+    // Stage errors and stalls are in the run summary and the final error line; stderr shows
+    // only what has no other place (RUST_LOG=warn or info shows more).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
+    let stderr = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        .with_filter(filter);
+    let json = match log_json {
+        Some(path) => {
+            let file = run::create(path, "--log-json")?;
+            Some(
+                fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_span_list(false)
+                    .with_thread_names(true)
+                    .with_writer(LogFile(OrderedMutex::new(LockLevel::LogFile, file)))
+                    .with_filter(LevelFilter::DEBUG),
+            )
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(json)
         .try_init();
+    Ok(())
+}
+
+/// The `--log-json` file, behind the host's ordered lock.
+struct LogFile(OrderedMutex<std::fs::File>);
+
+struct LogGuard<'a>(OrderedMutexGuard<'a, std::fs::File>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = LogGuard<'a>;
+    fn make_writer(&'a self) -> LogGuard<'a> {
+        LogGuard(self.0.lock())
+    }
+}
+
+impl std::io::Write for LogGuard<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

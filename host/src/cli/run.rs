@@ -1,17 +1,21 @@
 //! `tapeline run FILE`: validate, then run the pipeline to the end.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
+use super::live::LiveView;
 use super::{registry, CliError, CliResult, GlobalArgs};
-use crate::config;
-use crate::runtime::{self, RunOptions};
+use crate::config::{self, Plan};
+use crate::discipline::lock_order::{LockLevel, OrderedMutex};
+use crate::runtime::monitor::{Sink, Snapshot};
+use crate::runtime::{self, RunOptions, RunSummary};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -23,6 +27,19 @@ pub struct RunArgs {
     /// Also write the run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    /// Write a monitoring snapshot every `monitor_interval_ms` (default 500) to this file, one
+    /// JSON object per line: each stage's state, frames, time per block and share of real time,
+    /// each edge's depth and drops, meter levels, gaps, latency.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// Write structured log events (JSON lines) to this file: state changes, errors, stalls,
+    /// restarts, cleanup steps; events about a stage carry `stage_id`, `plugin` and `kind`.
+    #[arg(long, value_name = "FILE")]
+    pub log_json: Option<PathBuf>,
+    /// No live view, and only the files written and errors at the end instead of the summary.
+    /// (There is no live view either when stdout is not a terminal.)
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `90`, `90s`, `1500ms`, `5m`, `1h`.
@@ -45,6 +62,97 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is not a duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Create `path` for writing, or a one-line error naming the option.
+pub(super) fn create(path: &Path, option: &str) -> Result<File, CliError> {
+    File::create(path).map_err(|e| {
+        CliError::input(
+            format!("{option}: cannot create {}: {e}", path.display()),
+            "check that the folder exists and is writable, or pick another path",
+        )
+    })
+}
+
+/// On failure, everything needed to understand it, as JSON next to the outputs (the folder of
+/// the first storage file, else the pipeline file's): the run summary (state histories with
+/// reasons, errors with their stage and time, every counter, cleanup steps) and the resolved
+/// pipeline (each stage's plugin, library, config, formats; each edge's policy and capacity).
+fn write_state_dump(plan: &Plan, file: &Path, summary: &RunSummary) -> std::io::Result<PathBuf> {
+    let folder = summary
+        .storage
+        .iter()
+        .flat_map(|s| s.files.first())
+        .map(|f| Path::new(f).parent().map(Path::to_path_buf))
+        .next()
+        .flatten()
+        .unwrap_or_else(|| plan.base_dir.clone());
+    let stem = file
+        .file_stem()
+        .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = folder.join(format!("{stem}.failure-{secs}.json"));
+    let stages: Vec<serde_json::Value> = plan
+        .stages
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "kind": s.kind.as_str(),
+                "plugin": s.entry.name(),
+                "library": s.entry.library.display().to_string(),
+                "config": serde_json::from_str::<serde_json::Value>(&s.config).unwrap_or_default(),
+                "on_error": {
+                    "policy": format!("{:?}", s.on_error.policy).to_lowercase(),
+                    "max_restarts": s.on_error.max_restarts,
+                    "backoff_ms": s.on_error.backoff_ms,
+                },
+                "inputs": s.inputs.iter().map(|&e| plan.edges[e].label.clone()).collect::<Vec<_>>(),
+                "outputs": s.outputs.iter().map(|o| serde_json::json!({
+                    "port": o.name.as_str(),
+                    "channels": o.format.channels,
+                    "sample_rate": o.format.sample_rate,
+                    "max_frames": o.max_frames,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let edges: Vec<serde_json::Value> = plan
+        .edges
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "label": e.label,
+                "channels": e.format.channels,
+                "sample_rate": e.format.sample_rate,
+                "capacity_blocks": e.capacity_blocks,
+                "when_full": format!("{:?}", e.when_full),
+                "max_frames": e.max_frames,
+            })
+        })
+        .collect();
+    let dump = serde_json::json!({
+        "pipeline_file": std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
+        "pipeline": {
+            "name": plan.file.name,
+            "sample_rate": plan.file.sample_rate,
+            "block_frames": plan.file.block_frames,
+            "monitor_interval_ms": plan.file.monitor_interval_ms,
+            "stall_timeout_ms": plan.file.stall_timeout_ms,
+            "stages": stages,
+            "edges": edges,
+        },
+        "failure": summary.failure,
+        "last_errors": summary.errors.iter().rev().take(20).collect::<Vec<_>>(),
+        "summary": summary,
+    });
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&dump).unwrap_or_default(),
+    )?;
+    Ok(path)
 }
 
 pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
@@ -72,6 +180,50 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
             }
         }
     }
+    let metrics = match &args.metrics {
+        Some(path) => Some(OrderedMutex::new(
+            LockLevel::Monitor,
+            BufWriter::new(create(path, "--metrics")?),
+        )),
+        None => None,
+    };
+    let live = (!args.quiet && std::io::stdout().is_terminal()).then(|| {
+        let total = plan
+            .stages
+            .iter()
+            .filter(|s| s.kind == tapeline_plugin_api::PluginKind::Capture)
+            .count();
+        let name = plan.file.name.clone().unwrap_or_else(|| {
+            args.file
+                .file_stem()
+                .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
+        });
+        (name, total)
+    });
+    let view: Arc<OnceLock<LiveView>> = Arc::new(OnceLock::new());
+    let sink: Option<Sink> = if metrics.is_some() || live.is_some() {
+        let view = view.clone();
+        let live = live.clone();
+        Some(Arc::new(move |snap: &Snapshot| {
+            if let Some(m) = &metrics {
+                let mut w = m.lock();
+                if serde_json::to_writer(&mut *w, snap).is_ok() {
+                    let _ = writeln!(w);
+                    let _ = w.flush();
+                }
+            }
+            if let Some((name, _)) = &live {
+                let total: Option<u64> = {
+                    let finite: Vec<u64> =
+                        snap.stages.iter().filter_map(|s| s.length_frames).collect();
+                    (!finite.is_empty()).then(|| finite.iter().sum())
+                };
+                view.get_or_init(|| LiveView::new(name, total)).update(snap);
+            }
+        }))
+    } else {
+        None
+    };
     let interrupts = Arc::new(AtomicU32::new(0));
     let counter = interrupts.clone();
     // First signal: stop cleanly. Second: stop fast. Storage is finalised either way.
@@ -83,9 +235,21 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
         &RunOptions {
             duration: args.duration,
             interrupts,
+            monitor: sink,
         },
     );
-    print!("{}", summary.render());
+    if let Some(v) = view.get() {
+        v.finish();
+    }
+    if args.quiet {
+        for st in &summary.storage {
+            for f in &st.files {
+                println!("wrote {f} ({} frames)", st.frames_written);
+            }
+        }
+    } else {
+        print!("{}", summary.render());
+    }
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
         if let Err(e) = std::fs::write(path, json) {
@@ -93,6 +257,10 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
         }
     }
     if summary.failed() {
+        match write_state_dump(&plan, &args.file, &summary) {
+            Ok(path) => eprintln!("state dump: {}", path.display()),
+            Err(e) => eprintln!("error: cannot write the state dump: {e}"),
+        }
         let f = summary.failure.as_ref();
         return Err(CliError::runtime(match f {
             Some(f) => format!("stage `{}` failed: {}", f.stage, f.message),

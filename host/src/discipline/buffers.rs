@@ -157,6 +157,9 @@ pub struct Block {
     /// Frame index since the start of the stream.
     pub position: u64,
     pub flags: u32,
+    /// When the audio in this block was captured, in microseconds since the run started (0:
+    /// unknown). Carried through processing stages, for capture → storage latency.
+    pub stamp_us: u64,
 }
 
 impl Block {
@@ -167,6 +170,7 @@ impl Block {
             channels,
             position: 0,
             flags: 0,
+            stamp_us: 0,
         }
     }
 
@@ -271,6 +275,14 @@ impl EdgeStats {
     }
 
     /// Blocks queued right now (measured, lock-free; may be stale by the time it returns).
+    /// Close the edge from outside, as if its consumer were gone: a producer waiting for room
+    /// returns `Closed` and later pushes fail. For a consumer stuck in a plugin call that will
+    /// never take another block; what is queued stays counted as queued.
+    pub fn close(&self) {
+        self.closed.store(true, ORD);
+        self.producer_wake.wake();
+    }
+
     pub fn depth(&self) -> usize {
         self.queue.len()
     }
@@ -536,6 +548,18 @@ impl Producer {
         position: u64,
         flags: u32,
     ) -> Result<PushOutcome, Closed> {
+        self.push_stamped(samples, frames, position, flags, 0)
+    }
+
+    /// [`Producer::push`] with the block's capture time (µs since the run started).
+    pub fn push_stamped(
+        &mut self,
+        samples: &[f32],
+        frames: u32,
+        position: u64,
+        flags: u32,
+        stamp_us: u64,
+    ) -> Result<PushOutcome, Closed> {
         let stats = Arc::clone(&self.stats);
         let stats = &*stats;
         assert!(
@@ -593,6 +617,7 @@ impl Producer {
         block.frames = frames;
         block.position = position;
         block.flags = flags;
+        block.stamp_us = stamp_us;
 
         match stats.when_full {
             // The data channel never disconnects while `stats.queue` lives: waiting ends when

@@ -33,20 +33,25 @@ pub enum LockLevel {
     /// One state machine's observer list. Only held to register an observer or to clone the list;
     /// observers are called after it is released.
     Observers = 25,
-    /// The monitor's counters and health snapshot (per-stage and per-edge statistics).
+    /// The monitor's sinks: the `--metrics` file writer. Taken by the coordinator's thread
+    /// while it hands a snapshot on; never by a stage thread.
     Monitor = 30,
     /// The plugin registry (loaded libraries and plugins by name). Leaf lock.
     Registry = 40,
+    /// The `--log-json` file writer, taken inside `tracing` while an event is written. Leaf
+    /// lock; stage threads do not log after start, so only the coordinator and the CLI take it.
+    LogFile = 50,
 }
 
 impl LockLevel {
     /// Every level, in ascending order.
-    pub const ALL: [LockLevel; 5] = [
+    pub const ALL: [LockLevel; 6] = [
         LockLevel::Coordinator,
         LockLevel::StateMachine,
         LockLevel::Observers,
         LockLevel::Monitor,
         LockLevel::Registry,
+        LockLevel::LogFile,
     ];
 
     /// The numeric level (the discriminant).
@@ -62,6 +67,7 @@ impl LockLevel {
             LockLevel::Observers => "Observers",
             LockLevel::Monitor => "Monitor",
             LockLevel::Registry => "Registry",
+            LockLevel::LogFile => "LogFile",
         }
     }
 }

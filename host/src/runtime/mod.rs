@@ -2,6 +2,7 @@
 //! order (storage, then processing, then captures), waits for the sources to end, a duration, a
 //! signal or a failure, then cleans up in order and reports.
 
+pub mod monitor;
 pub mod stage;
 pub mod summary;
 
@@ -14,6 +15,7 @@ use crossbeam_channel::{unbounded, RecvTimeoutError};
 use tapeline_plugin_api::abi::{CaptureBox, PluginError, ProcessorBox, StorageBox, StorageReport};
 use tapeline_plugin_api::PluginKind;
 
+use crate::config::parse::Policy;
 use crate::config::{Plan, WhenFull};
 use crate::discipline::buffers::{self, Consumer, EdgeSpec, EdgeStats, Producer};
 use crate::discipline::cleanup::CleanupCoordinator;
@@ -22,13 +24,32 @@ use stage::{Event, Factory, Severity, StageCtx, StageStats, Stop};
 pub use summary::{RunSummary, StageSummary};
 
 /// How a run is driven from outside.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Stop after this long even if sources are endless.
     pub duration: Option<Duration>,
     /// Count of stop requests (SIGINT/SIGTERM): 1 = stop, 2 or more = stop fast. Storage is
     /// finalised either way.
     pub interrupts: Arc<AtomicU32>,
+    /// Gets a snapshot every `monitor_interval_ms`, and a last one after cleanup.
+    pub monitor: Option<monitor::Sink>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("duration", &self.duration)
+            .field("interrupts", &self.interrupts)
+            .field("monitor", &self.monitor.is_some())
+            .finish()
+    }
+}
+
+/// Why the run failed: the stage, a kind (a plugin error kind, or `stalled`) and the message.
+pub(crate) type Failure = (usize, String, String);
+
+fn failure_of(stage: usize, e: &PluginError) -> Failure {
+    (stage, e.kind.as_str().to_string(), e.message().to_string())
 }
 
 /// Why a run ended.
@@ -60,6 +81,10 @@ struct Running {
     sm: Arc<StateMachine>,
     stats: Arc<StageStats>,
     handle: Option<Handle>,
+    /// A finite capture's length, asked before it starts.
+    length_frames: Option<u64>,
+    /// The stage's thread is stuck in a plugin call; cleanup does not wait for it.
+    stalled: bool,
 }
 
 /// Run `plan` to the end. Returns the summary; `summary.failed()` tells whether it failed.
@@ -124,6 +149,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                 sm,
                 stats: Arc::new(StageStats::default()),
                 handle: None,
+                length_frames: None,
+                stalled: false,
             }
         })
         .collect();
@@ -163,6 +190,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
             stop: stop.clone(),
             events: events_tx.clone(),
             epoch,
+            stall_timeout_ms: plan.file.stall_timeout_ms,
         };
         let outs = std::mem::take(&mut producers[i]);
         let ins: Vec<Consumer> = consumers[i].iter_mut().filter_map(Option::take).collect();
@@ -172,6 +200,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                 PluginKind::Capture => build(&r.sm, || ctx.factory.capture()).and_then(|mut c| {
                     r.sm.transition_with(State::Starting, "starting", || c.start().into_result())
                         .map_err(|e| PluginError::other(e.to_string()))?;
+                    r.length_frames = c.length_frames().into_option();
                     let channels = s.outputs.first().map_or(1, |p| p.format.channels);
                     let outs = outs.into_iter().next().unwrap_or_default();
                     spawn(&name, move || stage::run_capture(ctx, c, channels, outs))
@@ -220,7 +249,44 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
 
     // The run loop: wait for the end, a failure, a deadline or a signal.
     let mut errors: Vec<summary::ErrorRecord> = Vec::new();
-    let mut failure: Option<(usize, PluginError)> = start_error;
+    let mut failure: Option<Failure> = start_error.map(|(i, e)| failure_of(i, &e));
+    let monitor = monitor::Monitor::new(
+        plan.file.sample_rate,
+        plan.file.block_frames,
+        stages
+            .iter()
+            .zip(&plan.stages)
+            .map(|(r, s)| monitor::Watched {
+                id: r.id.clone(),
+                plugin: s.entry.name().to_string(),
+                kind: r.kind.as_str().to_string(),
+                sm: r.sm.clone(),
+                stats: r.stats.clone(),
+                length_frames: r.length_frames,
+            })
+            .collect(),
+        edge_stats.clone(),
+    );
+    let interval = Duration::from_millis(plan.file.monitor_interval_ms.max(1));
+    let mut next_log = epoch.elapsed() + interval;
+    // Monitoring runs on its own thread, through the run and its cleanup (drains can be long).
+    let monitoring = monitor::spawn(
+        monitor,
+        pipeline.clone(),
+        options.monitor.clone(),
+        interval,
+        epoch,
+    );
+    // The call start (µs) each stage was last reported stalled in, so one stall is reported once.
+    let mut stall_reported: Vec<u64> = vec![0; stages.len()];
+    // Transitions already written to the log, per stage.
+    let mut logged: Vec<usize> = vec![0; stages.len()];
+    tracing::info!(
+        pipeline = plan.file.name.as_deref().unwrap_or(""),
+        stages = plan.stages.len(),
+        edges = plan.edges.len(),
+        "run started"
+    );
     let reason = if failure.is_some() {
         let _ = pipeline.transition(State::Failed, "a stage failed to start");
         EndReason::Failed
@@ -233,6 +299,23 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         loop {
             if options.interrupts.load(Ordering::Relaxed) > 0 {
                 break EndReason::Interrupted;
+            }
+            if epoch.elapsed() >= next_log {
+                next_log += interval;
+                log_transitions(plan, &stages, &mut logged);
+            }
+            if let Some(f) = watchdog(
+                plan,
+                &mut stages,
+                &edge_stats,
+                &stop,
+                epoch,
+                &mut stall_reported,
+                &mut errors,
+            ) {
+                failure = Some(f);
+                let _ = pipeline.transition(State::Failed, "a stage stalled");
+                break EndReason::Failed;
             }
             if options.duration.is_some_and(|d| epoch.elapsed() >= d) {
                 break EndReason::Duration;
@@ -251,7 +334,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                 }) => {
                     note_error(&mut errors, plan, epoch, stage, severity, &error);
                     if severity == Severity::Fatal {
-                        failure = Some((stage, error));
+                        failure = Some(failure_of(stage, &error));
                         let _ = pipeline.transition(State::Failed, "a stage failed");
                         break EndReason::Failed;
                     }
@@ -273,6 +356,14 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         let storage_reports = &mut storage_reports;
         let released = &released;
         let fast = || interrupts.load(Ordering::Relaxed) >= 2;
+        let stall_us = plan.file.stall_timeout_ms.saturating_mul(1000);
+        let inputs_of = |i: usize| -> Vec<Arc<EdgeStats>> {
+            plan.stages[i]
+                .inputs
+                .iter()
+                .map(|&e| edge_stats[e].clone())
+                .collect()
+        };
         let cell = std::cell::RefCell::new(stages);
         let mut c = CleanupCoordinator::new();
         c.step("stop captures", &[], false, 1, Duration::ZERO, || {
@@ -310,6 +401,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                     stop.abandon.store(true, Ordering::SeqCst);
                 }
                 let mut stages = cell.borrow_mut();
+                let mut stuck: Vec<String> = Vec::new();
                 if stages
                     .iter()
                     .any(|r| matches!(&r.handle, Some(Handle::Capture(h)) if !h.is_finished()))
@@ -318,29 +410,50 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                     stop.abandon.store(true, Ordering::SeqCst);
                 }
                 let mut n = 0;
-                for r in stages.iter_mut() {
+                for (i, r) in stages.iter_mut().enumerate() {
                     match r.handle.take() {
                         Some(Handle::Capture(h)) => {
                             if h.is_finished() {
                                 if let Some(c) = h.join().ok().flatten() {
                                     released.borrow_mut().push(Instance::Capture(c));
                                 }
-                                let _ = r.sm.transition(State::Flushing, "stopped");
+                                if r.sm.state() != State::Failed {
+                                    let _ = r.sm.transition(State::Flushing, "stopped");
+                                }
                             }
                         }
                         Some(Handle::Processor(h)) => {
-                            if let Some(p) = join_watching(h, stop, &fast).ok().flatten() {
-                                released.borrow_mut().push(Instance::Processor(p));
+                            let inputs = inputs_of(i);
+                            match join_watching(h, stop, &fast, &r.stats, &inputs, stall_us, epoch)
+                            {
+                                Some(joined) => {
+                                    if let Some(p) = joined.ok().flatten() {
+                                        released.borrow_mut().push(Instance::Processor(p));
+                                    }
+                                    if r.sm.state() != State::Failed {
+                                        let _ = r.sm.transition(State::Flushing, "drained");
+                                    }
+                                    n += 1;
+                                }
+                                None => {
+                                    r.stalled = true;
+                                    stuck.push(r.id.clone());
+                                }
                             }
-                            let _ = r.sm.transition(State::Flushing, "drained");
-                            n += 1;
                         }
                         other => r.handle = other,
                     }
                 }
-                Ok(format!(
-                    "{n} processing stage(s) drained in dependency order"
-                ))
+                if stuck.is_empty() {
+                    Ok(format!(
+                        "{n} processing stage(s) drained in dependency order"
+                    ))
+                } else {
+                    Err(format!(
+                        "{n} processing stage(s) drained; left behind, stuck in a plugin call: {}",
+                        stuck.join(", ")
+                    ))
+                }
             },
         )
         .step(
@@ -352,9 +465,21 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
             || {
                 let mut stages = cell.borrow_mut();
                 let mut problems = Vec::new();
-                for r in stages.iter_mut() {
+                for (i, r) in stages.iter_mut().enumerate() {
                     if let Some(Handle::Storage(h)) = r.handle.take() {
-                        match join_watching(h, stop, &fast) {
+                        let inputs = inputs_of(i);
+                        let Some(joined) =
+                            join_watching(h, stop, &fast, &r.stats, &inputs, stall_us, epoch)
+                        else {
+                            r.stalled = true;
+                            problems.push(format!(
+                                "{}: stuck in a plugin call, not finalised (its file may need \
+                                 `tapeline repair`)",
+                                r.id
+                            ));
+                            continue;
+                        };
+                        match joined {
                             Ok((instance, report)) => {
                                 if let Some(st) = instance {
                                     released.borrow_mut().push(Instance::Storage(st));
@@ -419,7 +544,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         {
             note_error(&mut errors, plan, epoch, stage, severity, &error);
             if severity == Severity::Fatal && failure.is_none() {
-                failure = Some((stage, error));
+                failure = Some(failure_of(stage, &error));
             }
         }
     }
@@ -427,6 +552,13 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         let _ = pipeline.transition(State::Flushing, "cleanup done");
         let _ = pipeline.transition(State::Stopped, "done");
     }
+    log_transitions(plan, &stages, &mut logged);
+    for step in &steps {
+        tracing::info!(step = %step.name, outcome = ?step.outcome, "cleanup step");
+    }
+    tracing::info!(end = ?reason, seconds = epoch.elapsed().as_secs_f64(), "run ended");
+    // The last snapshot: the state everything ended in.
+    let totals = monitoring.finish();
     summary::build(
         plan,
         &pipeline,
@@ -438,7 +570,105 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         failure,
         epoch.elapsed(),
         errors,
+        totals,
     )
+}
+
+/// Log the state changes of every stage since the last call (from the coordinator's thread:
+/// stage threads do not log).
+fn log_transitions(plan: &Plan, stages: &[Running], logged: &mut [usize]) {
+    for (i, r) in stages.iter().enumerate() {
+        let history = r.sm.history();
+        for t in history.iter().skip(logged[i]) {
+            tracing::info!(
+                stage_id = %r.id,
+                plugin = %plan.stages[i].entry.name(),
+                kind = r.kind.as_str(),
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                at_ms = t.at_ms,
+                seq = t.seq,
+                reason = %t.reason,
+                "state"
+            );
+        }
+        logged[i] = history.len();
+    }
+}
+
+fn now_us(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+/// The watchdog: a stage inside one plugin call for longer than `stall_timeout_ms` is stalled.
+/// Reported once per call, by stage id and plugin name, and handled by the stage's policy:
+/// `fail` ends the run (returned), `restart` rebuilds the instance once the call returns,
+/// `ignore` only reports it.
+fn watchdog(
+    plan: &Plan,
+    stages: &mut [Running],
+    edges: &[Arc<EdgeStats>],
+    stop: &Stop,
+    epoch: Instant,
+    reported: &mut [u64],
+    errors: &mut Vec<summary::ErrorRecord>,
+) -> Option<Failure> {
+    let now = now_us(epoch);
+    let limit = plan.file.stall_timeout_ms.saturating_mul(1000);
+    for (i, r) in stages.iter_mut().enumerate() {
+        let Some((call, since)) = r.stats.in_call() else {
+            continue;
+        };
+        if now.saturating_sub(since) <= limit || reported[i] == since + 1 {
+            continue;
+        }
+        reported[i] = since + 1;
+        let s = &plan.stages[i];
+        let message = format!(
+            "stalled: inside `{}` of plugin `{}` for {} ms (stall_timeout_ms = {})",
+            call.as_str(),
+            s.entry.name(),
+            now.saturating_sub(since) / 1000,
+            plan.file.stall_timeout_ms
+        );
+        let severity = match s.on_error.policy {
+            Policy::Fail => Severity::Fatal,
+            Policy::Restart => Severity::Recoverable,
+            Policy::Ignore => Severity::Warning,
+        };
+        tracing::warn!(
+            stage_id = %s.id,
+            plugin = %s.entry.name(),
+            kind = s.kind.as_str(),
+            error_kind = "stalled",
+            ?severity,
+            "{message}"
+        );
+        errors.push(summary::ErrorRecord {
+            stage: s.id.clone(),
+            severity,
+            kind: "stalled".to_string(),
+            message: message.clone(),
+            at_ms: now / 1000,
+        });
+        r.stats.errors.fetch_add(1, Ordering::Relaxed);
+        match s.on_error.policy {
+            Policy::Fail => {
+                let _ = r.sm.transition(State::Failed, message.clone());
+                r.stalled = true;
+                // Nothing may wait for this stage any more: downstream stops waiting for its
+                // output, upstream for room in its inputs.
+                stop.abandon.store(true, Ordering::SeqCst);
+                for &e in &s.inputs {
+                    edges[e].close();
+                }
+                return Some((i, "stalled".to_string(), message));
+            }
+            Policy::Restart => r.stats.restart_after_stall.store(true, Ordering::Release),
+            Policy::Ignore => {}
+        }
+    }
+    None
 }
 
 fn note_error(
@@ -450,7 +680,15 @@ fn note_error(
     error: &PluginError,
 ) {
     let s = &plan.stages[stage];
-    tracing::warn!(stage_id = %s.id, plugin = %s.entry.name(), kind = error.kind.as_str(), ?severity, "{}", error.message());
+    tracing::warn!(
+        stage_id = %s.id,
+        plugin = %s.entry.name(),
+        kind = s.kind.as_str(),
+        error_kind = error.kind.as_str(),
+        ?severity,
+        "{}",
+        error.message()
+    );
     errors.push(summary::ErrorRecord {
         stage: s.id.clone(),
         severity,
@@ -489,17 +727,32 @@ fn spawn<T: Send + 'static>(
 }
 
 /// Wait for a stage thread to return while draining; a second interrupt arriving meanwhile turns
-/// the drain into a fast stop (consumers drop what is queued, counted as `shutdown`).
+/// the drain into a fast stop (consumers drop what is queued, counted as `shutdown`). A thread
+/// stuck in one plugin call for longer than `stall_us` is not waited for (`None`): the others
+/// stop waiting for it (fast stop), and it ends with the process.
 fn join_watching<T>(
     handle: std::thread::JoinHandle<T>,
     stop: &Stop,
     fast: &dyn Fn() -> bool,
-) -> std::thread::Result<T> {
+    stats: &StageStats,
+    inputs: &[Arc<EdgeStats>],
+    stall_us: u64,
+    epoch: Instant,
+) -> Option<std::thread::Result<T>> {
     while !handle.is_finished() {
         if fast() {
             stop.abandon.store(true, Ordering::SeqCst);
         }
+        if let Some((_, since)) = stats.in_call() {
+            if now_us(epoch).saturating_sub(since) > stall_us {
+                stop.abandon.store(true, Ordering::SeqCst);
+                for e in inputs {
+                    e.close();
+                }
+                return None;
+            }
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    handle.join()
+    Some(handle.join())
 }

@@ -2,7 +2,7 @@
 //! edges. After start nothing here allocates, locks or logs on the per-block path; errors leave
 //! the thread through the coordinator's event channel and are handled by the stage's policy.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,8 @@ use arrayvec::ArrayVec;
 use crossbeam_channel::Sender;
 use tapeline_plugin_api::abi::{
     CaptureBox, InputBlock, OutputBlock, PluginError, PluginLibraryRef, PortFormat, ProcessorBox,
-    ReadStatus, StageContext, StorageBox, StorageReport, FLAG_END_OF_STREAM, MAX_TAIL_CALLS,
+    ReadStatus, StageContext, StorageBox, StorageReport, FLAG_DISCONTINUITY, FLAG_END_OF_STREAM,
+    MAX_TAIL_CALLS,
 };
 
 use crate::config::parse::{OnError, Policy};
@@ -21,8 +22,47 @@ use crate::discipline::state_machine::{State, StateMachine};
 /// Most input or output ports of one stage.
 pub const MAX_PORTS: usize = 64;
 
-/// Per-stage counters, written by the stage thread, read by monitoring and the summary.
-#[derive(Debug, Default)]
+/// Most level meters (channels) a stage publishes to monitoring.
+pub const MAX_LEVELS: usize = 64;
+
+/// The plugin call a stage thread is in, for the watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Call {
+    None = 0,
+    Read = 1,
+    Process = 2,
+    Finish = 3,
+    Write = 4,
+    Flush = 5,
+}
+
+impl Call {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Call::None => "none",
+            Call::Read => "read",
+            Call::Process => "process",
+            Call::Finish => "finish",
+            Call::Write => "write",
+            Call::Flush => "flush",
+        }
+    }
+    fn from_u8(v: u8) -> Call {
+        match v {
+            1 => Call::Read,
+            2 => Call::Process,
+            3 => Call::Finish,
+            4 => Call::Write,
+            5 => Call::Flush,
+            _ => Call::None,
+        }
+    }
+}
+
+/// Per-stage counters, written by the stage thread, read by monitoring and the summary. All
+/// plain atomics: the stage thread never waits for a reader.
+#[derive(Debug)]
 pub struct StageStats {
     pub blocks: AtomicU64,
     pub frames_in: AtomicU64,
@@ -33,9 +73,100 @@ pub struct StageStats {
     pub restarts: AtomicU32,
     /// Milliseconds since the run started, at the stage's last sign of life.
     pub heartbeat_ms: AtomicU64,
+    /// Microseconds since the run started at which the current plugin call began (0: none).
+    pub call_since_us: AtomicU64,
+    /// Which plugin call (a [`Call`]).
+    pub call: AtomicU8,
+    /// Set by the watchdog when the current call overran `stall_timeout_ms` under
+    /// `on_error = restart`: the stage rebuilds its instance once the call returns.
+    pub restart_after_stall: AtomicBool,
+    /// Meter levels (peak, RMS in dBFS as f32 bits), `levels_len` pairs, from `levels()`.
+    pub levels: [AtomicU32; 2 * MAX_LEVELS],
+    pub levels_len: AtomicU32,
+    /// Frames a capture's source skipped (a device gap), and silence inserted for them.
+    pub gap_frames: AtomicU64,
+    pub gaps: AtomicU64,
+    /// Capture to storage latency of the blocks this storage stage wrote, in microseconds.
+    pub latency_sum_us: AtomicU64,
+    pub latency_max_us: AtomicU64,
+    pub latency_blocks: AtomicU64,
+}
+
+impl Default for StageStats {
+    fn default() -> Self {
+        StageStats {
+            blocks: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            max_block_ns: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            restarts: AtomicU32::new(0),
+            heartbeat_ms: AtomicU64::new(0),
+            call_since_us: AtomicU64::new(0),
+            call: AtomicU8::new(0),
+            restart_after_stall: AtomicBool::new(false),
+            levels: std::array::from_fn(|_| AtomicU32::new(0)),
+            levels_len: AtomicU32::new(0),
+            gap_frames: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+            latency_max_us: AtomicU64::new(0),
+            latency_blocks: AtomicU64::new(0),
+        }
+    }
 }
 
 impl StageStats {
+    /// Entering a plugin call: the watchdog measures from here.
+    fn enter(&self, call: Call, epoch: Instant) {
+        self.call.store(call as u8, Ordering::Relaxed);
+        // At least 1: 0 means "not in a call".
+        let now = epoch.elapsed().as_micros() as u64 + 1;
+        self.call_since_us.store(now, Ordering::Release);
+    }
+
+    /// Back from the plugin call.
+    fn leave(&self) {
+        self.call_since_us.store(0, Ordering::Release);
+        self.call.store(Call::None as u8, Ordering::Relaxed);
+    }
+
+    /// The plugin call in progress and since when (µs since the run started), if any.
+    pub fn in_call(&self) -> Option<(Call, u64)> {
+        let since = self.call_since_us.load(Ordering::Acquire);
+        (since != 0).then(|| (Call::from_u8(self.call.load(Ordering::Relaxed)), since - 1))
+    }
+
+    /// Publish a processor's meter levels (no allocation: fixed slots).
+    fn publish_levels(&self, levels: &[tapeline_plugin_api::Level]) {
+        let n = levels.len().min(MAX_LEVELS);
+        for (i, l) in levels[..n].iter().enumerate() {
+            self.levels[2 * i].store(l.peak_db.to_bits(), Ordering::Relaxed);
+            self.levels[2 * i + 1].store(l.rms_db.to_bits(), Ordering::Relaxed);
+        }
+        self.levels_len.store(n as u32, Ordering::Release);
+    }
+
+    /// The last published levels as (peak dBFS, RMS dBFS) per channel.
+    pub fn levels(&self) -> Vec<(f32, f32)> {
+        let n = self.levels_len.load(Ordering::Acquire) as usize;
+        (0..n)
+            .map(|i| {
+                (
+                    f32::from_bits(self.levels[2 * i].load(Ordering::Relaxed)),
+                    f32::from_bits(self.levels[2 * i + 1].load(Ordering::Relaxed)),
+                )
+            })
+            .collect()
+    }
+
+    fn record_latency(&self, us: u64) {
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+        self.latency_blocks.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, started: Instant, epoch: Instant, frames_in: u64, frames_out: u64) {
         let ns = started.elapsed().as_nanos() as u64;
         self.blocks.fetch_add(1, Ordering::Relaxed);
@@ -141,6 +272,7 @@ pub struct StageCtx {
     pub stop: Arc<Stop>,
     pub events: Sender<Event>,
     pub epoch: Instant,
+    pub stall_timeout_ms: u64,
 }
 
 /// What the stage's error policy decided.
@@ -204,6 +336,27 @@ impl StageCtx {
         }
     }
 
+    /// After a plugin call returns: if the watchdog found it stalled under `restart`, an error
+    /// that sends the stage through its policy (a fresh instance).
+    fn stalled_call(&self, call: Call) -> Result<(), PluginError> {
+        if self.stats.restart_after_stall.swap(false, Ordering::AcqRel) {
+            return Err(PluginError::other(format!(
+                "stalled in `{}` for more than {} ms",
+                call.as_str(),
+                self.stall_timeout_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// A step towards stopped, unless the stage failed: a failed stage keeps `failed` as its
+    /// last state, so the summary shows which stage ended the run.
+    fn wind_down(&self, to: State, reason: &str) {
+        if self.sm.state() != State::Failed {
+            let _ = self.sm.transition(to, reason);
+        }
+    }
+
     fn give_up<T>(&self, error: PluginError) -> Verdict<T> {
         if self.sm.state() != State::Failed {
             let _ = self.sm.transition(State::Failed, error.message());
@@ -260,6 +413,7 @@ fn push_produced(
     out_ports: &[(PortFormat, u32)],
     positions: &mut [u64],
     produced: &[(u32, u32)],
+    stamp_us: u64,
 ) -> u64 {
     let mut out_frames = 0;
     for (p, &(n, f)) in produced.iter().enumerate() {
@@ -271,6 +425,7 @@ fn push_produced(
             n,
             positions[p],
             f,
+            stamp_us,
         );
         positions[p] += n as u64;
         out_frames += n as u64;
@@ -278,10 +433,17 @@ fn push_produced(
     out_frames
 }
 
-fn push_all(producers: &mut [Producer], samples: &[f32], frames: u32, position: u64, flags: u32) {
+fn push_all(
+    producers: &mut [Producer],
+    samples: &[f32],
+    frames: u32,
+    position: u64,
+    flags: u32,
+    stamp_us: u64,
+) {
     for p in producers {
         // A consumer that is gone (its stage failed) cannot take more; nothing to do.
-        let _ = p.push(samples, frames, position, flags);
+        let _ = p.push_stamped(samples, frames, position, flags, stamp_us);
     }
 }
 
@@ -302,6 +464,7 @@ pub fn run_capture(
 ) -> Option<CaptureBox> {
     let frames = ctx.factory.block_frames;
     let mut scratch = vec![0.0f32; frames as usize * channels as usize];
+    let silence = vec![0.0f32; frames as usize * channels as usize];
     let mut position = 0u64;
     while !ctx.stop.captures.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -312,19 +475,34 @@ pub fn run_capture(
             position,
             flags: 0,
         };
+        ctx.stats.enter(Call::Read, ctx.epoch);
         let result = instance.read(&mut out).into_result();
-        let (n, flags) = (out.frames.min(frames), out.flags);
+        ctx.stats.leave();
+        let stamp = ctx.epoch.elapsed().as_micros() as u64;
+        let (n, flags, at) = (out.frames.min(frames), out.flags, out.position);
+        let result = result.and_then(|status| ctx.stalled_call(Call::Read).map(|()| status));
         match result {
             Ok(status) => {
                 ctx.stats.record(started, ctx.epoch, 0, n as u64);
+                if flags & FLAG_DISCONTINUITY != 0 && at > position {
+                    // The source skipped frames (a device gap): silence keeps the timeline.
+                    let gap = at - position;
+                    ctx.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                    ctx.stats.gap_frames.fetch_add(gap, Ordering::Relaxed);
+                    let mut left = gap;
+                    let mut first = FLAG_DISCONTINUITY;
+                    while left > 0 {
+                        let k = left.min(u64::from(frames)) as u32;
+                        let samples = &silence[..k as usize * channels as usize];
+                        push_all(&mut outputs, samples, k, position, first, stamp);
+                        position += u64::from(k);
+                        left -= u64::from(k);
+                        first = 0;
+                    }
+                }
                 if n > 0 {
-                    push_all(
-                        &mut outputs,
-                        &scratch[..n as usize * channels as usize],
-                        n,
-                        position,
-                        flags,
-                    );
+                    let samples = &scratch[..n as usize * channels as usize];
+                    push_all(&mut outputs, samples, n, position, flags, stamp);
                     position += n as u64;
                 }
                 if status == ReadStatus::Finished {
@@ -344,11 +522,9 @@ pub fn run_capture(
         }
     }
     // Recorded before the outputs close, so downstream stages stop after this one.
-    let _ = ctx
-        .sm
-        .transition(State::Stopping, "source ended or stop requested");
+    ctx.wind_down(State::Stopping, "source ended or stop requested");
     if let Err(e) = instance.stop().into_result() {
-        tracing::warn!(stage = %ctx.factory.id, "stop failed: {}", e.message());
+        ctx.report(Severity::Warning, e);
     }
     Some(instance)
 }
@@ -430,6 +606,15 @@ pub fn run_processor(
             });
         }
         let flags = ins.iter().fold(0, |f, b| f | b.flags);
+        // The oldest audio in this call, for capture → storage latency.
+        let stamp = held
+            .iter()
+            .flatten()
+            .map(|b| b.stamp_us)
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(0);
+        ctx.stats.enter(Call::Process, ctx.epoch);
         let result = call_processor(
             &mut instance,
             &ins,
@@ -439,7 +624,13 @@ pub fn run_processor(
             frames,
             flags,
         );
+        let levels = instance.levels();
+        if !levels.is_empty() {
+            ctx.stats.publish_levels(levels.as_slice());
+        }
+        ctx.stats.leave();
         drop(ins);
+        let result = result.and_then(|p| ctx.stalled_call(Call::Process).map(|()| p));
         match result {
             Ok(produced) => {
                 let out_frames = push_produced(
@@ -448,6 +639,7 @@ pub fn run_processor(
                     &out_ports,
                     &mut positions,
                     &produced,
+                    stamp,
                 );
                 ctx.stats
                     .record(started, ctx.epoch, frames as u64, out_frames);
@@ -478,6 +670,7 @@ pub fn run_processor(
             .collect();
         for _ in 0..MAX_TAIL_CALLS {
             let started = Instant::now();
+            ctx.stats.enter(Call::Finish, ctx.epoch);
             let result = call_processor(
                 &mut instance,
                 &ins,
@@ -487,6 +680,7 @@ pub fn run_processor(
                 0,
                 0,
             );
+            ctx.stats.leave();
             let Ok(produced) = result else {
                 // The stream is over: a failing tail is reported, and nothing is left to stop.
                 if let Err(e) = result {
@@ -500,6 +694,7 @@ pub fn run_processor(
                 &out_ports,
                 &mut positions,
                 &produced,
+                0,
             );
             if out_frames == 0 {
                 break;
@@ -507,7 +702,7 @@ pub fn run_processor(
             ctx.stats.record(started, ctx.epoch, 0, out_frames);
         }
     }
-    let _ = ctx.sm.transition(State::Stopping, "inputs ended");
+    ctx.wind_down(State::Stopping, "inputs ended");
     for c in &inputs {
         c.discard_all(DropReason::Shutdown);
     }
@@ -538,7 +733,15 @@ pub fn run_storage(
                     flags: b.flags,
                 };
                 let frames = b.frames as u64;
+                let stamp = b.stamp_us;
+                ctx.stats.enter(Call::Write, ctx.epoch);
                 let result = instance.write(&block).into_result();
+                ctx.stats.leave();
+                if stamp != 0 {
+                    let now = ctx.epoch.elapsed().as_micros() as u64;
+                    ctx.stats.record_latency(now.saturating_sub(stamp));
+                }
+                let result = result.and_then(|()| ctx.stalled_call(Call::Write));
                 drop(b);
                 if ctx.stop.abandon.load(Ordering::Relaxed) {
                     // Fast stop: what is still queued is dropped (counted), then finalise.
@@ -569,13 +772,15 @@ pub fn run_storage(
                     input.discard_all(DropReason::Shutdown);
                     break;
                 }
+                ctx.stats.enter(Call::Flush, ctx.epoch);
                 let _ = instance.flush();
+                ctx.stats.leave();
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let _ = ctx.sm.transition(State::Stopping, "input ended");
-    let _ = ctx.sm.transition(State::Flushing, "finalising");
+    ctx.wind_down(State::Stopping, "input ended");
+    ctx.wind_down(State::Flushing, "finalising");
     let report = instance.finalize().into_result();
     (Some(instance), report)
 }

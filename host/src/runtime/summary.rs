@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tapeline_plugin_api::abi::{PluginError, StorageReport};
+use tapeline_plugin_api::abi::StorageReport;
 use tapeline_plugin_api::PluginKind;
 
 use super::stage::StageStats;
@@ -31,6 +31,12 @@ pub struct StageSummary {
     pub max_block_us: f64,
     pub errors: u64,
     pub restarts: u32,
+    /// Gaps a capture's source left (device loss) and their frames, filled with silence.
+    pub gaps: u64,
+    pub gap_frames: u64,
+    /// Capture → storage latency of the blocks a storage stage wrote, in milliseconds.
+    pub latency_ms_mean: Option<f64>,
+    pub latency_ms_max: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +77,8 @@ pub struct RunSummary {
     pub storage: Vec<StorageSummary>,
     pub errors: Vec<ErrorRecord>,
     pub failure: Option<FailureSummary>,
+    /// Totals over every monitoring snapshot.
+    pub monitoring: super::monitor::MonitorTotals,
 }
 
 impl RunSummary {
@@ -112,6 +120,28 @@ impl RunSummary {
                 st.state,
                 if st.restarts > 0 { format!(", {} restart(s)", st.restarts) } else { String::new() }
             );
+        }
+        let _ = writeln!(s, "monitoring ({} snapshots):", self.monitoring.snapshots);
+        for (i, st) in self.stages.iter().enumerate() {
+            let mut parts = Vec::new();
+            if let Some(b) = self.monitoring.max_budget_share.get(i) {
+                parts.push(format!("busiest {:.1}% of real time", b * 100.0));
+            }
+            if let Some(Some(p)) = self.monitoring.max_peak_db.get(i) {
+                parts.push(format!("peak {p:.1} dBFS"));
+            }
+            if let (Some(mean), Some(max)) = (st.latency_ms_mean, st.latency_ms_max) {
+                parts.push(format!(
+                    "latency from capture {mean:.1} ms mean, {max:.1} ms max"
+                ));
+            }
+            if st.gaps > 0 {
+                parts.push(format!(
+                    "{} gap(s), {} frames of silence inserted",
+                    st.gaps, st.gap_frames
+                ));
+            }
+            let _ = writeln!(s, "  {:<12} {}", st.id, parts.join(", "));
         }
         let _ = writeln!(s, "edges (frames):");
         for e in &self.edges {
@@ -164,9 +194,10 @@ pub(super) fn build(
     cleanup: Vec<StepReport>,
     storage: Vec<(String, Result<StorageReport, String>)>,
     end: EndReason,
-    failure: Option<(usize, PluginError)>,
+    failure: Option<super::Failure>,
     elapsed: Duration,
     errors: Vec<ErrorRecord>,
+    monitoring: super::monitor::MonitorTotals,
 ) -> RunSummary {
     let stages_out = stages
         .iter()
@@ -191,6 +222,16 @@ pub(super) fn build(
                 max_block_us: stats.max_block_ns.load(Ordering::Relaxed) as f64 / 1000.0,
                 errors: stats.errors.load(Ordering::Relaxed),
                 restarts: stats.restarts.load(Ordering::Relaxed),
+                gaps: stats.gaps.load(Ordering::Relaxed),
+                gap_frames: stats.gap_frames.load(Ordering::Relaxed),
+                latency_ms_mean: {
+                    let n = stats.latency_blocks.load(Ordering::Relaxed);
+                    (n > 0).then(|| {
+                        stats.latency_sum_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+                    })
+                },
+                latency_ms_max: (stats.latency_blocks.load(Ordering::Relaxed) > 0)
+                    .then(|| stats.latency_max_us.load(Ordering::Relaxed) as f64 / 1000.0),
             }
         })
         .collect();
@@ -227,10 +268,11 @@ pub(super) fn build(
             })
             .collect(),
         errors,
-        failure: failure.map(|(i, e)| FailureSummary {
+        failure: failure.map(|(i, kind, message)| FailureSummary {
             stage: plan.stages[i].id.clone(),
-            kind: e.kind.as_str().to_string(),
-            message: e.message().to_string(),
+            kind,
+            message,
         }),
+        monitoring,
     }
 }
