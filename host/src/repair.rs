@@ -19,6 +19,8 @@ pub struct RepairReport {
     pub bytes_dropped: u64,
     /// The header already matched the file: nothing was changed.
     pub was_valid: bool,
+    /// Frames per second, from the `fmt ` chunk.
+    pub sample_rate: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,7 @@ struct Layout {
     /// Offset of a `JUNK` chunk (header included) big enough to become `ds64`.
     junk: Option<u64>,
     block_align: u64,
+    sample_rate: u32,
     /// Offset of the `data` chunk's header.
     data_pos: u64,
     /// Declared data size.
@@ -112,6 +115,7 @@ fn scan(m: &mut impl Medium, len: u64) -> Result<Layout, RepairError> {
         ds64: None,
         junk: None,
         block_align: 0,
+        sample_rate: 0,
         data_pos: 0,
         data_size: 0,
     };
@@ -138,6 +142,7 @@ fn scan(m: &mut impl Medium, len: u64) -> Result<Layout, RepairError> {
                 let mut f = [0u8; 16];
                 m.read_at(body, &mut f)?;
                 layout.block_align = u64::from(u16::from_le_bytes([f[12], f[13]]));
+                layout.sample_rate = u32_at(&f, 4);
                 if layout.block_align == 0 {
                     return Err(RepairError::NoFmt);
                 }
@@ -196,6 +201,7 @@ fn repair_in(m: &mut impl Medium) -> Result<RepairReport, RepairError> {
             frames: l.data_size / l.block_align,
             bytes_dropped: 0,
             was_valid: true,
+            sample_rate: l.sample_rate,
         });
     }
 
@@ -244,6 +250,7 @@ fn repair_in(m: &mut impl Medium) -> Result<RepairReport, RepairError> {
         frames,
         bytes_dropped: available - data,
         was_valid: false,
+        sample_rate: l.sample_rate,
     })
 }
 
@@ -309,7 +316,8 @@ mod tests {
             RepairReport {
                 frames: 1000,
                 bytes_dropped: 3,
-                was_valid: false
+                was_valid: false,
+                sample_rate: 48_000,
             }
         );
         let fixed = std::fs::read(&path).unwrap();
@@ -326,7 +334,8 @@ mod tests {
             RepairReport {
                 frames: 1000,
                 bytes_dropped: 0,
-                was_valid: true
+                was_valid: true,
+                sample_rate: 48_000,
             }
         );
         std::fs::remove_file(&path).unwrap();

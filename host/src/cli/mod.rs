@@ -8,6 +8,7 @@ use crate::discipline::lock_order::{LockLevel, OrderedMutex, OrderedMutexGuard};
 mod graph;
 mod live;
 mod plugins;
+mod repair;
 mod run;
 mod validate;
 
@@ -58,6 +59,19 @@ pub enum Command {
     /// Print a JSON Schema of pipeline files, including every installed plugin's config, for
     /// editor completion (see docs/pipeline-reference.md).
     Schema(graph::SchemaArgs),
+    /// Fix the header of WAV recordings a crash left behind, keeping every complete frame that
+    /// reached the disk.
+    ///
+    /// Use it after a crash, a power loss or a `kill -9` stopped a recording before wav-writer
+    /// could finalise it. Such a file already plays, but its header only counts the audio up to
+    /// the last sync (`sync_interval_ms`, default 1 s); repair makes the header count every
+    /// complete frame on disk and cuts off a trailing partial frame. Audio bytes are never
+    /// changed. Not for a recording that is still running.
+    ///
+    /// A file whose header already matches its length is left untouched, byte for byte, and so
+    /// is anything that is not a WAV/RF64 file. One line per file on stdout; exit 0 if every file
+    /// is fine now, 2 if one was missing or not a repairable WAV, 1 if writing failed.
+    Repair(repair::RepairArgs),
 }
 
 /// An error shown to the user: one line, then what to do. `code` is 2 for bad input, 1 for a
@@ -135,6 +149,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Validate(args) => validate::validate(&cli.global, args),
         Command::Graph(args) => graph::graph(&cli.global, args),
         Command::Schema(args) => graph::schema(&cli.global, args),
+        Command::Repair(args) => repair::repair(&cli.global, args),
     }
 }
 
