@@ -31,11 +31,28 @@ pub struct WavFileReader {
     path: PathBuf,
     /// `None` only for the moment a loop rewinds it.
     decoder: Option<Decoder<BufReader<File>>>,
+    /// Samples stored plainly (the usual case): read in bulk past hound.
+    raw: Option<Raw>,
     kind: Kind,
     channels: usize,
     total: u64,
     pos: u64,
     looping: bool,
+}
+
+/// Bulk reading of the sample data, for files whose samples fill their container exactly
+/// (8/16/24/32-bit integer, 32-bit float): hound reads the header and tells where the data
+/// starts and how many bytes a frame takes; the bytes are then read a block at a time and
+/// converted in one loop per format, giving the same values as hound's sample-by-sample path.
+struct Raw {
+    /// The file, positioned in the data.
+    file: BufReader<File>,
+    /// Where the first frame starts (for `loop`).
+    data_start: u64,
+    frame_bytes: usize,
+    width: usize,
+    /// A block's bytes, allocated once.
+    bytes: Vec<u8>,
 }
 
 impl Describe for WavFileReader {
@@ -61,14 +78,19 @@ impl Capture for WavFileReader {
 
     fn new(config: WavReaderConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
         let (path, decoder, kind) = open(&config, ctx)?;
+        let channels = usize::from(decoder.spec().channels);
+        let total = u64::from(decoder.duration());
+        let (decoder, raw) = raw_reader(decoder, kind, channels, total, ctx.block_frames)
+            .map_err(|e| read_error(&path, 0, e))?;
         Ok(WavFileReader {
             path,
             kind,
-            channels: usize::from(decoder.spec().channels),
-            total: u64::from(decoder.duration()),
+            channels,
+            total,
             pos: 0,
             looping: config.looping,
-            decoder: Some(decoder),
+            decoder,
+            raw,
         })
     }
 
@@ -92,11 +114,17 @@ impl Capture for WavFileReader {
                     break;
                 }
             }
-            let n = (capacity - filled).min((self.total - self.pos) as usize);
-            let Some(decoder) = self.decoder.as_mut() else {
-                return Err(lost(&self.path));
+            let mut n = (capacity - filled).min((self.total - self.pos) as usize);
+            let dst = &mut dst[filled * ch..];
+            let result = match (self.raw.as_mut(), self.decoder.as_mut()) {
+                (Some(raw), _) => {
+                    n = n.min(raw.bytes.len() / raw.frame_bytes);
+                    raw.fill(self.kind, &mut dst[..n * ch])
+                }
+                (None, Some(decoder)) => fill(decoder, self.kind, &mut dst[..n * ch]),
+                (None, None) => return Err(lost(&self.path)),
             };
-            if let Err(e) = fill(decoder, self.kind, &mut dst[filled * ch..(filled + n) * ch]) {
+            if let Err(e) = result {
                 return Err(read_error(&self.path, self.pos, e));
             }
             filled += n;
@@ -120,6 +148,15 @@ impl WavFileReader {
     /// for 24-bit samples in 4 bytes), so rewind the file and read the header again instead.
     /// Neither allocates.
     fn rewind(&mut self) -> PluginResult<()> {
+        if let Some(raw) = self.raw.as_mut() {
+            raw.file
+                .seek(SeekFrom::Start(raw.data_start))
+                .map_err(|e| {
+                    PluginError::io(format!("rewinding `{}`: {e}", self.path.display()))
+                })?;
+            self.pos = 0;
+            return Ok(());
+        }
         let decoder = self.decoder.take().ok_or_else(|| lost(&self.path))?;
         let mut inner = decoder.into_inner();
         inner
@@ -143,6 +180,82 @@ fn lost(path: &Path) -> PluginError {
         "`{}` was closed after an earlier error",
         path.display()
     ))
+}
+
+/// Decide how to read the data: in bulk when hound's one-frame read shows samples filling
+/// their container (then the decoder is given up for its file), else sample by sample through
+/// hound. The bulk buffer holds one block (`block_frames`).
+#[allow(clippy::type_complexity)]
+fn raw_reader(
+    mut decoder: Decoder<BufReader<File>>,
+    kind: Kind,
+    channels: usize,
+    total: u64,
+    block_frames: u32,
+) -> Result<(Option<Decoder<BufReader<File>>>, Option<Raw>), hound::Error> {
+    let bits = usize::from(decoder.spec().bits_per_sample);
+    if total == 0 || !matches!(bits, 8 | 16 | 24 | 32) {
+        return Ok((Some(decoder), None));
+    }
+    // Measure one frame through hound, then go back to the start of the data.
+    let mut file = decoder.into_inner();
+    let data_start = file.stream_position()?;
+    decoder = Decoder::new({
+        file.seek(SeekFrom::Start(0))?;
+        file
+    })?;
+    let mut one = [0f32; 64 * 4];
+    let n = channels.min(one.len());
+    fill(&mut decoder, kind, &mut one[..n])?;
+    let mut file = decoder.into_inner();
+    let frame_bytes = (file.stream_position()? - data_start) as usize;
+    file.seek(SeekFrom::Start(data_start))?;
+    if n < channels || frame_bytes != channels * bits / 8 {
+        // An unusual container (e.g. 24-bit samples in 4 bytes): hound knows best.
+        file.seek(SeekFrom::Start(0))?;
+        return Ok((Some(Decoder::new(file)?), None));
+    }
+    let raw = Raw {
+        file,
+        data_start,
+        frame_bytes,
+        width: bits / 8,
+        bytes: vec![0; frame_bytes * block_frames.max(1) as usize],
+    };
+    Ok((None, Some(raw)))
+}
+
+impl Raw {
+    /// Read and convert `dst.len()` samples (at most one block).
+    fn fill(&mut self, kind: Kind, dst: &mut [f32]) -> Result<(), hound::Error> {
+        let bytes = &mut self.bytes[..dst.len() * self.width];
+        self.file.read_exact(bytes)?;
+        match (kind, self.width) {
+            (Kind::Float, _) => convert(bytes, dst, |b: [u8; 4]| f32::from_le_bytes(b)),
+            // hound reads 8-bit WAV samples (unsigned) as `byte - 128`.
+            (Kind::Int(scale), 1) => convert(bytes, dst, |b: [u8; 1]| {
+                (i32::from(b[0]) - 128) as f32 * scale
+            }),
+            (Kind::Int(scale), 2) => convert(bytes, dst, |b: [u8; 2]| {
+                f32::from(i16::from_le_bytes(b)) * scale
+            }),
+            (Kind::Int(scale), 3) => convert(bytes, dst, |b: [u8; 3]| {
+                (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 * scale
+            }),
+            (Kind::Int(scale), _) => convert(bytes, dst, |b: [u8; 4]| {
+                i32::from_le_bytes(b) as f32 * scale
+            }),
+        }
+        Ok(())
+    }
+}
+
+fn convert<const W: usize>(bytes: &[u8], dst: &mut [f32], f: impl Fn([u8; W]) -> f32) {
+    for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(W)) {
+        let mut a = [0u8; W];
+        a.copy_from_slice(b);
+        *d = f(a);
+    }
 }
 
 /// Decode `dst.len()` samples. Samples come out of hound one by one from its buffered reader;

@@ -568,3 +568,40 @@ fn missing_invalid_and_truncated_files() {
     assert_eq!(e.kind, ErrorKind::Io);
     assert!(e.message().contains("truncated"), "{e}");
 }
+
+#[test]
+fn integer_rounding_is_half_away_from_zero_exactly_like_f32_round() {
+    // The encoder rounds in f64 without calling `round`; it must agree with `(x * 2^15).round()`
+    // everywhere, the half-LSB edges included.
+    let lsb = 1.0 / 32768.0f32;
+    let mut edges = vec![0.5 * lsb, -0.5 * lsb, 1.5 * lsb, -1.5 * lsb, 0.0, -0.0];
+    edges.extend([
+        0.49999997 * lsb,
+        -0.49999997 * lsb,
+        32766.5 * lsb,
+        -32767.5 * lsb,
+    ]);
+    // And a spread of ordinary values (a simple LCG, deterministic).
+    let mut state = 12345u32;
+    for _ in 0..100_000 {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        edges.push((state as f32 / u32::MAX as f32) * 2.2 - 1.1);
+    }
+    let mut buf = vec![0u8; edges.len() * 2];
+    let n = encode(SampleFormat::Pcm16, &mut edges.iter().copied(), &mut buf);
+    assert_eq!(n, edges.len() * 2);
+    for (x, b) in edges.iter().zip(buf.chunks_exact(2)) {
+        let want = (x * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16;
+        assert_eq!(i16::from_le_bytes([b[0], b[1]]), want, "x = {x:e}");
+    }
+    let mut buf = vec![0u8; edges.len() * 3];
+    encode(SampleFormat::Pcm24, &mut edges.iter().copied(), &mut buf);
+    for (x, b) in edges.iter().zip(buf.chunks_exact(3)) {
+        let want = (x * 8_388_608.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
+        assert_eq!(
+            i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8,
+            want,
+            "x = {x:e}"
+        );
+    }
+}

@@ -319,31 +319,45 @@ pub(crate) fn encode(
     src: &mut impl Iterator<Item = f32>,
     dst: &mut [u8],
 ) -> usize {
-    let width = format.bytes();
+    // One loop per format, with the width a constant: the format is decided once per call,
+    // and each sample is stored with a fixed-size copy.
+    match format {
+        SampleFormat::Pcm16 => encode_with(src, dst, |x| {
+            (round_scaled(x, 32_768.0).clamp(-32_768, 32_767) as i16).to_le_bytes()
+        }),
+        SampleFormat::Pcm24 => encode_with(src, dst, |x| {
+            let v = round_scaled(x, 8_388_608.0).clamp(-8_388_608, 8_388_607) as i32;
+            let b = v.to_le_bytes();
+            [b[0], b[1], b[2]]
+        }),
+        SampleFormat::Pcm32 => encode_with(src, dst, |x| {
+            (round_scaled(x, 2_147_483_648.0).clamp(-2_147_483_648, 2_147_483_647) as i32)
+                .to_le_bytes()
+        }),
+        SampleFormat::Float32 => encode_with(src, dst, f32::to_le_bytes),
+    }
+}
+
+fn encode_with<const W: usize>(
+    src: &mut impl Iterator<Item = f32>,
+    dst: &mut [u8],
+    convert: impl Fn(f32) -> [u8; W],
+) -> usize {
     let mut used = 0;
-    for slot in dst.chunks_exact_mut(width) {
+    for slot in dst.chunks_exact_mut(W) {
         let Some(x) = src.next() else { break };
-        match format {
-            SampleFormat::Pcm16 => {
-                let v = (x * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16;
-                slot.copy_from_slice(&v.to_le_bytes());
-            }
-            SampleFormat::Pcm24 => {
-                let v = (x * 8_388_608.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
-                slot.copy_from_slice(&v.to_le_bytes()[..3]);
-            }
-            SampleFormat::Pcm32 => {
-                // f64: f32 cannot hold 2^31 - 1, the clamp bound.
-                let v = (f64::from(x) * 2_147_483_648.0)
-                    .round()
-                    .clamp(-2_147_483_648.0, 2_147_483_647.0) as i32;
-                slot.copy_from_slice(&v.to_le_bytes());
-            }
-            SampleFormat::Float32 => slot.copy_from_slice(&x.to_le_bytes()),
-        }
-        used += width;
+        slot.copy_from_slice(&convert(x));
+        used += W;
     }
     used
+}
+
+/// `x * scale` rounded half away from zero, as an integer (saturating; NaN gives 0). In f64,
+/// where `x * scale` and the added half are exact for every f32 and scale up to 2^31, so this
+/// equals `(x * scale).round()` without a call into the C library's `round`.
+fn round_scaled(x: f32, scale: f64) -> i64 {
+    let v = f64::from(x) * scale;
+    (v + 0.5f64.copysign(v)) as i64
 }
 
 fn check_channels(channels: u32) -> PluginResult<()> {
