@@ -576,7 +576,7 @@ impl Producer {
             stats.channels
         );
         if stats.closed.load(ORD) {
-            return Err(Closed);
+            return self.refuse(frames);
         }
         let mut outcome = PushOutcome::Queued;
         let mut block = match self.take_free() {
@@ -596,7 +596,7 @@ impl Producer {
                     });
                     match got {
                         Some(Some(b)) => b,
-                        _ => return Err(Closed),
+                        _ => return self.refuse(frames),
                     }
                 }
                 WhenFull::DropOldest => match self.evict_oldest() {
@@ -611,7 +611,7 @@ impl Producer {
         };
         if stats.closed.load(ORD) {
             self.spares.push(block);
-            return Err(Closed);
+            return self.refuse(frames);
         }
         block.samples[..samples.len()].copy_from_slice(samples);
         block.frames = frames;
@@ -645,7 +645,7 @@ impl Producer {
                 });
                 if sent != Some(true) {
                     self.spares.extend(pending);
-                    return Err(Closed);
+                    return self.refuse(frames);
                 }
             }
             WhenFull::DropOldest => loop {
@@ -660,7 +660,7 @@ impl Producer {
                     }
                     Err(TrySendError::Disconnected(b)) => {
                         self.spares.push(b);
-                        return Err(Closed);
+                        return self.refuse(frames);
                     }
                 }
             },
@@ -672,7 +672,7 @@ impl Producer {
                 }
                 Err(TrySendError::Disconnected(b)) => {
                     self.spares.push(b);
-                    return Err(Closed);
+                    return self.refuse(frames);
                 }
             },
         }
@@ -697,6 +697,13 @@ impl Producer {
     pub fn count_dropped(&self, reason: DropReason, blocks: u64, frames: u64) {
         self.stats.pushed.add(blocks, frames);
         self.stats.dropped[reason.index()].add(blocks, frames);
+    }
+
+    /// The edge is closed: the block is offered and dropped (`shutdown`), so that what a
+    /// producer made after its consumer left is still accounted.
+    fn refuse(&self, frames: u32) -> Result<PushOutcome, Closed> {
+        self.count_dropped(DropReason::Shutdown, 1, u64::from(frames));
+        Err(Closed)
     }
 
     fn take_free(&mut self) -> Option<Block> {

@@ -69,6 +69,13 @@ enum Instance {
     Storage(#[allow(dead_code)] StorageBox),
 }
 
+/// A stage's instance, built and (for a capture) started, before its thread runs.
+enum Built {
+    Capture(CaptureBox),
+    Processor(ProcessorBox),
+    Storage(StorageBox),
+}
+
 enum Handle {
     Capture(JoinHandle<Option<CaptureBox>>),
     Processor(JoinHandle<Option<ProcessorBox>>),
@@ -168,6 +175,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
     let _ = pipeline.transition(State::Configured, "plan checked");
     let _ = pipeline.transition(State::Starting, "starting stages");
     let mut start_error: Option<(usize, PluginError)> = None;
+    let mut errors: Vec<summary::ErrorRecord> = Vec::new();
     for &i in &order {
         let s = &plan.stages[i];
         let r = &mut stages[i];
@@ -195,18 +203,60 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         let outs = std::mem::take(&mut producers[i]);
         let ins: Vec<Consumer> = consumers[i].iter_mut().filter_map(Option::take).collect();
         let name = format!("tapeline-{}", s.id);
-        let spawned =
+        // Build (and start, for a capture) the instance; under `restart` a failure is retried
+        // with the stage's backoff, as a failure while running would be.
+        let attempt = || -> Result<Built, PluginError> {
             match s.kind {
                 PluginKind::Capture => build(&r.sm, || ctx.factory.capture()).and_then(|mut c| {
-                    r.sm.transition_with(State::Starting, "starting", || c.start().into_result())
-                        .map_err(|e| PluginError::other(e.to_string()))?;
+                    let mut failure = None;
+                    let started = r.sm.transition_with(State::Starting, "starting", || {
+                        c.start().into_result().map_err(|e| {
+                            let message = e.message().to_string();
+                            failure = Some(e);
+                            message
+                        })
+                    });
+                    match started {
+                        Ok(()) => Ok(Built::Capture(c)),
+                        Err(e) => Err(failure.unwrap_or_else(|| PluginError::other(e.to_string()))),
+                    }
+                }),
+                PluginKind::Process => {
+                    build(&r.sm, || ctx.factory.processor()).map(Built::Processor)
+                }
+                PluginKind::Storage => build(&r.sm, || ctx.factory.storage()).map(Built::Storage),
+            }
+        };
+        let mut built = attempt();
+        while let Err(e) = &built {
+            let tries = r.stats.restarts.load(Ordering::Relaxed);
+            let retry = s.on_error.policy == Policy::Restart && tries < s.on_error.max_restarts;
+            let severity = if retry {
+                Severity::Recoverable
+            } else {
+                Severity::Fatal
+            };
+            r.stats.errors.fetch_add(1, Ordering::Relaxed);
+            note_error(&mut errors, plan, epoch, i, severity, e);
+            if !retry {
+                break;
+            }
+            r.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(
+                s.on_error.backoff_ms.saturating_mul(1 << tries.min(16)),
+            ));
+            built = attempt();
+        }
+        let spawned =
+            built.and_then(|b| match b {
+                Built::Capture(c) => {
                     r.length_frames = c.length_frames().into_option();
                     let channels = s.outputs.first().map_or(1, |p| p.format.channels);
                     let outs = outs.into_iter().next().unwrap_or_default();
                     spawn(&name, move || stage::run_capture(ctx, c, channels, outs))
                         .map(Handle::Capture)
-                }),
-                PluginKind::Process => build(&r.sm, || ctx.factory.processor()).and_then(|p| {
+                }
+                Built::Processor(p) => {
                     let _ = r.sm.transition(State::Starting, "starting");
                     // The plan settles every port's size (never 0).
                     let ports = s.outputs.iter().map(|o| (o.format, o.max_frames)).collect();
@@ -215,8 +265,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                         stage::run_processor(ctx, p, ins, formats, ports, outs)
                     })
                     .map(Handle::Processor)
-                }),
-                PluginKind::Storage => build(&r.sm, || ctx.factory.storage()).and_then(|st| {
+                }
+                Built::Storage(st) => {
                     let _ = r.sm.transition(State::Starting, "starting");
                     let format = s.input_formats.first().copied().unwrap_or(
                         tapeline_plugin_api::PortFormat {
@@ -229,8 +279,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                         .ok_or_else(|| PluginError::other("storage stage without an input edge"))?;
                     spawn(&name, move || stage::run_storage(ctx, st, input, format))
                         .map(Handle::Storage)
-                }),
-            };
+                }
+            });
         match spawned {
             Ok(h) => {
                 r.handle = Some(h);
@@ -248,7 +298,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
     drop(events_tx);
 
     // The run loop: wait for the end, a failure, a deadline or a signal.
-    let mut errors: Vec<summary::ErrorRecord> = Vec::new();
     let mut failure: Option<Failure> = start_error.map(|(i, e)| failure_of(i, &e));
     let monitor = monitor::Monitor::new(
         plan.file.sample_rate,
@@ -287,7 +336,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         edges = plan.edges.len(),
         "run started"
     );
-    let reason = if failure.is_some() {
+    let mut reason = if failure.is_some() {
         let _ = pipeline.transition(State::Failed, "a stage failed to start");
         EndReason::Failed
     } else {
@@ -348,12 +397,14 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
 
     // Ordered cleanup.
     let mut storage_reports: Vec<(String, Result<StorageReport, String>)> = Vec::new();
+    let mut finalize_errors: Vec<(usize, PluginError)> = Vec::new();
     let released: std::cell::RefCell<Vec<Instance>> = std::cell::RefCell::new(Vec::new());
     let steps = {
         let stop = &stop;
         let stages = &mut stages;
         let interrupts = &options.interrupts;
         let storage_reports = &mut storage_reports;
+        let finalize_errors = &mut finalize_errors;
         let released = &released;
         let fast = || interrupts.load(Ordering::Relaxed) >= 2;
         let stall_us = plan.file.stall_timeout_ms.saturating_mul(1000);
@@ -378,15 +429,33 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
             Duration::from_millis(100),
             || {
                 let stages = cell.borrow();
-                let running: Vec<&str> = stages
+                let running = |r: &&Running| {
+                    matches!(&r.handle, Some(Handle::Capture(h)) if !h.is_finished())
+                };
+                // A capture stuck in a plugin call will not return: it is left behind.
+                let stuck = |r: &&Running| {
+                    r.stalled
+                        || r.stats.in_call().is_some_and(|(_, since)| {
+                            now_us(epoch).saturating_sub(since) > stall_us
+                        })
+                };
+                let waiting: Vec<&str> = stages
                     .iter()
-                    .filter(|r| matches!(&r.handle, Some(Handle::Capture(h)) if !h.is_finished()))
+                    .filter(|r| running(r) && !stuck(r))
                     .map(|r| r.id.as_str())
                     .collect();
-                if running.is_empty() {
-                    Ok("every capture thread has returned".into())
-                } else {
-                    Err(format!("still running: {}", running.join(", ")))
+                let left: Vec<&str> = stages
+                    .iter()
+                    .filter(|r| running(r) && stuck(r))
+                    .map(|r| r.id.as_str())
+                    .collect();
+                match (waiting.is_empty(), left.is_empty()) {
+                    (true, true) => Ok("every capture thread has returned".into()),
+                    (true, false) => Ok(format!(
+                        "every capture thread has returned but {}, stuck in a plugin call",
+                        left.join(", ")
+                    )),
+                    _ => Err(format!("still running: {}", waiting.join(", "))),
                 }
             },
         )
@@ -486,6 +555,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                                 }
                                 if let Err(e) = &report {
                                     problems.push(format!("{}: {}", r.id, e.message()));
+                                    finalize_errors.push((i, e.clone()));
                                 }
                                 storage_reports.push((
                                     r.id.clone(),
@@ -534,7 +604,13 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         );
         c.run()
     };
-    // Errors that arrived while stopping.
+    // Errors that arrived while stopping, and storage that could not be finalised.
+    for (i, e) in finalize_errors {
+        note_error(&mut errors, plan, epoch, i, Severity::Fatal, &e);
+        if failure.is_none() {
+            failure = Some(failure_of(i, &e));
+        }
+    }
     while let Ok(ev) = events_rx.try_recv() {
         if let Event::Error {
             stage,
@@ -547,6 +623,12 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                 failure = Some(failure_of(stage, &error));
             }
         }
+    }
+    // A failure reported after the sources had ended (a race between a stage's error and the
+    // end of its input) still makes the run a failed one.
+    if failure.is_some() && reason != EndReason::Failed {
+        reason = EndReason::Failed;
+        let _ = pipeline.transition(State::Failed, "a stage failed");
     }
     if pipeline.state() == State::Stopping {
         let _ = pipeline.transition(State::Flushing, "cleanup done");
@@ -671,6 +753,9 @@ fn watchdog(
     None
 }
 
+/// Errors listed in a run summary; later ones are only counted (per stage).
+const MAX_ERRORS: usize = 1000;
+
 fn note_error(
     errors: &mut Vec<summary::ErrorRecord>,
     plan: &Plan,
@@ -680,6 +765,10 @@ fn note_error(
     error: &PluginError,
 ) {
     let s = &plan.stages[stage];
+    if errors.len() >= MAX_ERRORS {
+        // Each stage's `errors` counter still counts them all.
+        return;
+    }
     tracing::warn!(
         stage_id = %s.id,
         plugin = %s.entry.name(),
@@ -698,12 +787,16 @@ fn note_error(
     });
 }
 
-fn stages_summary(
-    stages: &[Running],
-) -> Vec<(String, PluginKind, Arc<StateMachine>, Arc<StageStats>)> {
+fn stages_summary(stages: &[Running]) -> Vec<summary::StageRecord> {
     stages
         .iter()
-        .map(|r| (r.id.clone(), r.kind, r.sm.clone(), r.stats.clone()))
+        .map(|r| summary::StageRecord {
+            id: r.id.clone(),
+            kind: r.kind,
+            sm: r.sm.clone(),
+            stats: r.stats.clone(),
+            stuck: r.stalled,
+        })
         .collect()
 }
 

@@ -16,7 +16,7 @@ use tapeline_plugin_api::abi::{
 };
 
 use crate::config::parse::{OnError, Policy};
-use crate::discipline::buffers::{Consumer, DropReason, Producer};
+use crate::discipline::buffers::{Consumer, DropReason, Producer, Received};
 use crate::discipline::state_machine::{State, StateMachine};
 
 /// Most input or output ports of one stage.
@@ -90,6 +90,9 @@ pub struct StageStats {
     pub latency_sum_us: AtomicU64,
     pub latency_max_us: AtomicU64,
     pub latency_blocks: AtomicU64,
+    /// Frames a storage stage took off its input and could not write (its plugin failed on
+    /// them, or the stage had failed): the stage's own drops, as it has no output edge.
+    pub dropped_frames: AtomicU64,
 }
 
 impl Default for StageStats {
@@ -113,6 +116,7 @@ impl Default for StageStats {
             latency_sum_us: AtomicU64::new(0),
             latency_max_us: AtomicU64::new(0),
             latency_blocks: AtomicU64::new(0),
+            dropped_frames: AtomicU64::new(0),
         }
     }
 }
@@ -168,7 +172,11 @@ impl StageStats {
     }
 
     fn record(&self, started: Instant, epoch: Instant, frames_in: u64, frames_out: u64) {
-        let ns = started.elapsed().as_nanos() as u64;
+        self.record_busy(started.elapsed(), epoch, frames_in, frames_out);
+    }
+
+    fn record_busy(&self, busy: Duration, epoch: Instant, frames_in: u64, frames_out: u64) {
+        let ns = busy.as_nanos() as u64;
         self.blocks.fetch_add(1, Ordering::Relaxed);
         self.frames_in.fetch_add(frames_in, Ordering::Relaxed);
         self.frames_out.fetch_add(frames_out, Ordering::Relaxed);
@@ -293,6 +301,10 @@ impl StageCtx {
         error: PluginError,
         rebuild: impl Fn() -> Result<T, PluginError>,
     ) -> Verdict<T> {
+        // A call that failed by itself is handled once, even if the watchdog marked it stalled.
+        self.stats
+            .restart_after_stall
+            .store(false, Ordering::Release);
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         match self.on_error.policy {
             Policy::Ignore => {
@@ -336,17 +348,23 @@ impl StageCtx {
         }
     }
 
-    /// After a plugin call returns: if the watchdog found it stalled under `restart`, an error
-    /// that sends the stage through its policy (a fresh instance).
-    fn stalled_call(&self, call: Call) -> Result<(), PluginError> {
-        if self.stats.restart_after_stall.swap(false, Ordering::AcqRel) {
-            return Err(PluginError::other(format!(
-                "stalled in `{}` for more than {} ms",
-                call.as_str(),
-                self.stall_timeout_ms
-            )));
+    /// After a plugin call returned and its result was handled (nothing it produced is lost):
+    /// if the watchdog found the call stalled under `restart`, the stage's policy builds a fresh
+    /// instance now.
+    fn after_stall<T>(
+        &self,
+        call: Call,
+        rebuild: impl Fn() -> Result<T, PluginError>,
+    ) -> Option<Verdict<T>> {
+        if !self.stats.restart_after_stall.swap(false, Ordering::AcqRel) {
+            return None;
         }
-        Ok(())
+        let error = PluginError::other(format!(
+            "stalled in `{}` for more than {} ms",
+            call.as_str(),
+            self.stall_timeout_ms
+        ));
+        Some(self.on_error(error, rebuild))
     }
 
     /// A step towards stopped, unless the stage failed: a failed stage keeps `failed` as its
@@ -447,11 +465,28 @@ fn push_all(
     }
 }
 
-fn count_dropped(producers: &[Vec<Producer>], frames: u64) {
+/// A block a processing stage took and will not pass on, counted on every output edge.
+fn count_dropped(producers: &[Vec<Producer>], reason: DropReason, frames: u64) {
     for port in producers {
         for p in port {
-            p.count_dropped(DropReason::StageError, 1, frames);
+            p.count_dropped(reason, 1, frames);
         }
+    }
+}
+
+/// Blocks a processing stage holds when a fast stop abandons them: counted as `shutdown`.
+fn abandon_held(producers: &[Vec<Producer>], held: &[Option<Received>]) {
+    let frames = held.iter().flatten().map(|b| b.frames).max().unwrap_or(0);
+    if frames > 0 {
+        count_dropped(producers, DropReason::Shutdown, u64::from(frames));
+    }
+}
+
+fn rebuild_capture(ctx: &StageCtx) -> impl Fn() -> Result<CaptureBox, PluginError> + '_ {
+    || {
+        let mut c = ctx.factory.capture()?;
+        c.start().into_result()?;
+        Ok(c)
     }
 }
 
@@ -480,7 +515,6 @@ pub fn run_capture(
         ctx.stats.leave();
         let stamp = ctx.epoch.elapsed().as_micros() as u64;
         let (n, flags, at) = (out.frames.min(frames), out.flags, out.position);
-        let result = result.and_then(|status| ctx.stalled_call(Call::Read).map(|()| status));
         match result {
             Ok(status) => {
                 ctx.stats.record(started, ctx.epoch, 0, n as u64);
@@ -509,13 +543,17 @@ pub fn run_capture(
                     let _ = ctx.events.send(Event::Ended { stage: ctx.index });
                     break;
                 }
+                match ctx.after_stall(Call::Read, rebuild_capture(&ctx)) {
+                    Some(Verdict::Restarted(c)) => instance = c,
+                    Some(Verdict::Give) => break,
+                    Some(Verdict::Ignore) | None => {}
+                }
             }
-            Err(e) => match ctx.on_error(e, || {
-                let mut c = ctx.factory.capture()?;
-                c.start().into_result()?;
-                Ok(c)
-            }) {
-                Verdict::Ignore => {}
+            Err(e) => match ctx.on_error(e, rebuild_capture(&ctx)) {
+                // A source that keeps failing (a device that is gone) is not polled in a loop.
+                Verdict::Ignore => std::thread::sleep(Duration::from_millis(
+                    ctx.on_error.backoff_ms.clamp(10, 1000),
+                )),
                 Verdict::Restarted(c) => instance = c,
                 Verdict::Give => break,
             },
@@ -563,6 +601,7 @@ pub fn run_processor(
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break None,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                         if ctx.stop.abandon.load(Ordering::Relaxed) {
+                            abandon_held(&outputs, &held);
                             break 'run;
                         }
                         ctx.stats
@@ -578,6 +617,7 @@ pub fn run_processor(
             break;
         }
         if ctx.stop.abandon.load(Ordering::Relaxed) {
+            abandon_held(&outputs, &held);
             break;
         }
         let frames = held.iter().flatten().map(|b| b.frames).max().unwrap_or(0);
@@ -630,7 +670,8 @@ pub fn run_processor(
         }
         ctx.stats.leave();
         drop(ins);
-        let result = result.and_then(|p| ctx.stalled_call(Call::Process).map(|()| p));
+        // Busy time is the plugin's, not the wait for room downstream.
+        let busy = started.elapsed();
         match result {
             Ok(produced) => {
                 let out_frames = push_produced(
@@ -642,16 +683,22 @@ pub fn run_processor(
                     stamp,
                 );
                 ctx.stats
-                    .record(started, ctx.epoch, frames as u64, out_frames);
-            }
-            Err(e) => match ctx.on_error(e, || ctx.factory.processor()) {
-                Verdict::Ignore => count_dropped(&outputs, frames as u64),
-                Verdict::Restarted(p) => {
-                    count_dropped(&outputs, frames as u64);
-                    instance = p;
+                    .record_busy(busy, ctx.epoch, frames as u64, out_frames);
+                match ctx.after_stall(Call::Process, || ctx.factory.processor()) {
+                    Some(Verdict::Restarted(p)) => instance = p,
+                    Some(Verdict::Give) => break,
+                    Some(Verdict::Ignore) | None => {}
                 }
-                Verdict::Give => break,
-            },
+            }
+            Err(e) => {
+                // The block this call failed on is dropped (stage error), whatever follows.
+                count_dropped(&outputs, DropReason::StageError, frames as u64);
+                match ctx.on_error(e, || ctx.factory.processor()) {
+                    Verdict::Ignore => {}
+                    Verdict::Restarted(p) => instance = p,
+                    Verdict::Give => break,
+                }
+            }
         }
         held.clear();
     }
@@ -718,10 +765,16 @@ pub fn run_storage(
     format: PortFormat,
 ) -> (Option<StorageBox>, Result<StorageReport, PluginError>) {
     let mut failed = false;
+    // What instances replaced by a restart recorded.
+    let mut earlier = StorageReport::default();
     loop {
         match input.recv_timeout(Duration::from_millis(250)) {
             Ok(b) => {
                 if failed {
+                    // Taken off the edge, never written: counted as the stage's own drops.
+                    ctx.stats
+                        .dropped_frames
+                        .fetch_add(u64::from(b.frames), Ordering::Relaxed);
                     continue;
                 }
                 let started = Instant::now();
@@ -741,27 +794,40 @@ pub fn run_storage(
                     let now = ctx.epoch.elapsed().as_micros() as u64;
                     ctx.stats.record_latency(now.saturating_sub(stamp));
                 }
-                let result = result.and_then(|()| ctx.stalled_call(Call::Write));
                 drop(b);
                 if ctx.stop.abandon.load(Ordering::Relaxed) {
                     // Fast stop: what is still queued is dropped (counted), then finalise.
                     input.discard_all(DropReason::Shutdown);
                     if result.is_ok() {
                         ctx.stats.record(started, ctx.epoch, frames, 0);
+                    } else {
+                        ctx.stats
+                            .dropped_frames
+                            .fetch_add(frames, Ordering::Relaxed);
                     }
                     break;
                 }
-                match result {
-                    Ok(()) => ctx.stats.record(started, ctx.epoch, frames, 0),
-                    Err(e) => match ctx.on_error(e, || ctx.factory.storage()) {
-                        Verdict::Ignore => {}
-                        Verdict::Restarted(s) => {
-                            // Keep what the old instance recorded.
-                            let _ = instance.finalize();
-                            instance = s;
-                        }
-                        Verdict::Give => failed = true,
-                    },
+                let verdict = match result {
+                    Ok(()) => {
+                        ctx.stats.record(started, ctx.epoch, frames, 0);
+                        ctx.after_stall(Call::Write, || ctx.factory.storage())
+                    }
+                    Err(e) => {
+                        // The block it failed on is not in its output: the stage's own drop.
+                        ctx.stats
+                            .dropped_frames
+                            .fetch_add(frames, Ordering::Relaxed);
+                        Some(ctx.on_error(e, || ctx.factory.storage()))
+                    }
+                };
+                match verdict {
+                    Some(Verdict::Restarted(s)) => {
+                        // Keep what the old instance recorded, and count it.
+                        let old = std::mem::replace(&mut instance, s);
+                        merge_report(&mut earlier, old);
+                    }
+                    Some(Verdict::Give) => failed = true,
+                    Some(Verdict::Ignore) | None => {}
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
@@ -781,6 +847,26 @@ pub fn run_storage(
     }
     ctx.wind_down(State::Stopping, "input ended");
     ctx.wind_down(State::Flushing, "finalising");
-    let report = instance.finalize().into_result();
+    let report = instance.finalize().into_result().map(|mut last| {
+        last.frames_written += earlier.frames_written;
+        for f in earlier.files {
+            if !last.files.contains(&f) {
+                last.files.push(f);
+            }
+        }
+        last
+    });
     (Some(instance), report)
+}
+
+/// Finalise an instance a restart replaced and add what it wrote to `into`.
+fn merge_report(into: &mut StorageReport, mut old: StorageBox) {
+    if let Ok(r) = old.finalize().into_result() {
+        into.frames_written += r.frames_written;
+        for f in r.files {
+            if !into.files.contains(&f) {
+                into.files.push(f);
+            }
+        }
+    }
 }

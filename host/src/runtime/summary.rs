@@ -34,6 +34,12 @@ pub struct StageSummary {
     /// Gaps a capture's source left (device loss) and their frames, filled with silence.
     pub gaps: u64,
     pub gap_frames: u64,
+    /// Frames a storage stage took off its input and could not write (its plugin failed on
+    /// them, or after it failed): its own drops, as it has no output edge to count them on.
+    pub dropped_frames: u64,
+    /// Frames a stage left behind stuck in a plugin call (watchdog, `fail`) had taken off its
+    /// inputs and not handled: lost with it.
+    pub stuck_frames: u64,
     /// Capture → storage latency of the blocks a storage stage wrote, in milliseconds.
     pub latency_ms_mean: Option<f64>,
     pub latency_ms_max: Option<f64>,
@@ -185,11 +191,21 @@ impl RunSummary {
     }
 }
 
+/// What the summary needs of one stage.
+pub(super) struct StageRecord {
+    pub id: String,
+    pub kind: PluginKind,
+    pub sm: Arc<StateMachine>,
+    pub stats: Arc<StageStats>,
+    /// Left behind, stuck in a plugin call.
+    pub stuck: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn build(
     plan: &Plan,
     pipeline: &StateMachine,
-    stages: &[(String, PluginKind, Arc<StateMachine>, Arc<StageStats>)],
+    stages: &[StageRecord],
     edges: &[Arc<EdgeStats>],
     cleanup: Vec<StepReport>,
     storage: Vec<(String, Result<StorageReport, String>)>,
@@ -199,41 +215,66 @@ pub(super) fn build(
     errors: Vec<ErrorRecord>,
     monitoring: super::monitor::MonitorTotals,
 ) -> RunSummary {
+    let snapshots: Vec<EdgeSnapshot> = edges.iter().map(|e| e.snapshot()).collect();
     let stages_out = stages
         .iter()
         .zip(&plan.stages)
-        .map(|((id, kind, sm, stats), p)| {
-            let blocks = stats.blocks.load(Ordering::Relaxed);
-            let busy = stats.busy_ns.load(Ordering::Relaxed) as f64;
-            StageSummary {
-                id: id.clone(),
-                kind: kind.as_str().to_string(),
-                plugin: p.entry.name().to_string(),
-                state: sm.state().as_str().to_string(),
-                history: sm.history(),
-                blocks,
-                frames_in: stats.frames_in.load(Ordering::Relaxed),
-                frames_out: stats.frames_out.load(Ordering::Relaxed),
-                mean_block_us: if blocks == 0 {
-                    0.0
+        .map(
+            |(
+                StageRecord {
+                    id,
+                    kind,
+                    sm,
+                    stats,
+                    stuck,
+                },
+                p,
+            )| {
+                // A stage left behind in a plugin call holds what it took off its inputs and had
+                // not handled: popped, but neither passed on nor dropped.
+                let stuck_frames = if *stuck && p.kind != PluginKind::Capture {
+                    let popped: u64 = p.inputs.iter().map(|&e| snapshots[e].popped_frames).sum();
+                    popped.saturating_sub(
+                        stats.frames_in.load(Ordering::Relaxed)
+                            + stats.dropped_frames.load(Ordering::Relaxed),
+                    )
                 } else {
-                    busy / blocks as f64 / 1000.0
-                },
-                max_block_us: stats.max_block_ns.load(Ordering::Relaxed) as f64 / 1000.0,
-                errors: stats.errors.load(Ordering::Relaxed),
-                restarts: stats.restarts.load(Ordering::Relaxed),
-                gaps: stats.gaps.load(Ordering::Relaxed),
-                gap_frames: stats.gap_frames.load(Ordering::Relaxed),
-                latency_ms_mean: {
-                    let n = stats.latency_blocks.load(Ordering::Relaxed);
-                    (n > 0).then(|| {
-                        stats.latency_sum_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
-                    })
-                },
-                latency_ms_max: (stats.latency_blocks.load(Ordering::Relaxed) > 0)
-                    .then(|| stats.latency_max_us.load(Ordering::Relaxed) as f64 / 1000.0),
-            }
-        })
+                    0
+                };
+                let blocks = stats.blocks.load(Ordering::Relaxed);
+                let busy = stats.busy_ns.load(Ordering::Relaxed) as f64;
+                StageSummary {
+                    id: id.clone(),
+                    kind: kind.as_str().to_string(),
+                    plugin: p.entry.name().to_string(),
+                    state: sm.state().as_str().to_string(),
+                    history: sm.history(),
+                    blocks,
+                    frames_in: stats.frames_in.load(Ordering::Relaxed),
+                    frames_out: stats.frames_out.load(Ordering::Relaxed),
+                    mean_block_us: if blocks == 0 {
+                        0.0
+                    } else {
+                        busy / blocks as f64 / 1000.0
+                    },
+                    max_block_us: stats.max_block_ns.load(Ordering::Relaxed) as f64 / 1000.0,
+                    errors: stats.errors.load(Ordering::Relaxed),
+                    restarts: stats.restarts.load(Ordering::Relaxed),
+                    gaps: stats.gaps.load(Ordering::Relaxed),
+                    gap_frames: stats.gap_frames.load(Ordering::Relaxed),
+                    dropped_frames: stats.dropped_frames.load(Ordering::Relaxed),
+                    stuck_frames,
+                    latency_ms_mean: {
+                        let n = stats.latency_blocks.load(Ordering::Relaxed);
+                        (n > 0).then(|| {
+                            stats.latency_sum_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0
+                        })
+                    },
+                    latency_ms_max: (stats.latency_blocks.load(Ordering::Relaxed) > 0)
+                        .then(|| stats.latency_max_us.load(Ordering::Relaxed) as f64 / 1000.0),
+                }
+            },
+        )
         .collect();
     RunSummary {
         pipeline: plan.file.name.clone(),
@@ -241,7 +282,7 @@ pub(super) fn build(
         seconds: elapsed.as_secs_f64(),
         pipeline_history: pipeline.history(),
         stages: stages_out,
-        edges: edges.iter().map(|e| e.snapshot()).collect(),
+        edges: snapshots,
         cleanup,
         storage: storage
             .into_iter()
