@@ -67,6 +67,20 @@ fn metrics_are_one_json_snapshot_per_interval_with_levels_latency_and_consistent
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
     for s in &snaps {
         for e in s["edges"].as_array().unwrap() {
+            // Per channel: every block carries all channels, so each has the edge's counters.
+            let channels = e["per_channel"].as_array().unwrap();
+            assert_eq!(
+                channels.len(),
+                e["channels"].as_u64().unwrap() as usize,
+                "{e}"
+            );
+            for c in channels {
+                assert_eq!(c["pushed_frames"], e["pushed_frames"], "{e}");
+                assert_eq!(
+                    c["dropped_overflow_frames"], e["dropped_overflow_frames"],
+                    "{e}"
+                );
+            }
             let n = |k: &str| e[k].as_u64().unwrap();
             assert_eq!(
                 n("pushed_frames"),

@@ -117,7 +117,7 @@ pub fn render(name: &str, snap: &Snapshot) -> String {
             );
         }
     }
-    for e in &snap.edges {
+    for e in snap.edges.iter().map(|v| &v.edge) {
         let dropped = e.dropped_overflow + e.dropped_stage_error + e.dropped_shutdown;
         let _ = writeln!(
             s,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::stage::StageStats;
-use crate::discipline::buffers::{EdgeSnapshot, EdgeStats};
+use crate::discipline::buffers::{ChannelCounters, EdgeSnapshot, EdgeStats};
 use crate::discipline::state_machine::StateMachine;
 
 /// Receives every snapshot, on the monitoring thread.
@@ -64,7 +64,15 @@ pub struct Snapshot {
     pub t_ms: u64,
     pub pipeline: String,
     pub stages: Vec<StageSnapshot>,
-    pub edges: Vec<EdgeSnapshot>,
+    pub edges: Vec<EdgeView>,
+}
+
+/// An edge at one instant, with its counters per channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeView {
+    #[serde(flatten)]
+    pub edge: EdgeSnapshot,
+    pub per_channel: Vec<ChannelCounters>,
 }
 
 /// Totals over every snapshot of a run, for the summary.
@@ -218,7 +226,17 @@ impl Monitor {
             t_ms: now_us / 1000,
             pipeline: pipeline_state.to_string(),
             stages,
-            edges: self.edges.iter().map(|e| e.snapshot()).collect(),
+            edges: self
+                .edges
+                .iter()
+                .map(|e| {
+                    let edge = e.snapshot();
+                    EdgeView {
+                        per_channel: edge.per_channel(),
+                        edge,
+                    }
+                })
+                .collect(),
         }
     }
 }
