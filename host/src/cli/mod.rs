@@ -5,6 +5,7 @@
 
 use crate::discipline::lock_order::{LockLevel, OrderedMutex, OrderedMutexGuard};
 
+mod devices;
 mod graph;
 mod live;
 mod plugins;
@@ -72,6 +73,9 @@ pub enum Command {
     /// is anything that is not a WAV/RF64 file. One line per file on stdout; exit 0 if every file
     /// is fine now, 2 if one was missing or not a repairable WAV, 1 if writing failed.
     Repair(repair::RepairArgs),
+    /// List audio input devices: index, name, channel counts, sample rates and formats, the
+    /// default marked with `*`. The index or name goes into a `cpal-capture` stage's `device`.
+    Devices(devices::DevicesArgs),
 }
 
 /// An error shown to the user: one line, then what to do. `code` is 2 for bad input, 1 for a
@@ -150,6 +154,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Graph(args) => graph::graph(&cli.global, args),
         Command::Schema(args) => graph::schema(&cli.global, args),
         Command::Repair(args) => repair::repair(&cli.global, args),
+        Command::Devices(args) => devices::devices(&cli.global, args),
     }
 }
 

@@ -53,7 +53,7 @@ fn windowed_rms_spans_blocks() {
     // 100 ms window = 4800 frames. 0.5 DC for 9600 frames, then silence for 2400 frames: the
     // window then holds half DC, half silence.
     let mut signal = vec![0.5f32; 9600];
-    signal.extend(std::iter::repeat(0.0).take(2400));
+    signal.extend(std::iter::repeat_n(0.0, 2400));
     let (_, levels) = levels_after(r#"{"window_ms": 100}"#, &signal, 1, BLOCK);
     let expected = gain_to_db(0.5 * 0.5f32.sqrt());
     assert!(

@@ -190,7 +190,7 @@ fn sine(freq: f64, sample_rate: u32, amp: f64, frames: usize, channels: usize) -
     let mut v = Vec::with_capacity(frames * channels);
     for n in 0..frames {
         let x = (amp * (2.0 * PI * freq * n as f64 / f64::from(sample_rate)).sin()) as f32;
-        v.extend(std::iter::repeat(x).take(channels));
+        v.extend(std::iter::repeat_n(x, channels));
     }
     v
 }

@@ -1,0 +1,160 @@
+//! `tapeline devices`: every audio input device, with what it can record and the index and name
+//! `cpal-capture`'s `device = "..."` accepts. The listing and the matching both come from
+//! `tapeline-devices`, the crate the plugin uses, so the two always agree.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tapeline_devices::{Capabilities, DeviceError, Listed};
+
+use super::{CliError, CliResult, GlobalArgs};
+
+#[derive(Args, Debug)]
+pub struct DevicesArgs {
+    /// Audio backend to list: "alsa" (the default, and what cpal-capture uses unless its `host`
+    /// says otherwise).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DevicesFormat::Text)]
+    pub format: DevicesFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicesFormat {
+    /// One entry per device for people.
+    Text,
+    /// A JSON array, one object per device.
+    Json,
+}
+
+/// List the input devices. Exit 0; 2 if the backend is unavailable or there is no input device.
+pub fn devices(_global: &GlobalArgs, args: DevicesArgs) -> CliResult {
+    let host = tapeline_devices::host(args.host.as_deref()).map_err(no_backend)?;
+    let list = tapeline_devices::input_devices(&host).map_err(no_backend)?;
+    if list.is_empty() {
+        return Err(CliError::input(
+            "no audio input devices found",
+            "connect or enable one (on Linux `arecord -L` lists what ALSA sees); \
+             ALSA_CONFIG_PATH can add a virtual one, see docs/devices.md",
+        ));
+    }
+    let caps: Vec<Result<Capabilities, String>> = list
+        .iter()
+        .map(|d| tapeline_devices::capabilities(&d.device))
+        .collect();
+    if let Some(e) = caps.iter().find_map(|c| c.as_ref().err()) {
+        if caps.iter().all(|c| c.is_err()) {
+            return Err(CliError::input(
+                format!(
+                    "no audio input device can be opened ({} listed; the first says: {e})",
+                    list.len()
+                ),
+                "connect or enable one (on Linux `arecord -L` lists what ALSA sees); \
+                 ALSA_CONFIG_PATH can add a virtual one, see docs/devices.md",
+            ));
+        }
+    }
+    let text = match args.format {
+        DevicesFormat::Json => {
+            let items: Vec<_> = list.iter().zip(&caps).map(|(d, c)| to_json(d, c)).collect();
+            serde_json::to_string_pretty(&items).unwrap_or_default() + "\n"
+        }
+        DevicesFormat::Text => {
+            let mut text = String::new();
+            for (d, c) in list.iter().zip(&caps) {
+                text += &entry_text(d, c);
+            }
+            let example = list.iter().find(|d| d.is_default).unwrap_or(&list[0]);
+            text += &format!(
+                "\n* = default input. In a pipeline: device = \"{}\" (index) or device = \"{}\" \
+                 (name, or a unique part of it).\n",
+                example.index, example.id
+            );
+            text
+        }
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_backend(e: DeviceError) -> CliError {
+    let help = match &e {
+        DeviceError::HostUnavailable { backend, .. } if backend.eq_ignore_ascii_case("alsa") => {
+            "install ALSA (Debian/Ubuntu: `apt-get install libasound2`)".to_string()
+        }
+        DeviceError::HostUnavailable { .. } => format!(
+            "leave out --host to list ALSA's devices; backends in this build: {}",
+            tapeline_devices::backends().join(", ")
+        ),
+        _ => "check that ALSA works: `arecord -L` lists the devices it sees".to_string(),
+    };
+    CliError::input(e.to_string(), help)
+}
+
+fn formats_text(c: &Capabilities) -> String {
+    c.formats
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn rates_text(c: &Capabilities) -> String {
+    c.rates
+        .iter()
+        .map(|(lo, hi)| tapeline_devices::range_text(*lo, *hi))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn entry_text(d: &Listed, caps: &Result<Capabilities, String>) -> String {
+    let mark = if d.is_default { "*" } else { " " };
+    let mut t = if d.name.is_empty() || d.name == d.id {
+        format!("{:>3}{mark} {}\n", d.index, d.id)
+    } else {
+        format!("{:>3}{mark} {}  ({})\n", d.index, d.id, d.name)
+    };
+    match caps {
+        Ok(c) => {
+            t += &format!(
+                "      channels {}; rates {} Hz; formats {}\n",
+                tapeline_devices::channels_text(&c.channels),
+                rates_text(c),
+                formats_text(c)
+            );
+            if let Some((ch, rate, format)) = c.default {
+                t += &format!("      default: {ch} channel(s), {rate} Hz, {format}\n");
+            }
+        }
+        Err(e) => t += &format!("      cannot open it now: {e}\n"),
+    }
+    t
+}
+
+fn to_json(d: &Listed, caps: &Result<Capabilities, String>) -> serde_json::Value {
+    let mut v = json!({
+        "index": d.index,
+        "id": d.id,
+        "name": d.name,
+        "default": d.is_default,
+    });
+    match caps {
+        Ok(c) => {
+            v["channels"] = json!(c.channels);
+            v["rates"] = json!(c.rates);
+            v["formats"] = json!(c.formats.iter().map(|f| f.to_string()).collect::<Vec<_>>());
+            v["default_config"] = match c.default {
+                Some((ch, rate, f)) => {
+                    json!({ "channels": ch, "sample_rate": rate, "sample_format": f.to_string() })
+                }
+                None => serde_json::Value::Null,
+            };
+        }
+        Err(e) => v["error"] = json!(e),
+    }
+    v
+}

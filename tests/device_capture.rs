@@ -1,0 +1,453 @@
+//! `cpal-capture` on the real cpal + ALSA path, without a sound card: the ALSA configuration in
+//! tests/alsa/ adds `tapeline_test`, ALSA's `file` device over `null`, which captures the raw
+//! file named by TAPELINE_TEST_INFILE. A ramp goes in; the WAV that comes out must hold the same
+//! samples, one for one.
+//!
+//! - a plain file: an unpaced device (ALSA reads it as fast as it is asked), opened in exactly
+//!   the file's format (no `plug`, so nothing converts), stopped after `frames`;
+//! - a FIFO fed in real time: a paced device, like a sound card;
+//! - the FIFO's writer pausing: the device delivers nothing, `timeout_ms` declares it lost, the
+//!   host's restart policy rebuilds the stage, and the outage comes out as a counted gap of
+//!   silence of the right length.
+//!
+//! Needs ALSA's library and configuration (`libasound2-dev` brings both; scripts/test.sh
+//! installs it) and `mkfifo`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tapeline_tests::{code, stderr, stdout, tapeline_bin, workspace_root, TempDir};
+
+const ALSA_SYSTEM_CONF: &str = "/usr/share/alsa/alsa.conf";
+
+/// Fail (not skip) when ALSA's configuration is missing.
+fn require_alsa() {
+    assert!(
+        Path::new(ALSA_SYSTEM_CONF).is_file(),
+        "{ALSA_SYSTEM_CONF} is missing: ALSA is not installed. Run `bash scripts/test.sh` \
+         (as root it installs libasound2-dev, which brings ALSA's library and configuration)"
+    );
+}
+
+fn alsa_conf() -> PathBuf {
+    workspace_root().join("tests/alsa/tapeline-test.conf")
+}
+
+/// `tapeline ARGS` with the test ALSA configuration, capturing from `infile`.
+fn tapeline(infile: &Path, args: &[&str]) -> Output {
+    require_alsa();
+    Command::new(tapeline_bin())
+        .args(args)
+        .env("ALSA_CONFIG_PATH", alsa_conf())
+        .env("TAPELINE_TEST_INFILE", infile)
+        .env_remove(tapeline::plugins::PLUGIN_PATH_ENV)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("tapeline runs")
+}
+
+/// Write `toml` as a pipeline in `dir`, run it, return the output and the summary.
+fn run_pipeline(dir: &TempDir, infile: &Path, toml: &str) -> (Output, Value) {
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(&pipeline, toml).unwrap();
+    let sum = dir.path().join("summary.json");
+    let out = tapeline(
+        infile,
+        &[
+            "run",
+            "-q",
+            pipeline.to_str().unwrap(),
+            "--summary-json",
+            sum.to_str().unwrap(),
+        ],
+    );
+    let summary = std::fs::read_to_string(&sum)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(Value::Null);
+    (out, summary)
+}
+
+fn stage<'a>(s: &'a Value, id: &str) -> &'a Value {
+    s["stages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stages in summary: {s}"))
+        .iter()
+        .find(|x| x["id"] == id)
+        .expect("stage in summary")
+}
+
+/// The i16 stereo ramp: frame `i`, channel `c` is `(2i + c) mod 65536 - 32768`.
+fn ramp16(i: u64, c: u64) -> i16 {
+    (((2 * i + c) % 65_536) as i32 - 32_768) as i16
+}
+
+fn ramp16_bytes(from: u64, frames: u64) -> Vec<u8> {
+    (from..from + frames)
+        .flat_map(|i| [ramp16(i, 0), ramp16(i, 1)])
+        .flat_map(i16::to_le_bytes)
+        .collect()
+}
+
+fn wav_i32(path: &Path) -> (hound::WavSpec, Vec<i32>) {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let spec = r.spec();
+    (spec, r.samples::<i32>().map(|s| s.unwrap()).collect())
+}
+
+/// Index of the first sample that differs, with both values.
+fn first_difference(got: &[i32], want: impl Iterator<Item = i32>) -> Option<(usize, i32, i32)> {
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .find(|(_, (g, w))| *g != w)
+        .map(|(i, (g, w))| (i, *g, w))
+}
+
+fn stereo_i16_pipeline(frames: u64, extra: &str) -> String {
+    format!(
+        r#"version = 1
+[pipeline]
+sample_rate = 48000
+block_frames = 480
+
+[capture.dev]
+plugin = "cpal-capture"
+device = "tapeline_test"
+channels = 2
+sample_rate = 48000
+sample_format = "i16"
+frames = {frames}
+{extra}
+
+[storage.out]
+plugin = "wav-writer"
+inputs = ["dev"]
+path = "out.wav"
+format = "pcm16"
+buffer = {{ capacity_blocks = 64, when_full = "block" }}
+"#
+    )
+}
+
+#[test]
+fn an_unpaced_file_device_delivers_the_ramp_sample_for_sample() {
+    let dir = TempDir::new("devcap-file");
+    let raw = dir.path().join("ramp.raw");
+    std::fs::write(&raw, ramp16_bytes(0, 96_000)).unwrap();
+    // The ring holds all 48000 frames: the unpaced device outruns the pipeline, and what does
+    // not fit would be dropped (as a counted gap, see the next test).
+    let (out, s) = run_pipeline(&dir, &raw, &stereo_i16_pipeline(48_000, "buffer_ms = 2000"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let (spec, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 48_000, 16)
+    );
+    assert_eq!(got.len(), 96_000, "48000 stereo frames");
+    let want = (0..48_000u64).flat_map(|i| [ramp16(i, 0) as i32, ramp16(i, 1) as i32]);
+    assert_eq!(first_difference(&got, want), None, "sample differs");
+
+    let dev = stage(&s, "dev");
+    assert_eq!(dev["frames_out"], 48_000, "{dev:#}");
+    assert_eq!(dev["gaps"], 0, "{dev:#}");
+    assert_eq!(s["storage"][0]["frames_written"], 48_000);
+}
+
+#[test]
+fn frames_that_do_not_fit_the_ring_become_counted_gaps_at_their_place() {
+    let dir = TempDir::new("devcap-overflow");
+    let raw = dir.path().join("ramp.raw");
+    std::fs::write(&raw, ramp16_bytes(0, 96_000)).unwrap();
+    // A 20 ms ring behind an unpaced device: most frames are dropped.
+    let (out, s) = run_pipeline(&dir, &raw, &stereo_i16_pipeline(96_000, "buffer_ms = 20"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let dev = stage(&s, "dev");
+    let gaps = dev["gaps"].as_u64().unwrap();
+    let gap_frames = dev["gap_frames"].as_u64().unwrap();
+    let frames_out = dev["frames_out"].as_u64().unwrap();
+    assert!(gaps > 0 && gap_frames > 0, "{dev:#}");
+    // The timeline is complete: audio plus silence is exactly `frames`.
+    assert_eq!(frames_out + gap_frames, 96_000, "{dev:#}");
+    // The drops are reported (as the stage's warning on stop).
+    let warned =
+        s["errors"].as_array().unwrap().iter().any(|e| {
+            e["stage"] == "dev" && e["message"].as_str().unwrap().contains("ring overflows")
+        });
+    assert!(warned, "{:#}", s["errors"]);
+
+    // Every frame that was kept sits at its own position: each output frame is either the
+    // ramp's frame at that position or gap silence.
+    let (_, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(got.len(), 2 * 96_000);
+    let mut kept = 0u64;
+    for (i, f) in got.chunks_exact(2).enumerate() {
+        let want = [ramp16(i as u64, 0) as i32, ramp16(i as u64, 1) as i32];
+        if f == want {
+            kept += 1;
+        } else {
+            assert_eq!(f, [0, 0], "frame {i} is neither the ramp nor gap silence");
+        }
+    }
+    assert!(kept >= frames_out, "kept {kept}, delivered {frames_out}");
+}
+
+#[test]
+fn a_mono_i32_device_defaults_to_the_pipeline_rate_and_converts_exactly() {
+    let dir = TempDir::new("devcap-i32");
+    let raw = dir.path().join("ramp32.raw");
+    // 24-bit values in the top bits of i32, so f32 and a 24-bit WAV hold them exactly.
+    let value = |i: u64| ((i * 97) % (1 << 24)) as i32 - (1 << 23);
+    let bytes: Vec<u8> = (0..30_000u64)
+        .flat_map(|i| (value(i) << 8).to_le_bytes())
+        .collect();
+    std::fs::write(&raw, bytes).unwrap();
+    // No `sample_rate`: the device supports the pipeline's 44100 Hz, so that is what it opens.
+    let (out, s) = run_pipeline(
+        &dir,
+        &raw,
+        r#"version = 1
+[pipeline]
+sample_rate = 44100
+
+[capture.dev]
+plugin = "cpal-capture"
+device = "tapeline_test"
+channels = 1
+sample_format = "i32"
+frames = 22050
+buffer_ms = 2000
+
+[storage.out]
+plugin = "wav-writer"
+inputs = ["dev"]
+path = "out.wav"
+format = "pcm24"
+buffer = { capacity_blocks = 64, when_full = "block" }
+"#,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (spec, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (1, 44_100, 24)
+    );
+    assert_eq!(got.len(), 22_050);
+    assert_eq!(first_difference(&got, (0..22_050).map(value)), None);
+    assert_eq!(stage(&s, "dev")["gaps"], 0);
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs (coreutils; run scripts/test.sh on a Debian/Ubuntu machine)");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Feed the ramp into `fifo` in real time, 10 ms at a time, from frame 0 for `frames` frames,
+/// pausing `pause` once `pause_at` frames are written. Opens the FIFO read-write so neither
+/// side's open blocks on the other.
+fn feed(fifo: PathBuf, frames: u64, pause_at: u64, pause: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .expect("open the FIFO");
+        let chunk = 480u64;
+        let start = Instant::now();
+        let mut paused = Duration::ZERO;
+        let mut i = 0;
+        while i < frames {
+            if i == pause_at && !pause.is_zero() {
+                std::thread::sleep(pause);
+                paused = pause;
+            }
+            let due = start + paused + Duration::from_micros(i * 1_000_000 / 48_000);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let n = chunk.min(frames - i);
+            if f.write_all(&ramp16_bytes(i, n)).is_err() {
+                return;
+            }
+            i += n;
+        }
+        // Keep the FIFO open a little so the reader never sees its end mid-block.
+        std::thread::sleep(Duration::from_millis(300));
+    })
+}
+
+#[test]
+fn a_fifo_fed_in_real_time_is_a_paced_device_and_arrives_intact() {
+    let dir = TempDir::new("devcap-fifo");
+    let fifo = dir.path().join("ramp.fifo");
+    mkfifo(&fifo);
+    let writer = feed(fifo.clone(), 60_000, 0, Duration::ZERO);
+    let started = Instant::now();
+    // Wake-up jitter of the feeding thread is not an xrun: a high threshold.
+    let (out, s) = run_pipeline(
+        &dir,
+        &fifo,
+        &stereo_i16_pipeline(48_000, "period_frames = 240\nxrun_threshold_ms = 1000"),
+    );
+    let took = started.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    finish_feeding(&fifo, writer);
+    assert!(
+        took >= Duration::from_millis(900),
+        "one second of audio in {took:?}: not paced"
+    );
+    let (_, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(got.len(), 96_000);
+    let want = (0..48_000u64).flat_map(|i| [ramp16(i, 0) as i32, ramp16(i, 1) as i32]);
+    assert_eq!(first_difference(&got, want), None, "sample differs");
+    assert_eq!(stage(&s, "dev")["gaps"], 0);
+}
+
+#[test]
+fn a_device_that_goes_silent_is_lost_restarted_and_the_outage_is_a_counted_gap() {
+    let dir = TempDir::new("devcap-loss");
+    let fifo = dir.path().join("ramp.fifo");
+    mkfifo(&fifo);
+    // 0.5 s of audio, 1.5 s of nothing, then more audio.
+    let pause = Duration::from_millis(1500);
+    let writer = feed(fifo.clone(), 96_000, 24_000, pause);
+    let (out, s) = run_pipeline(
+        &dir,
+        &fifo,
+        &stereo_i16_pipeline(
+            120_000,
+            "period_frames = 240\nxrun_threshold_ms = 1000\ntimeout_ms = 300\n\
+             on_error = { policy = \"restart\", max_restarts = 20, backoff_ms = 20 }",
+        ),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    finish_feeding(&fifo, writer);
+    let dev = stage(&s, "dev");
+    assert!(dev["restarts"].as_u64().unwrap() >= 1, "{dev:#}");
+    assert!(dev["gaps"].as_u64().unwrap() >= 1, "{dev:#}");
+    let lost = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["stage"] == "dev" && e["kind"] == "device-lost")
+        .unwrap_or_else(|| panic!("a device-lost error: {:#}", s["errors"]));
+    assert!(
+        lost["message"]
+            .as_str()
+            .unwrap()
+            .contains("no audio from the device"),
+        "{lost:#}"
+    );
+    // The gap is the outage: 1.5 s, plus up to a restart cycle (the host notices the device is
+    // back only when a restarted instance gets audio: `timeout_ms` plus the backoff).
+    let gap = dev["gap_frames"].as_u64().unwrap();
+    assert!(
+        (1.3 * 48_000.0..2.8 * 48_000.0).contains(&(gap as f64)),
+        "gap of {gap} frames for a 1.5 s outage: {dev:#}"
+    );
+    // Everything before the loss arrived intact, at its place.
+    let (_, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(got.len(), 2 * 120_000, "the timeline is complete");
+    let want = (0..24_000u64).flat_map(|i| [ramp16(i, 0) as i32, ramp16(i, 1) as i32]);
+    assert_eq!(first_difference(&got[..48_000], want), None);
+    // After the gap: real audio again, a contiguous run of the ramp (from wherever the feed
+    // was when the new instance started reading), up to the end.
+    let tail = &got[2 * (24_000 + gap as usize)..];
+    assert!(tail.len() >= 2 * 1_000, "audio after the gap: {dev:#}");
+    let step_ok = tail
+        .chunks_exact(2)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .all(|w| (w[1][0] - w[0][0]).rem_euclid(65_536) == 2 && w[1][1] - w[1][0] == 1);
+    assert!(step_ok, "the audio after the gap is a contiguous ramp");
+}
+
+/// After a run: read the FIFO empty until the feeding thread is done (it would block on a full
+/// FIFO with nobody reading), then join it.
+fn finish_feeding(fifo: &Path, writer: std::thread::JoinHandle<()>) {
+    let fifo = fifo.to_path_buf();
+    let drain = std::thread::spawn(move || {
+        use std::io::Read;
+        // Does not block: the writer holds the FIFO open. Ends when the writer closes it.
+        let mut f = std::fs::File::open(&fifo).expect("open the FIFO to drain it");
+        let mut buf = [0u8; 65_536];
+        while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    writer.join().unwrap();
+    drain.join().unwrap();
+}
+
+#[test]
+fn devices_lists_the_test_device_with_an_index_the_plugin_accepts() {
+    let out = tapeline(Path::new("/dev/null"), &["devices", "--format", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let list: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let test = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "tapeline_test")
+        .unwrap_or_else(|| panic!("tapeline_test listed: {list:#}"));
+    assert!(
+        test["formats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "i16"),
+        "{test:#}"
+    );
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["default"] == true)
+            .count(),
+        1
+    );
+
+    // The index it printed selects the same device.
+    let dir = TempDir::new("devcap-index");
+    let raw = dir.path().join("ramp.raw");
+    std::fs::write(&raw, ramp16_bytes(0, 4_800)).unwrap();
+    let toml = stereo_i16_pipeline(4_800, "buffer_ms = 2000").replace(
+        "device = \"tapeline_test\"",
+        &format!("device = \"{}\"", test["index"]),
+    );
+    let (out, _) = run_pipeline(&dir, &raw, &toml);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (_, got) = wav_i32(&dir.path().join("out.wav"));
+    let want = (0..4_800u64).flat_map(|i| [ramp16(i, 0) as i32, ramp16(i, 1) as i32]);
+    assert_eq!(first_difference(&got, want), None);
+}
+
+#[test]
+fn an_unknown_device_is_a_validation_error_naming_the_key() {
+    let dir = TempDir::new("devcap-unknown");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        stereo_i16_pipeline(480, "")
+            .replace("channels = 2\nsample_rate = 48000\n", "")
+            .replace("tapeline_test", "no-such-device-xyz"),
+    )
+    .unwrap();
+    let out = tapeline(
+        Path::new("/dev/null"),
+        &["validate", pipeline.to_str().unwrap()],
+    );
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("no input device matches"), "{text}");
+    assert!(
+        text.contains("tapeline_test"),
+        "lists the devices there are: {text}"
+    );
+}
