@@ -273,7 +273,7 @@ fn on_a_terminal_the_live_view_shows_stages_queues_levels_and_progress() {
         "pace",
         "meter",
         "file",
-        "% of real time",
+        "% of audio time",
         "ch0",
         "dBFS",
         "tone.out -> pace",

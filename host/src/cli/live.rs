@@ -80,7 +80,7 @@ pub fn render(name: &str, snap: &Snapshot) -> String {
     for st in &snap.stages {
         let _ = write!(
             s,
-            "  {:<12} {:<8} {:<11} {:>11} frames  {:>5.1}% of real time",
+            "  {:<12} {:<8} {:<11} {:>11} frames  {:>5.1}% of audio time",
             st.id,
             st.kind,
             st.state,

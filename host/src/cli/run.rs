@@ -28,7 +28,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
     /// Write a monitoring snapshot every `monitor_interval_ms` (default 500) to this file, one
-    /// JSON object per line: each stage's state, frames, time per block and share of real time,
+    /// JSON object per line: each stage's state, frames, time per block and share of audio time (busy time over the audio handled),
     /// each edge's depth and drops, meter levels, gaps, latency.
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,

@@ -131,7 +131,7 @@ impl RunSummary {
         for (i, st) in self.stages.iter().enumerate() {
             let mut parts = Vec::new();
             if let Some(b) = self.monitoring.max_budget_share.get(i) {
-                parts.push(format!("busiest {:.1}% of real time", b * 100.0));
+                parts.push(format!("busiest {:.1}% of audio time", b * 100.0));
             }
             if let Some(Some(p)) = self.monitoring.max_peak_db.get(i) {
                 parts.push(format!("peak {p:.1} dBFS"));
