@@ -13,6 +13,11 @@ have_pkg() { dpkg -s "$1" >/dev/null 2>&1; }
 have_pkg pkg-config || command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # ALSA headers, for the device capture plugin (cpal).
 have_pkg libasound2-dev || pkg-config --exists alsa 2>/dev/null || missing+=(libasound2-dev)
+# JACK: libjack's pkg-config file, which cpal's `jack` backend needs to build (the test crate
+# turns it on, so every `cargo build --workspace` uses it), and the server (`jackd`, `jack_lsp`)
+# the device-loss test starts and kills.
+have_pkg libjack-jackd2-dev || pkg-config --exists jack 2>/dev/null || missing+=(libjack-jackd2-dev)
+have_pkg jackd2 || { command -v jackd >/dev/null 2>&1 && command -v jack_lsp >/dev/null 2>&1; } || missing+=(jackd2)
 # sox makes the reference files the audio tests compare against.
 have_pkg sox || command -v sox >/dev/null 2>&1 || missing+=(sox)
 # tmux gives the live-view test of `tapeline run` a real terminal.

@@ -451,3 +451,352 @@ fn an_unknown_device_is_a_validation_error_naming_the_key() {
         "lists the devices there are: {text}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Device loss on a real audio server: cpal's JACK backend (the `jack` feature of
+// tapeline-devices, which this crate turns on) against a throwaway `jackd` with the dummy
+// driver, killed with SIGKILL mid-recording and started again a second later.
+//
+// Needs `jackd` and `jack_lsp` (package `jackd2`) and, to build, libjack's pkg-config file
+// (`libjack-jackd2-dev`); scripts/test.sh installs both. The dummy driver's capture ports
+// deliver silence, so this checks detection, the gap and the recovery, not the content.
+
+/// The environment every JACK client of a test gets: its own server, and never an automatic
+/// server start (a client must not bring up a server of its own while the test's is down).
+fn jack_env(cmd: &mut Command, server: &str) {
+    cmd.env("JACK_DEFAULT_SERVER", server)
+        .env("JACK_NO_START_SERVER", "1")
+        .env("JACK_NO_AUDIO_RESERVATION", "1");
+}
+
+/// A `jackd -d dummy` of the test's own, under a unique server name so that parallel tests (and
+/// a JACK server of the user's) do not collide. Killed and reaped when dropped, whatever
+/// happened.
+struct JackServer {
+    name: String,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+    starts: u32,
+}
+
+impl JackServer {
+    fn start(dir: &TempDir) -> JackServer {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut server = JackServer {
+            name: format!("tapeline_test_{}_{nanos}", std::process::id()),
+            log: dir.path().join("jackd.log"),
+            child: None,
+            starts: 0,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Start the server (non-realtime, 48 kHz, 256-frame periods) and wait until a client can
+    /// connect.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the JACK server is already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.log.with_extension(format!("{}.log", self.starts)))
+            .expect("create the jackd log");
+        let mut cmd = Command::new("jackd");
+        jack_env(&mut cmd, &self.name);
+        cmd.args(["-n", &self.name, "--no-realtime", "-d", "dummy"])
+            .args(["-r", "48000", "-p", "256"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run jackd ({e}): the JACK device-loss test needs the JACK server. Run \
+                 `bash scripts/test.sh` (as root it installs jackd2 and libjack-jackd2-dev)"
+            )
+        });
+        self.child = Some(child);
+        let ready = self.wait_for(Duration::from_secs(10), |ports| {
+            ports.iter().any(|p| p == "system:capture_1")
+        });
+        assert!(ready, "the JACK server did not come up:\n{}", self.logs());
+    }
+
+    /// The server's ports (`jack_lsp`), or `None` while no client can connect.
+    fn ports(&self) -> Option<Vec<String>> {
+        let mut cmd = Command::new("jack_lsp");
+        jack_env(&mut cmd, &self.name);
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("cannot run jack_lsp ({e}): run `bash scripts/test.sh` (it installs jackd2)")
+        });
+        out.status
+            .success()
+            .then(|| stdout(&out).lines().map(str::to_string).collect())
+    }
+
+    /// Poll the ports every 20 ms until `until` holds them (true) or `limit` passes (false).
+    /// Fails at once if the server process ended.
+    fn wait_for(&mut self, limit: Duration, until: impl Fn(&[String]) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    panic!("jackd exited ({status}):\n{}", self.logs());
+                }
+            }
+            if self.ports().is_some_and(|p| until(&p)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGKILL, and reap it (a zombie would make the next start say "server already active").
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (a clean exit removes its shared memory), SIGKILL after 5 s.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.log.with_extension(format!("{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("--- restarted ---\n")
+    }
+}
+
+impl Drop for JackServer {
+    fn drop(&mut self) {
+        self.stop();
+        // What a SIGKILLed server leaves behind under its name (the next server start cleans
+        // the shared segments themselves).
+        if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+            for e in entries.flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                if file.contains(&format!("_{}_", self.name)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// A child process killed and reaped when dropped (a failing test leaves no `tapeline` behind).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `at_ms` of the first transition `from` -> `to` in the stage's history at or after `after`.
+fn transition_at(stage: &Value, from: &str, to: &str, after: u64) -> Option<u64> {
+    stage["history"].as_array()?.iter().find_map(|h| {
+        let at = h["at_ms"].as_u64()?;
+        (h["from"] == from && h["to"] == to && at >= after).then_some(at)
+    })
+}
+
+#[test]
+fn a_jack_server_killed_mid_recording_is_a_lost_device_a_counted_gap_and_a_recovery() {
+    const RATE: f64 = 48_000.0;
+    let dir = TempDir::new("devcap-jack");
+    let mut server = JackServer::start(&dir);
+    let pipeline = dir.path().join("p.toml");
+    // `timeout_ms` is only the fallback: cpal's JACK host reports the server's death through
+    // libjack's shutdown callback (`DeviceNotAvailable`) at once. The backoff doubles with
+    // every restart (10, 20, 40, ... ms), so the retries while the server is down stay few.
+    std::fs::write(
+        &pipeline,
+        r#"version = 1
+[pipeline]
+sample_rate = 48000
+block_frames = 480
+
+[capture.dev]
+plugin = "cpal-capture"
+host = "jack"
+device = "default"
+channels = 2
+sample_rate = 48000
+timeout_ms = 500
+on_error = { policy = "restart", max_restarts = 30, backoff_ms = 10 }
+
+[storage.out]
+plugin = "wav-writer"
+inputs = ["dev"]
+path = "out.wav"
+format = "pcm16"
+buffer = { capacity_blocks = 64, when_full = "block" }
+"#,
+    )
+    .unwrap();
+    let summary = dir.path().join("summary.json");
+    let mut cmd = Command::new(tapeline_bin());
+    jack_env(&mut cmd, &server.name);
+    cmd.args(["run", "-q", pipeline.to_str().unwrap()])
+        .args(["--for", "60s", "--summary-json", summary.to_str().unwrap()])
+        .env_remove(tapeline::plugins::PLUGIN_PATH_ENV)
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+    let spawned = Instant::now();
+    let mut run = Reaped(cmd.spawn().expect("tapeline runs"));
+    let ms_since_spawn = |t: Instant| t.duration_since(spawned).as_secs_f64() * 1000.0;
+    // cpal's client of this process: `cpal_client_<pid>_in`, ports `in_0`, `in_1`.
+    let port = format!("cpal_client_{}_in:in_0", run.0.id());
+    let recording = |ports: &[String]| ports.contains(&port);
+    let output = |dir: &TempDir| {
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+        format!("stdout:\n{}\nstderr:\n{}", read("stdout"), read("stderr"))
+    };
+
+    assert!(
+        server.wait_for(Duration::from_secs(15), recording),
+        "the capture never connected to the JACK server\n{}",
+        output(&dir)
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = Instant::now();
+    server.kill();
+    std::thread::sleep(Duration::from_millis(1000));
+    let respawned = Instant::now();
+    server.spawn();
+    let ready = Instant::now();
+    assert!(
+        server.wait_for(Duration::from_secs(15), recording),
+        "the capture did not come back after the server did\n{}",
+        output(&dir)
+    );
+    let recovered = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    // Stop the recording as Ctrl-C would (storage is finalised, the summary written).
+    let _ = Command::new("kill")
+        .args(["-TERM", &run.0.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tapeline did not stop\n{}",
+            output(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = spawned.elapsed();
+    server.stop();
+    assert_eq!(status.code(), Some(0), "{}", output(&dir));
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let dev = stage(&s, "dev");
+
+    // Detected: a device-lost error, and the history running -> failed -> recovering ->
+    // running.
+    let lost = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["stage"] == "dev" && e["kind"] == "device-lost")
+        .unwrap_or_else(|| panic!("a device-lost error: {:#}", s["errors"]));
+    let why = lost["message"].as_str().unwrap();
+    let path = if why.contains("JACK server shut down") {
+        "libjack's shutdown callback (cpal: DeviceNotAvailable)"
+    } else if why.contains("no audio from the device") {
+        "timeout_ms (no audio)"
+    } else {
+        panic!("an unexpected reason for the loss: {lost:#}")
+    };
+    let failed_at = transition_at(dev, "running", "failed", 0)
+        .unwrap_or_else(|| panic!("running -> failed in the history: {dev:#}"));
+    transition_at(dev, "failed", "recovering", failed_at)
+        .unwrap_or_else(|| panic!("failed -> recovering: {dev:#}"));
+    let resumed_at = transition_at(dev, "recovering", "running", failed_at)
+        .unwrap_or_else(|| panic!("recovering -> running: {dev:#}"));
+    let stopped_at = transition_at(dev, "running", "stopping", resumed_at)
+        .unwrap_or_else(|| panic!("running -> stopping after the recovery: {dev:#}"));
+    assert!(
+        stopped_at - resumed_at >= 800,
+        "recorded for a second after the recovery: {dev:#}"
+    );
+    // `at_ms` counts from the run's start, a little after the spawn: this slightly
+    // underestimates how long the detection took.
+    let detection_ms = failed_at as f64 - ms_since_spawn(killed);
+    assert!(
+        detection_ms < 500.0 + 400.0,
+        "the loss took {detection_ms:.0} ms to be noticed: {dev:#}"
+    );
+
+    // Counted: restarts (the failed attempts while the server was down included) and the gap.
+    let restarts = dev["restarts"].as_u64().unwrap();
+    assert!(restarts >= 1, "{dev:#}");
+    assert!(dev["gaps"].as_u64().unwrap() >= 1, "{dev:#}");
+    let gap = dev["gap_frames"].as_u64().unwrap() as f64;
+    let gap_ms = gap / RATE * 1000.0;
+    // The gap runs from the last audio before the kill to the first audio after the restart.
+    // - It is at least the time the server was certainly down (killed until started again),
+    //   less 10 ms: the first period's start is estimated from its callback's time.
+    // - It is at most: the time until the new server answered, plus the wait for the next
+    //   restart attempt after that (the backoff doubles, so that wait is at most the time
+    //   since the loss, plus one backoff), plus building the instance and its first period
+    //   (0.5 s is generous: about 120 ms here).
+    let down_ms = respawned.duration_since(killed).as_secs_f64() * 1000.0;
+    let until_ready_ms = ready.duration_since(killed).as_secs_f64() * 1000.0;
+    assert!(
+        gap_ms >= down_ms - 10.0 && gap_ms <= 2.0 * until_ready_ms + 500.0,
+        "a gap of {gap} frames ({gap_ms:.0} ms) for a server down {down_ms:.0} ms (answering \
+         again after {until_ready_ms:.0} ms): {dev:#}"
+    );
+    // And it is the stage's own time away, as its history tells it: from the failure to the
+    // restart, plus at most the detection and the new stream's first period.
+    let away_ms = (resumed_at - failed_at) as f64;
+    assert!(
+        (away_ms - 50.0..=away_ms + 300.0).contains(&gap_ms),
+        "a gap of {gap_ms:.0} ms, away {away_ms:.0} ms by the history: {dev:#}"
+    );
+
+    // The file is valid and holds the whole timeline: the audio plus the gap's silence.
+    let frames_out = dev["frames_out"].as_u64().unwrap();
+    let (spec, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 48_000, 16)
+    );
+    assert_eq!(got.len() as u64, 2 * (frames_out + gap as u64), "{dev:#}");
+    assert_eq!(s["storage"][0]["frames_written"], frames_out + gap as u64);
+    eprintln!(
+        "JACK loss: detected by {path} ~{detection_ms:.0} ms after the kill; server down \
+         {down_ms:.0} ms (answering after {until_ready_ms:.0} ms); capture back {:.0} ms after \
+         the kill; gap {gap} frames = {gap_ms:.0} ms (history: away {away_ms:.0} ms); restarts \
+         {restarts}; {frames_out} frames of audio; test took {took:.1?}",
+        recovered.duration_since(killed).as_secs_f64() * 1000.0
+    );
+}
