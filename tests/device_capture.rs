@@ -160,6 +160,48 @@ fn an_unpaced_file_device_delivers_the_ramp_sample_for_sample() {
 }
 
 #[test]
+fn with_gap_skip_lost_frames_are_counted_and_no_silence_is_inserted() {
+    let dir = TempDir::new("devcap-skip");
+    let raw = dir.path().join("ramp.raw");
+    std::fs::write(&raw, ramp16_bytes(0, 96_000)).unwrap();
+    // The same 20 ms ring behind the unpaced device, but gaps are skipped, not filled.
+    let pipeline = stereo_i16_pipeline(24_000, "buffer_ms = 20\ngap = \"skip\"");
+    let (out, s) = run_pipeline(&dir, &raw, &pipeline);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let dev = stage(&s, "dev");
+    assert_eq!(dev["gaps"], 0, "the host inserted nothing: {dev:#}");
+    assert_eq!(dev["gap_frames"], 0, "{dev:#}");
+    assert_eq!(dev["frames_out"], 24_000, "{dev:#}");
+    // What was skipped is counted, in the warning the stage gives when it stops.
+    let warning = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["stage"] == "dev")
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.contains("skipped"))
+        .unwrap_or_else(|| panic!("no skip count in {:#}", s["errors"]))
+        .to_string();
+    let skipped: u64 = warning
+        .rsplit("skipped (gap = \"skip\"): ")
+        .next()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in: {warning}"));
+    assert!(skipped > 0, "{warning}");
+    // Every frame in the file is device audio (a ramp frame: right = left + 1), no silence.
+    let (_, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(got.len(), 2 * 24_000);
+    for (i, f) in got.chunks_exact(2).enumerate() {
+        assert_eq!(
+            f[1] as i16,
+            (f[0] as i16).wrapping_add(1),
+            "frame {i} is not device audio: {f:?}"
+        );
+    }
+}
+
+#[test]
 fn frames_that_do_not_fit_the_ring_become_counted_gaps_at_their_place() {
     let dir = TempDir::new("devcap-overflow");
     let raw = dir.path().join("ramp.raw");

@@ -82,6 +82,18 @@ pub enum Fallback {
     Default,
 }
 
+/// What a gap (frames the device or the ring lost, or a device outage) becomes in the recording.
+#[derive(Deserialize, Serialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GapMode {
+    /// Silence of the gap's length, flagged as a discontinuity: the timeline stays true.
+    #[default]
+    Silence,
+    /// Nothing: the audio after the gap follows at once (flagged as a discontinuity); the
+    /// skipped frames are only counted (in the warning the stage gives when it stops).
+    Skip,
+}
+
 /// `cpal-capture` settings. Recovery from a lost device is the host's `on_error = { policy =
 /// "restart", max_restarts = N, backoff_ms = M }` on this stage.
 #[derive(Deserialize, JsonSchema, Debug)]
@@ -103,6 +115,9 @@ pub struct CpalCaptureConfig {
     /// "none" (wait for it) or "default" (record from the default input device).
     #[serde(default)]
     pub fallback: Fallback,
+    /// A gap (lost frames, a device outage): "silence" of its length (default) or "skip".
+    #[serde(default)]
+    pub gap: GapMode,
     /// Size of the ring between the device and the pipeline, in milliseconds. Frames that do
     /// not fit are dropped, counted, and become a gap the host fills with silence.
     #[serde(default = "default_buffer_ms")]
@@ -312,6 +327,9 @@ pub struct CpalCapture {
     /// block reports.
     resume_after: Option<u64>,
     next_gap: Option<Gap>,
+    /// `gap = "skip"`: gaps do not move the position; their frames are counted here.
+    skip_gaps: bool,
+    skipped_frames: u64,
     started_ns: u64,
     /// Backend error count and time at the start of the current one-second window.
     burst: (u64, u64),
@@ -401,6 +419,8 @@ impl Capture for CpalCapture {
             limit: config.frames,
             resume_after: lost_at,
             next_gap: None,
+            skip_gaps: config.gap == GapMode::Skip,
+            skipped_frames: 0,
             started_ns: 0,
             burst: (0, 0),
             failing: None,
@@ -454,7 +474,7 @@ impl Capture for CpalCapture {
                 }
                 let away = u128::from(began.saturating_sub(lost));
                 let jump = (away * u128::from(self.rate) / 1_000_000_000) as u64;
-                self.position = (self.position + jump).min(limit.unwrap_or(u64::MAX));
+                self.advance_over_gap(jump, limit);
                 flags |= FLAG_DISCONTINUITY;
                 self.resume_after = None;
                 self.record.clear_lost();
@@ -469,7 +489,7 @@ impl Capture for CpalCapture {
                     break;
                 }
                 // A gap past the end only reaches the end.
-                self.position = (self.position + g.frames).min(limit.unwrap_or(u64::MAX));
+                self.advance_over_gap(g.frames, limit);
                 flags |= FLAG_DISCONTINUITY;
                 self.next_gap = None;
                 want = want.min(room(self.position));
@@ -539,6 +559,16 @@ fn now_ns() -> u64 {
 }
 
 impl CpalCapture {
+    /// A gap of `frames`: the position jumps over it (the host inserts silence), or with
+    /// `gap = "skip"` it is only counted.
+    fn advance_over_gap(&mut self, frames: u64, limit: Option<u64>) {
+        if self.skip_gaps {
+            self.skipped_frames += frames;
+        } else {
+            self.position = (self.position + frames).min(limit.unwrap_or(u64::MAX));
+        }
+    }
+
     /// Turn what the callbacks reported into a `device-lost` error, once the ring is drained
     /// (the audio before the loss is kept). Allocates only then.
     fn check_device(&mut self) -> PluginResult<()> {
@@ -608,7 +638,8 @@ impl CpalCapture {
         let s = &self.shared;
         format!(
             "{} frames from the device in {} callbacks; ring overflows: {} ({} frames dropped); \
-             xruns: {} reported, {} found in timestamps ({} frames)",
+             xruns: {} reported, {} found in timestamps ({} frames); skipped (gap = \"skip\"): \
+             {} frames",
             s.device_frames.load(Ordering::Relaxed),
             s.callbacks.load(Ordering::Relaxed),
             s.overflows.load(Ordering::Relaxed),
@@ -616,6 +647,7 @@ impl CpalCapture {
             s.xruns_reported.load(Ordering::Relaxed),
             s.xruns_detected.load(Ordering::Relaxed),
             s.xrun_frames.load(Ordering::Relaxed),
+            self.skipped_frames,
         )
     }
 
