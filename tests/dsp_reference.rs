@@ -15,37 +15,17 @@ use std::path::Path;
 use std::process::Command;
 
 use tapeline_tests::{
-    code, context, format, new_processor, process_block, registry, run, stderr, unique_stage_id,
-    TempDir, BLOCK_FRAMES, SAMPLE_RATE,
+    code, context, format, new_processor, process_block, registry, run_toml, stderr,
+    unique_stage_id, Rng, TempDir, BLOCK_FRAMES, SAMPLE_RATE,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
 
-/// SplitMix64: a small deterministic generator, so every run feeds the same audio.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    }
-}
-
 /// Write `toml` as `p.toml` in `dir` and run it with `tapeline run`; it must exit 0.
 fn run_pipeline(dir: &TempDir, toml: &str) {
-    let pipeline = dir.path().join("p.toml");
-    std::fs::write(&pipeline, toml).unwrap();
-    let out = run(["run", pipeline.to_str().unwrap()]);
+    let (out, _) = run_toml(dir, toml);
     assert_eq!(code(&out), 0, "tapeline run failed:\n{}", stderr(&out));
 }
 

@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tapeline_tests::{code, run, stderr, stdout, Output, TempDir};
+use tapeline_tests::{code, run_toml, stderr, stdout, Output, TempDir};
 
 /// Frames per block (the pipeline's default `block_frames`).
 const BLOCK: u64 = 480;
@@ -261,15 +261,7 @@ struct Run {
 impl Run {
     fn new(what: &str, toml: &str) -> Run {
         let dir = TempDir::new("fault-matrix");
-        let file = dir.path().join("p.toml");
-        std::fs::write(&file, toml).unwrap();
-        let sum = dir.path().join("summary.json");
-        let out = run([
-            "run",
-            file.to_str().unwrap(),
-            "--summary-json",
-            sum.to_str().unwrap(),
-        ]);
+        let (out, sum) = run_toml(&dir, toml);
         // Exit codes 0 and 1 only: a crash (a signal, an abort) is never an answer. `code`
         // panics if the process was killed by a signal.
         let exit = code(&out);

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapeline_tests::{code, run, stderr, tapeline_bin, TempDir};
+use tapeline_tests::{code, run_toml, stderr, tapeline_bin, TempDir};
 
 fn read_i16(path: &Path) -> (hound::WavSpec, Vec<i16>) {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -19,20 +19,6 @@ fn read_i16(path: &Path) -> (hound::WavSpec, Vec<i16>) {
 fn summary(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("summary written"))
         .expect("summary JSON")
-}
-
-/// Write `toml` as a pipeline in `dir`, run it, and return the output and the summary's path.
-fn run_pipeline(dir: &TempDir, toml: &str) -> (tapeline_tests::Output, std::path::PathBuf) {
-    let pipeline = dir.path().join("p.toml");
-    std::fs::write(&pipeline, toml).unwrap();
-    let sum = dir.path().join("summary.json");
-    let out = run([
-        "run",
-        pipeline.to_str().unwrap(),
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
-    (out, sum)
 }
 
 fn stage<'a>(s: &'a Value, id: &str) -> &'a Value {
@@ -74,7 +60,7 @@ fn wav_through_unity_gain_to_wav_is_sample_exact_and_every_frame_is_written() {
         .status()
         .expect("sox is installed (scripts/test.sh installs it)");
     assert!(sox.success());
-    let (out, sum) = run_pipeline(
+    let (out, sum) = run_toml(
         &dir,
         r#"version = 1
 [capture.src]
@@ -118,7 +104,7 @@ format = "pcm16"
 #[test]
 fn slow_storage_behind_drop_oldest_counts_every_drop_and_keeps_the_rest() {
     let dir = TempDir::new("run-drop-oldest");
-    let (out, sum) = run_pipeline(
+    let (out, sum) = run_toml(
         &dir,
         r#"version = 1
 [capture.fast-src]
@@ -279,7 +265,7 @@ fn a_second_sigint_abandons_the_queue_counts_it_and_still_finalises_the_file() {
 #[test]
 fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
     let dir = TempDir::new("run-order");
-    let (out, sum) = run_pipeline(&dir, "version = 1\n[capture.t]\nplugin = \"tone\"\nframes = 4800\nchannels = 1\n[process.g]\nplugin = \"gain\"\ninputs = [\"t\"]\n[storage.n]\nplugin = \"null\"\ninputs = [\"g\"]\n");
+    let (out, sum) = run_toml(&dir, "version = 1\n[capture.t]\nplugin = \"tone\"\nframes = 4800\nchannels = 1\n[process.g]\nplugin = \"gain\"\ninputs = [\"t\"]\n[storage.n]\nplugin = \"null\"\ninputs = [\"g\"]\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let s = summary(&sum);
     // Every stage walked the full lifecycle, validated at each step.
@@ -350,7 +336,7 @@ fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
 #[test]
 fn a_failing_stage_stops_the_pipeline_with_exit_1_and_storage_still_finalised() {
     let dir = TempDir::new("run-fail");
-    let (out, sum) = run_pipeline(
+    let (out, sum) = run_toml(
         &dir,
         r#"version = 1
 [capture.src]

@@ -15,28 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tapeline_tests::{code, run, stderr, stdout, tapeline_bin, TempDir, BLOCK_FRAMES, SAMPLE_RATE};
+use tapeline_tests::{
+    code, run, stderr, stdout, tapeline_bin, Rng, TempDir, BLOCK_FRAMES, SAMPLE_RATE,
+};
 
 // ------------------------------------------------------------------------------------------
 // Shared helpers
 // ------------------------------------------------------------------------------------------
-
-/// SplitMix64: a tiny seeded PRNG, so every "random" choice here is reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// The sample formats of `wav-writer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -296,3 +296,41 @@ where
         .output()
         .expect("tapeline runs")
 }
+
+/// Write `toml` as `p.toml` in `dir` and `tapeline run` it with `--summary-json`. Returns the
+/// output and where the summary was written (if the run got that far).
+pub fn run_toml(dir: &TempDir, toml: &str) -> (Output, PathBuf) {
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(&pipeline, toml).expect("write the pipeline");
+    let summary = dir.path().join("summary.json");
+    let out = run([
+        "run",
+        pipeline.to_str().expect("a UTF-8 path"),
+        "--summary-json",
+        summary.to_str().expect("a UTF-8 path"),
+    ]);
+    (out, summary)
+}
+
+/// SplitMix64: a small seeded generator, so every "random" input of a test is reproducible.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f64 {
+        self.unit() * 2.0 - 1.0
+    }
+}
