@@ -809,3 +809,53 @@ fn channel_split_then_merge_gives_back_a_4_channel_pcm24_file_exactly() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// gain per channel and its ramp, through the ABI
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gain_per_channel_scales_each_channel_and_a_ramp_glides_without_a_step() {
+    let reg = registry();
+    let inputs = [format(2)];
+    let id = unique_stage_id("gain");
+    let ctx = context(&id, &inputs);
+    // channels_db: left untouched, right halved, exactly (f32 products of powers of two).
+    let mut p = new_processor(&reg, "gain", r#"{"channels_db": [0.0, -6.0206]}"#, &ctx)
+        .unwrap_or_else(|e| panic!("{}", e.message()));
+    let mut rng = Rng(7);
+    let input: Vec<f32> = (0..2 * BLOCK_FRAMES as usize)
+        .map(|_| (rng.uniform() * 0.9) as f32)
+        .collect();
+    let out = process_block(&mut p, &input, 2).unwrap();
+    for (i, (o, x)) in out.chunks_exact(2).zip(input.chunks_exact(2)).enumerate() {
+        assert_eq!(o[0], x[0], "left, frame {i}");
+        assert!(
+            (o[1] - x[1] * 0.5).abs() <= x[1].abs() * 1e-6,
+            "right, frame {i}"
+        );
+    }
+
+    // ramp_ms = 10 at 48 kHz: 480 frames from unity down to -6.0206 dB, then flat; every step
+    // is small (no click) and the level never leaves [0.5, 1].
+    let id = unique_stage_id("gain");
+    let ctx = context(&id, &inputs);
+    let mut p = new_processor(&reg, "gain", r#"{"db": -6.0206, "ramp_ms": 10.0}"#, &ctx)
+        .unwrap_or_else(|e| panic!("{}", e.message()));
+    let ones = vec![1.0f32; 2 * 2 * BLOCK_FRAMES as usize];
+    let out = process_block(&mut p, &ones, 2).unwrap();
+    let left: Vec<f32> = out.chunks_exact(2).map(|f| f[0]).collect();
+    assert!(left.windows(2).all(|w| w[1] <= w[0] && w[0] - w[1] < 0.002));
+    assert!(
+        left[0] < 1.0 && left[0] > 0.998,
+        "starts at unity: {}",
+        left[0]
+    );
+    for (i, &v) in left.iter().enumerate().skip(480) {
+        assert!((v - 0.5).abs() < 1e-6, "frame {i} after the ramp: {v}");
+    }
+    assert!(
+        out.chunks_exact(2).all(|f| f[0] == f[1]),
+        "both channels alike"
+    );
+}

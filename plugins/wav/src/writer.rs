@@ -175,9 +175,7 @@ impl Storage for WavWriter {
                     &mut self.convert,
                     w,
                 ),
-                Some(w) => {
-                    write_samples(self.format, samples.iter().copied(), &mut self.convert, w)
-                }
+                Some(w) => write_slice(self.format, samples, &mut self.convert, w),
                 None => Ok(()),
             };
             if let Err(e) = result {
@@ -310,6 +308,22 @@ fn write_samples(
     }
 }
 
+/// Convert an interleaved slice through `buf` and write it: the same conversion as
+/// [`encode`], from a slice in chunks, so the loop has no per-sample `next()` and vectorises.
+fn write_slice(
+    format: SampleFormat,
+    samples: &[f32],
+    buf: &mut [u8],
+    w: &mut impl Write,
+) -> io::Result<()> {
+    let per_chunk = buf.len() / format.bytes();
+    for chunk in samples.chunks(per_chunk.max(1)) {
+        let n = encode_slice(format, chunk, buf);
+        w.write_all(&buf[..n])?;
+    }
+    Ok(())
+}
+
 /// Fill `dst` with as many whole encoded samples as fit; returns the bytes used.
 ///
 /// Integers: `x * 2^(N-1)` rounded and clamped, so -1.0 is the minimum value and a sample read
@@ -322,20 +336,47 @@ pub(crate) fn encode(
     // One loop per format, with the width a constant: the format is decided once per call,
     // and each sample is stored with a fixed-size copy.
     match format {
-        SampleFormat::Pcm16 => encode_with(src, dst, |x| {
-            (round_scaled(x, 32_768.0).clamp(-32_768, 32_767) as i16).to_le_bytes()
-        }),
-        SampleFormat::Pcm24 => encode_with(src, dst, |x| {
-            let v = round_scaled(x, 8_388_608.0).clamp(-8_388_608, 8_388_607) as i32;
-            let b = v.to_le_bytes();
-            [b[0], b[1], b[2]]
-        }),
-        SampleFormat::Pcm32 => encode_with(src, dst, |x| {
-            (round_scaled(x, 2_147_483_648.0).clamp(-2_147_483_648, 2_147_483_647) as i32)
-                .to_le_bytes()
-        }),
+        SampleFormat::Pcm16 => encode_with(src, dst, pcm16),
+        SampleFormat::Pcm24 => encode_with(src, dst, pcm24),
+        SampleFormat::Pcm32 => encode_with(src, dst, pcm32),
         SampleFormat::Float32 => encode_with(src, dst, f32::to_le_bytes),
     }
+}
+
+/// [`encode`] from a slice: as many samples as fit in `dst`; returns the bytes used. No
+/// per-sample `next()`, so the loop vectorises.
+fn encode_slice(format: SampleFormat, src: &[f32], dst: &mut [u8]) -> usize {
+    match format {
+        SampleFormat::Pcm16 => convert_slice(src, dst, pcm16),
+        SampleFormat::Pcm24 => convert_slice(src, dst, pcm24),
+        SampleFormat::Pcm32 => convert_slice(src, dst, pcm32),
+        SampleFormat::Float32 => convert_slice(src, dst, f32::to_le_bytes),
+    }
+}
+
+fn convert_slice<const W: usize>(
+    src: &[f32],
+    dst: &mut [u8],
+    convert: impl Fn(f32) -> [u8; W],
+) -> usize {
+    let n = src.len().min(dst.len() / W);
+    for (slot, &x) in dst[..n * W].chunks_exact_mut(W).zip(&src[..n]) {
+        slot.copy_from_slice(&convert(x));
+    }
+    n * W
+}
+
+fn pcm16(x: f32) -> [u8; 2] {
+    (round_scaled(x, 32_768.0).clamp(-32_768, 32_767) as i16).to_le_bytes()
+}
+
+fn pcm24(x: f32) -> [u8; 3] {
+    let b = (round_scaled(x, 8_388_608.0).clamp(-8_388_608, 8_388_607) as i32).to_le_bytes();
+    [b[0], b[1], b[2]]
+}
+
+fn pcm32(x: f32) -> [u8; 4] {
+    (round_scaled(x, 2_147_483_648.0).clamp(-2_147_483_648, 2_147_483_647) as i32).to_le_bytes()
 }
 
 fn encode_with<const W: usize>(
