@@ -1165,7 +1165,9 @@ mod tests {
         // The producer is (or soon will be) waiting for room; dropping the consumer frees it.
         drop(c);
         let accepted = producer.join().unwrap();
-        assert!(accepted >= 10);
+        // Ten blocks were taken, so ten were queued; the push of the tenth may still see the
+        // consumer leave right after that block was taken, and report `Closed` for it.
+        assert!(accepted >= 9, "{accepted}");
         let s = stats.snapshot();
         assert!(s.invariant_holds(), "{s:?}");
         assert_eq!(s.depth, 0);
