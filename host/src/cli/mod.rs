@@ -46,6 +46,12 @@ pub enum Command {
     /// Run a pipeline until its sources end, `--for` passes, or SIGINT/SIGTERM (a second signal
     /// stops fast); storage is finalised in every case. Exit 0, 1 on a runtime failure, 2 on
     /// bad input.
+    ///
+    /// On a terminal a live view shows each stage, queue, level and the progress of finite
+    /// sources; at the end a summary lists every stage's state history and work, every edge's
+    /// counters and every cleanup step. When a stage fails, a state dump (JSON) is written next
+    /// to the outputs and its path printed. A plugin call that lasts longer than the pipeline's
+    /// `stall_timeout_ms` is reported by the watchdog and handled by the stage's `on_error`.
     Run(run::RunArgs),
     /// List installed plugins (name, kind, version, library file).
     Plugins(plugins::PluginsArgs),
