@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tapeline_tests::{code, run_toml, stderr, stdout, Output, TempDir};
+use tapeline_tests::{code, run_toml, state_dump_path, stderr, stdout, Output, TempDir};
 
 /// Frames per block (the pipeline's default `block_frames`).
 const BLOCK: u64 = 480;
@@ -374,12 +374,9 @@ impl Run {
             .unwrap_or_else(|| panic!("{}: cleanup step {name}", self.what))
     }
 
-    /// The state dump the host announced on stderr (`state dump: PATH`), if any.
+    /// The state dump the host announced on stderr, if any.
     fn state_dump(&self) -> Option<PathBuf> {
-        stderr(&self.out)
-            .lines()
-            .find_map(|l| l.strip_prefix("state dump: "))
-            .map(PathBuf::from)
+        state_dump_path(&stderr(&self.out))
     }
 }
 

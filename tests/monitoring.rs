@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapeline_tests::{code, run, stderr, stdout, tapeline_bin, TempDir};
+use tapeline_tests::{code, run, state_dump_path, stderr, stdout, tapeline_bin, TempDir};
 
 fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
@@ -177,7 +177,7 @@ fn log_json_events_about_a_stage_carry_its_id_plugin_and_kind() {
         .iter()
         .find(|e| e["level"] == "WARN")
         .expect("the injected error is logged");
-    assert_eq!(error["fields"]["severity"], "Recoverable");
+    assert_eq!(error["fields"]["severity"], "recoverable");
     let path: Vec<(String, String)> = flaky
         .iter()
         .filter(|e| e["fields"]["message"] == "state")
@@ -213,7 +213,7 @@ fn without_a_terminal_there_is_no_live_view_and_quiet_prints_only_the_files() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = stdout(&out);
     let expected = format!(
-        "wrote {} (48000 frames)\n",
+        "wrote {} (48000 frames, 1.00 s)\n",
         std::fs::canonicalize(dir.path().join("out.wav"))
             .unwrap()
             .display()
@@ -298,11 +298,12 @@ fn a_failure_writes_a_state_dump_next_to_the_outputs_and_prints_its_path() {
     let out = run(["run", pipeline.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let err = stderr(&out);
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("state dump: "))
-        .unwrap_or_else(|| panic!("no state dump line in:\n{err}"));
-    let path = PathBuf::from(line.trim_start_matches("state dump: "));
+    // The error comes first, the state dump is its help line.
+    assert!(
+        err.starts_with("error: stage `bad` failed:"),
+        "the error is the first line:\n{err}"
+    );
+    let path = state_dump_path(&err).unwrap_or_else(|| panic!("no state dump line in:\n{err}"));
     assert_eq!(
         path.parent().map(|p| std::fs::canonicalize(p).unwrap()),
         Some(std::fs::canonicalize(dir.path()).unwrap()),

@@ -312,6 +312,15 @@ pub fn run_toml(dir: &TempDir, toml: &str) -> (Output, PathBuf) {
     (out, summary)
 }
 
+/// The state dump a failed run announced in its error's help line
+/// (`  help: state dump: PATH (…)`), if any.
+pub fn state_dump_path(stderr: &str) -> Option<PathBuf> {
+    stderr.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("help: state dump: ")?;
+        Some(PathBuf::from(rest.split(" (").next()?))
+    })
+}
+
 /// SplitMix64: a small seeded generator, so every "random" input of a test is reproducible.
 pub struct Rng(pub u64);
 

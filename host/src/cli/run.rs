@@ -21,7 +21,10 @@ use crate::runtime::{self, RunOptions, RunSummary};
 pub struct RunArgs {
     /// The pipeline file.
     pub file: PathBuf,
-    /// Stop after this long (e.g. `30s`, `5m`, `1h`, `1500ms`); default: until every source ends.
+    /// Stop after this long, in wall-clock time (e.g. `30s`, `5m`, `1h`, `1500ms`; a bare number
+    /// is seconds); default: until every source ends. Generators and files run faster than real
+    /// time: `--for 2s` on an endless `tone` records far more than 2 s of audio (give it
+    /// `seconds` instead).
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Also write the run summary as JSON to this file.
@@ -93,7 +96,8 @@ fn write_state_dump(plan: &Plan, file: &Path, summary: &RunSummary) -> std::io::
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let path = folder.join(format!("{stem}.failure-{secs}.json"));
+    // Seconds and the process id: two failures in the same second do not overwrite each other.
+    let path = folder.join(format!("{stem}.failure-{secs}-{}.json", std::process::id()));
     let stages: Vec<serde_json::Value> = plan
         .stages
         .iter()
@@ -244,7 +248,7 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
     if args.quiet {
         for st in &summary.storage {
             for f in &st.files {
-                println!("wrote {f} ({} frames)", st.frames_written);
+                println!("wrote {f} ({})", st.length());
             }
         }
     } else {
@@ -257,15 +261,20 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
         }
     }
     if summary.failed() {
-        match write_state_dump(&plan, &args.file, &summary) {
-            Ok(path) => eprintln!("state dump: {}", path.display()),
-            Err(e) => eprintln!("error: cannot write the state dump: {e}"),
-        }
+        let dump = match write_state_dump(&plan, &args.file, &summary) {
+            Ok(path) => format!(
+                "state dump: {} (state histories, errors, counters, the resolved pipeline)",
+                path.display()
+            ),
+            Err(e) => format!("the state dump could not be written: {e}"),
+        };
         let f = summary.failure.as_ref();
-        return Err(CliError::runtime(match f {
+        let mut error = CliError::runtime(match f {
             Some(f) => format!("stage `{}` failed: {}", f.stage, f.message),
             None => "finalising storage failed (see the summary above)".to_string(),
-        }));
+        });
+        error.help = Some(dump);
+        return Err(error);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,7 @@ use tapeline_plugin_api::PluginKind;
 use crate::config::parse::Policy;
 use crate::config::{Plan, WhenFull};
 use crate::discipline::buffers::{self, Consumer, EdgeSpec, EdgeStats, Producer};
-use crate::discipline::cleanup::CleanupCoordinator;
+use crate::discipline::cleanup::{CleanupCoordinator, StepOutcome};
 use crate::discipline::state_machine::{State, StateMachine};
 use stage::{Event, Factory, Severity, StageCtx, StageStats, Stop};
 pub use summary::{RunSummary, StageSummary};
@@ -60,6 +60,18 @@ pub enum EndReason {
     Duration,
     Interrupted,
     Failed,
+}
+
+impl EndReason {
+    /// How the summary and the log say it.
+    pub fn as_words(&self) -> &'static str {
+        match self {
+            EndReason::SourcesEnded => "sources ended",
+            EndReason::Duration => "--for duration reached",
+            EndReason::Interrupted => "interrupted",
+            EndReason::Failed => "failed",
+        }
+    }
 }
 
 /// A plugin instance handed back by its thread, dropped by the "release plugins" step.
@@ -199,6 +211,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
             events: events_tx.clone(),
             epoch,
             stall_timeout_ms: plan.file.stall_timeout_ms,
+            capture: s.kind == PluginKind::Capture,
         };
         let outs = std::mem::take(&mut producers[i]);
         let ins: Vec<Consumer> = consumers[i].iter_mut().filter_map(Option::take).collect();
@@ -242,9 +255,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                 break;
             }
             r.stats.restarts.fetch_add(1, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_millis(
-                s.on_error.backoff_ms.saturating_mul(1 << tries.min(16)),
-            ));
+            std::thread::sleep(
+                Duration::from_millis(s.on_error.backoff_ms.saturating_mul(1 << tries.min(16)))
+                    .min(stage::MAX_BACKOFF),
+            );
             built = attempt();
         }
         let spawned =
@@ -636,9 +650,18 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
     }
     log_transitions(plan, &stages, &mut logged);
     for step in &steps {
-        tracing::info!(step = %step.name, outcome = ?step.outcome, "cleanup step");
+        let (outcome, detail) = match &step.outcome {
+            StepOutcome::Ok(d) => ("ok", d),
+            StepOutcome::Failed(d) => ("failed", d),
+            StepOutcome::Skipped(d) => ("skipped", d),
+        };
+        tracing::info!(step = %step.name, outcome, detail = %detail, "cleanup step");
     }
-    tracing::info!(end = ?reason, seconds = epoch.elapsed().as_secs_f64(), "run ended");
+    tracing::info!(
+        end = reason.as_words(),
+        seconds = epoch.elapsed().as_secs_f64(),
+        "run ended"
+    );
     // The last snapshot: the state everything ended in.
     let totals = monitoring.finish();
     summary::build(
@@ -723,7 +746,7 @@ fn watchdog(
             plugin = %s.entry.name(),
             kind = s.kind.as_str(),
             error_kind = "stalled",
-            ?severity,
+            severity = severity.as_str(),
             "{message}"
         );
         errors.push(summary::ErrorRecord {
@@ -774,7 +797,7 @@ fn note_error(
         plugin = %s.entry.name(),
         kind = s.kind.as_str(),
         error_kind = error.kind.as_str(),
-        ?severity,
+        severity = severity.as_str(),
         "{}",
         error.message()
     );

@@ -199,6 +199,16 @@ pub enum Severity {
     Fatal,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Recoverable => "recoverable",
+            Severity::Fatal => "fatal",
+        }
+    }
+}
+
 /// What a stage thread tells the coordinator.
 #[derive(Debug)]
 pub enum Event {
@@ -281,6 +291,8 @@ pub struct StageCtx {
     pub events: Sender<Event>,
     pub epoch: Instant,
     pub stall_timeout_ms: u64,
+    /// A capture stage: it also stops waiting to restart when captures are asked to stop.
+    pub capture: bool,
 }
 
 /// What the stage's error policy decided.
@@ -291,7 +303,12 @@ enum Verdict<T> {
     Restarted(T),
     /// `fail`, or restarts exhausted: the coordinator was told.
     Give,
+    /// The pipeline started stopping while the stage waited to restart: it just ends.
+    Stopped,
 }
+
+/// The longest wait between two restarts, however far `backoff_ms` has doubled.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 impl StageCtx {
     /// Apply the stage's `on_error` policy. The error path may lock and allocate; the steady
@@ -330,9 +347,10 @@ impl StageCtx {
                         State::Recovering,
                         format!("restart {} of {}", n + 1, self.on_error.max_restarts),
                     );
-                    std::thread::sleep(Duration::from_millis(
-                        self.on_error.backoff_ms.saturating_mul(1 << n.min(16)),
-                    ));
+                    if !self.back_off(n) {
+                        // The pipeline is stopping: no more attempts, and no failure either.
+                        return Verdict::Stopped;
+                    }
                     match rebuild() {
                         Ok(instance) => {
                             let _ = self.sm.transition(State::Running, "restarted");
@@ -372,6 +390,27 @@ impl StageCtx {
     fn wind_down(&self, to: State, reason: &str) {
         if self.sm.state() != State::Failed {
             let _ = self.sm.transition(to, reason);
+        }
+    }
+
+    /// Wait before restart `n + 1`: `backoff_ms` doubling, at most [`MAX_BACKOFF`], in short
+    /// naps so that a stop request (`--for`, a signal) is not held up. False if the pipeline
+    /// started stopping meanwhile.
+    fn back_off(&self, n: u32) -> bool {
+        let wait = Duration::from_millis(self.on_error.backoff_ms.saturating_mul(1 << n.min(16)))
+            .min(MAX_BACKOFF);
+        let until = Instant::now() + wait;
+        loop {
+            if self.stop.abandon.load(Ordering::Relaxed)
+                || (self.capture && self.stop.captures.load(Ordering::Relaxed))
+            {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(20)));
         }
     }
 
@@ -545,7 +584,7 @@ pub fn run_capture(
                 }
                 match ctx.after_stall(Call::Read, rebuild_capture(&ctx)) {
                     Some(Verdict::Restarted(c)) => instance = c,
-                    Some(Verdict::Give) => break,
+                    Some(Verdict::Give | Verdict::Stopped) => break,
                     Some(Verdict::Ignore) | None => {}
                 }
             }
@@ -555,7 +594,7 @@ pub fn run_capture(
                     ctx.on_error.backoff_ms.clamp(10, 1000),
                 )),
                 Verdict::Restarted(c) => instance = c,
-                Verdict::Give => break,
+                Verdict::Give | Verdict::Stopped => break,
             },
         }
     }
@@ -686,7 +725,7 @@ pub fn run_processor(
                     .record_busy(busy, ctx.epoch, frames as u64, out_frames);
                 match ctx.after_stall(Call::Process, || ctx.factory.processor()) {
                     Some(Verdict::Restarted(p)) => instance = p,
-                    Some(Verdict::Give) => break,
+                    Some(Verdict::Give | Verdict::Stopped) => break,
                     Some(Verdict::Ignore) | None => {}
                 }
             }
@@ -696,7 +735,7 @@ pub fn run_processor(
                 match ctx.on_error(e, || ctx.factory.processor()) {
                     Verdict::Ignore => {}
                     Verdict::Restarted(p) => instance = p,
-                    Verdict::Give => break,
+                    Verdict::Give | Verdict::Stopped => break,
                 }
             }
         }
@@ -826,7 +865,7 @@ pub fn run_storage(
                         let old = std::mem::replace(&mut instance, s);
                         merge_report(&mut earlier, old);
                     }
-                    Some(Verdict::Give) => failed = true,
+                    Some(Verdict::Give | Verdict::Stopped) => failed = true,
                     Some(Verdict::Ignore) | None => {}
                 }
             }

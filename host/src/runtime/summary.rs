@@ -49,6 +49,8 @@ pub struct StageSummary {
 pub struct StorageSummary {
     pub stage: String,
     pub frames_written: u64,
+    /// What `frames_written` lasts at the stage's input rate.
+    pub seconds: f64,
     pub files: Vec<String>,
     pub error: Option<String>,
 }
@@ -87,6 +89,20 @@ pub struct RunSummary {
     pub monitoring: super::monitor::MonitorTotals,
 }
 
+impl StorageSummary {
+    /// `240000 frames, 5.00 s` (or `1:02:03.5` past a minute).
+    pub fn length(&self) -> String {
+        let t = self.seconds;
+        let shown = if t < 60.0 {
+            format!("{t:.2} s")
+        } else {
+            let whole = t as u64;
+            format!("{}:{:02}:{:04.1}", whole / 3600, whole / 60 % 60, t % 60.0)
+        };
+        format!("{} frames, {shown}", self.frames_written)
+    }
+}
+
 impl RunSummary {
     /// True when a stage failed or finalising storage did not succeed.
     pub fn failed(&self) -> bool {
@@ -102,7 +118,12 @@ impl RunSummary {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let name = self.pipeline.as_deref().unwrap_or("pipeline");
-        let _ = writeln!(s, "{name}: {:?} after {:.2} s", self.end, self.seconds);
+        let _ = writeln!(
+            s,
+            "{name}: {} after {:.2} s",
+            self.end.as_words(),
+            self.seconds
+        );
         if let Some(f) = &self.failure {
             let _ = writeln!(
                 s,
@@ -165,8 +186,11 @@ impl RunSummary {
             for e in &self.errors {
                 let _ = writeln!(
                     s,
-                    "  {:>7} ms  {:<12} {:?} ({}): {}",
-                    e.at_ms, e.stage, e.severity, e.kind, e.message
+                    "  {:>7} ms  {:<12} {:<11} {}",
+                    e.at_ms,
+                    e.stage,
+                    e.severity.as_str(),
+                    e.message
                 );
             }
         }
@@ -181,7 +205,7 @@ impl RunSummary {
         }
         for st in &self.storage {
             for f in &st.files {
-                let _ = writeln!(s, "wrote {f} ({} frames)", st.frames_written);
+                let _ = writeln!(s, "wrote {f} ({})", st.length());
             }
             if let Some(e) = &st.error {
                 let _ = writeln!(s, "storage `{}` did not finalise: {e}", st.stage);
@@ -286,10 +310,20 @@ pub(super) fn build(
         cleanup,
         storage: storage
             .into_iter()
-            .map(|(stage, r)| match r {
+            .map(|(stage, r)| {
+                let rate = plan
+                    .stages
+                    .iter()
+                    .find(|s| s.id == stage)
+                    .and_then(|s| s.input_formats.first())
+                    .map_or(plan.file.sample_rate, |f| f.sample_rate);
+                (stage, r, f64::from(rate.max(1)))
+            })
+            .map(|(stage, r, rate)| match r {
                 Ok(rep) => StorageSummary {
                     stage,
                     frames_written: rep.frames_written,
+                    seconds: rep.frames_written as f64 / rate,
                     files: rep
                         .files
                         .iter()
@@ -303,6 +337,7 @@ pub(super) fn build(
                 Err(e) => StorageSummary {
                     stage,
                     frames_written: 0,
+                    seconds: 0.0,
                     files: Vec::new(),
                     error: Some(e),
                 },
