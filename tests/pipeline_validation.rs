@@ -168,6 +168,17 @@ fn a_missing_file_is_one_line_and_exit_2() {
         first.starts_with("no/such/pipeline.toml: error: cannot read the pipeline file"),
         "{first}"
     );
+    // `run` says it once: one error line, one help line.
+    let out = run(["run", "no/such/pipeline.toml"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("error: cannot read no/such/pipeline.toml:"),
+        "{err}"
+    );
+    assert!(lines[1].starts_with("  help: check the path"), "{err}");
 }
 
 /// A 44.1 kHz stereo WAV file of one second of a ramp.

@@ -160,6 +160,12 @@ fn write_state_dump(plan: &Plan, file: &Path, summary: &RunSummary) -> std::io::
 }
 
 pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
+    if let Err(e) = std::fs::metadata(&args.file) {
+        return Err(CliError::input(
+            format!("cannot read {}: {e}", args.file.display()),
+            "check the path; pipeline files are TOML, e.g. pipelines/demo.toml",
+        ));
+    }
     let reg = registry(global);
     let (plan, report) = config::load(&args.file, &reg);
     if !report.diagnostics.is_empty() {

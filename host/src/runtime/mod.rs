@@ -267,6 +267,9 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                     r.length_frames = c.length_frames().into_option();
                     let channels = s.outputs.first().map_or(1, |p| p.format.channels);
                     let outs = outs.into_iter().next().unwrap_or_default();
+                    // Running before the thread exists: a quick stage may reach `stopping` before
+                    // this thread would get to say so.
+                    let _ = r.sm.transition(State::Running, "thread started");
                     spawn(&name, move || stage::run_capture(ctx, c, channels, outs))
                         .map(Handle::Capture)
                 }
@@ -275,6 +278,9 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                     // The plan settles every port's size (never 0).
                     let ports = s.outputs.iter().map(|o| (o.format, o.max_frames)).collect();
                     let formats = s.input_formats.clone();
+                    // Running before the thread exists: a quick stage may reach `stopping` before
+                    // this thread would get to say so.
+                    let _ = r.sm.transition(State::Running, "thread started");
                     spawn(&name, move || {
                         stage::run_processor(ctx, p, ins, formats, ports, outs)
                     })
@@ -291,15 +297,15 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
                     let input = ins.into_iter().next();
                     let input = input
                         .ok_or_else(|| PluginError::other("storage stage without an input edge"))?;
+                    // Running before the thread exists: a quick stage may reach `stopping` before
+                    // this thread would get to say so.
+                    let _ = r.sm.transition(State::Running, "thread started");
                     spawn(&name, move || stage::run_storage(ctx, st, input, format))
                         .map(Handle::Storage)
                 }
             });
         match spawned {
-            Ok(h) => {
-                r.handle = Some(h);
-                let _ = r.sm.transition(State::Running, "thread started");
-            }
+            Ok(h) => r.handle = Some(h),
             Err(e) => {
                 let _ = r.sm.transition(State::Failed, e.message());
                 start_error = Some((i, e));
