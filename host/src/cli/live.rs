@@ -1,6 +1,6 @@
 //! The live view of `tapeline run` on a terminal: each stage's state and load, each edge's
 //! queue depth and drops, meter levels, and for finite sources a progress bar with ETA. Drawn
-//! from monitoring snapshots on the coordinator's thread; never shown when stdout is not a
+//! from monitoring snapshots on the monitoring thread; never shown when stdout is not a
 //! terminal or with `--quiet`.
 
 use std::fmt::Write as _;

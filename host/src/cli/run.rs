@@ -197,23 +197,17 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
         )),
         None => None,
     };
+    // The live view's title, when there is one.
     let live = (!args.quiet && std::io::stdout().is_terminal()).then(|| {
-        let total = plan
-            .stages
-            .iter()
-            .filter(|s| s.kind == tapeline_plugin_api::PluginKind::Capture)
-            .count();
-        let name = plan.file.name.clone().unwrap_or_else(|| {
+        plan.file.name.clone().unwrap_or_else(|| {
             args.file
                 .file_stem()
                 .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
-        });
-        (name, total)
+        })
     });
     let view: Arc<OnceLock<LiveView>> = Arc::new(OnceLock::new());
     let sink: Option<Sink> = if metrics.is_some() || live.is_some() {
         let view = view.clone();
-        let live = live.clone();
         Some(Arc::new(move |snap: &Snapshot| {
             if let Some(m) = &metrics {
                 let mut w = m.lock();
@@ -222,13 +216,14 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
                     let _ = w.flush();
                 }
             }
-            if let Some((name, _)) = &live {
-                let total: Option<u64> = {
+            if let Some(name) = &live {
+                view.get_or_init(|| {
+                    // Frames the finite sources will produce in all, for the progress bar.
                     let finite: Vec<u64> =
                         snap.stages.iter().filter_map(|s| s.length_frames).collect();
-                    (!finite.is_empty()).then(|| finite.iter().sum())
-                };
-                view.get_or_init(|| LiveView::new(name, total)).update(snap);
+                    LiveView::new(name, (!finite.is_empty()).then(|| finite.iter().sum()))
+                })
+                .update(snap);
             }
         }))
     } else {

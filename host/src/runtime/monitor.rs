@@ -34,8 +34,9 @@ pub struct StageSnapshot {
     pub blocks: u64,
     pub frames_in: u64,
     pub frames_out: u64,
-    /// Mean and longest time per block since the previous snapshot, in microseconds.
+    /// Mean time per block since the previous snapshot, in microseconds.
     pub block_us_mean: f64,
+    /// Longest time per block since the run started (the stage threads keep one maximum).
     pub block_us_max: f64,
     /// Time spent in the plugin over the audio time it handled since the previous snapshot:
     /// 1.0 means the stage uses its whole real-time budget.
@@ -109,8 +110,7 @@ pub struct Monitor {
     stages: Vec<Watched>,
     edges: Vec<Arc<EdgeStats>>,
     previous: Vec<Previous>,
-    /// Longest block since the previous snapshot is not tracked per interval by the stage
-    /// threads; the cumulative maximum is reported instead.
+    /// Folded over every snapshot taken, for the run summary.
     pub totals: MonitorTotals,
 }
 

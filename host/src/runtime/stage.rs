@@ -71,8 +71,6 @@ pub struct StageStats {
     pub max_block_ns: AtomicU64,
     pub errors: AtomicU64,
     pub restarts: AtomicU32,
-    /// Milliseconds since the run started, at the stage's last sign of life.
-    pub heartbeat_ms: AtomicU64,
     /// Microseconds since the run started at which the current plugin call began (0: none).
     pub call_since_us: AtomicU64,
     /// Which plugin call (a [`Call`]).
@@ -105,7 +103,6 @@ impl Default for StageStats {
             max_block_ns: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             restarts: AtomicU32::new(0),
-            heartbeat_ms: AtomicU64::new(0),
             call_since_us: AtomicU64::new(0),
             call: AtomicU8::new(0),
             restart_after_stall: AtomicBool::new(false),
@@ -171,19 +168,17 @@ impl StageStats {
         self.latency_blocks.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn record(&self, started: Instant, epoch: Instant, frames_in: u64, frames_out: u64) {
-        self.record_busy(started.elapsed(), epoch, frames_in, frames_out);
+    fn record(&self, started: Instant, frames_in: u64, frames_out: u64) {
+        self.record_busy(started.elapsed(), frames_in, frames_out);
     }
 
-    fn record_busy(&self, busy: Duration, epoch: Instant, frames_in: u64, frames_out: u64) {
+    fn record_busy(&self, busy: Duration, frames_in: u64, frames_out: u64) {
         let ns = busy.as_nanos() as u64;
         self.blocks.fetch_add(1, Ordering::Relaxed);
         self.frames_in.fetch_add(frames_in, Ordering::Relaxed);
         self.frames_out.fetch_add(frames_out, Ordering::Relaxed);
         self.busy_ns.fetch_add(ns, Ordering::Relaxed);
         self.max_block_ns.fetch_max(ns, Ordering::Relaxed);
-        self.heartbeat_ms
-            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
 
@@ -556,7 +551,7 @@ pub fn run_capture(
         let (n, flags, at) = (out.frames.min(frames), out.flags, out.position);
         match result {
             Ok(status) => {
-                ctx.stats.record(started, ctx.epoch, 0, n as u64);
+                ctx.stats.record(started, 0, n as u64);
                 if flags & FLAG_DISCONTINUITY != 0 && at > position {
                     // The source skipped frames (a device gap): silence keeps the timeline.
                     let gap = at - position;
@@ -643,9 +638,6 @@ pub fn run_processor(
                             abandon_held(&outputs, &held);
                             break 'run;
                         }
-                        ctx.stats
-                            .heartbeat_ms
-                            .store(ctx.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                     }
                 }
             };
@@ -721,8 +713,7 @@ pub fn run_processor(
                     &produced,
                     stamp,
                 );
-                ctx.stats
-                    .record_busy(busy, ctx.epoch, frames as u64, out_frames);
+                ctx.stats.record_busy(busy, frames as u64, out_frames);
                 match ctx.after_stall(Call::Process, || ctx.factory.processor()) {
                     Some(Verdict::Restarted(p)) => instance = p,
                     Some(Verdict::Give | Verdict::Stopped) => break,
@@ -785,7 +776,7 @@ pub fn run_processor(
             if out_frames == 0 {
                 break;
             }
-            ctx.stats.record(started, ctx.epoch, 0, out_frames);
+            ctx.stats.record(started, 0, out_frames);
         }
     }
     ctx.wind_down(State::Stopping, "inputs ended");
@@ -838,7 +829,7 @@ pub fn run_storage(
                     // Fast stop: what is still queued is dropped (counted), then finalise.
                     input.discard_all(DropReason::Shutdown);
                     if result.is_ok() {
-                        ctx.stats.record(started, ctx.epoch, frames, 0);
+                        ctx.stats.record(started, frames, 0);
                     } else {
                         ctx.stats
                             .dropped_frames
@@ -848,7 +839,7 @@ pub fn run_storage(
                 }
                 let verdict = match result {
                     Ok(()) => {
-                        ctx.stats.record(started, ctx.epoch, frames, 0);
+                        ctx.stats.record(started, frames, 0);
                         ctx.after_stall(Call::Write, || ctx.factory.storage())
                     }
                     Err(e) => {
@@ -870,9 +861,6 @@ pub fn run_storage(
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                ctx.stats
-                    .heartbeat_ms
-                    .store(ctx.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
                 if ctx.stop.abandon.load(Ordering::Relaxed) {
                     input.discard_all(DropReason::Shutdown);
                     break;
