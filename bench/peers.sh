@@ -401,8 +401,8 @@ memory_vs_length() {
 # --- main ------------------------------------------------------------------------------------
 
 main() {
+    install_peers # first: a missing peer stops the script before a long build
     build
-    install_peers
     SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/tapeline-bench.XXXXXX")
     trap 'rm -rf "$SCRATCH"' EXIT
     trap 'exit 130' INT TERM # exit through the EXIT trap, so the scratch folder goes too

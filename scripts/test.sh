@@ -7,36 +7,21 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian/Ubuntu package -> how to tell it is present without dpkg.
-missing=()
-have_pkg() { dpkg -s "$1" >/dev/null 2>&1; }
-have_pkg pkg-config || command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# Debian/Ubuntu package, and how to tell it is there without dpkg.
+source scripts/system-packages.sh
+need_package pkg-config has_commands pkg-config
 # ALSA headers, for the device capture plugin (cpal).
-have_pkg libasound2-dev || pkg-config --exists alsa 2>/dev/null || missing+=(libasound2-dev)
+need_package libasound2-dev pkg-config --exists alsa
 # JACK: libjack's pkg-config file, which cpal's `jack` backend needs to build (the test crate
 # turns it on, so every `cargo build --workspace` uses it), and the server (`jackd`, `jack_lsp`)
 # the device-loss test starts and kills.
-have_pkg libjack-jackd2-dev || pkg-config --exists jack 2>/dev/null || missing+=(libjack-jackd2-dev)
-have_pkg jackd2 || { command -v jackd >/dev/null 2>&1 && command -v jack_lsp >/dev/null 2>&1; } || missing+=(jackd2)
+need_package libjack-jackd2-dev pkg-config --exists jack
+need_package jackd2 has_commands jackd jack_lsp
 # sox makes the reference files the audio tests compare against.
-have_pkg sox || command -v sox >/dev/null 2>&1 || missing+=(sox)
+need_package sox has_commands sox
 # tmux gives the live-view test of `tapeline run` a real terminal.
-have_pkg tmux || command -v tmux >/dev/null 2>&1 || missing+=(tmux)
-
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing missing system packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "error: missing system packages: ${missing[*]}" >&2
-    echo "  help: install them, then run this again:" >&2
-    echo "        sudo apt-get install ${missing[*]}" >&2
-    echo "        (or run this script as root, which installs them)" >&2
-    exit 2
-  fi
-fi
+need_package tmux has_commands tmux
+install_missing_packages
 
 step() { echo "==> $*"; "$@"; }
 
@@ -44,4 +29,32 @@ step cargo fmt --all --check
 step cargo build --workspace --all-targets
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo test --workspace
+
+# The README's main command as a fresh machine runs it: the default members must build with no
+# system library (a `pkg-config` that always fails stands in for a machine without any), and the
+# demo must run. Debug profile and the same target folder, so only the host is rebuilt (without
+# its `devices` feature). Build scripts that already ran would not call pkg-config again, so the
+# default members must not depend on the pkg-config crate at all.
+echo "==> fresh machine: cargo build (default members, no pkg-config), then the demo"
+default_deps=$(cargo tree -e normal,build --prefix none --format '{p}')
+if grep '^pkg-config ' <<<"$default_deps"; then
+  echo "error: the default members (default-members in Cargo.toml) build with pkg-config" >&2
+  exit 1
+fi
+no_pkg_config=$(mktemp -d)
+trap 'rm -rf "$no_pkg_config"' EXIT
+printf '#!/bin/sh\nexit 1\n' >"$no_pkg_config/pkg-config"
+chmod +x "$no_pkg_config/pkg-config"
+PATH="$no_pkg_config:$PATH" cargo build
+tapeline=${CARGO_TARGET_DIR:-target}/debug/tapeline
+"$tapeline" run pipelines/demo.toml --quiet | tee "$no_pkg_config/demo.out"
+grep -q '^wrote .*/demo\.wav ' "$no_pkg_config/demo.out"
+# Without device support `tapeline devices` exits 2 and names the script that builds it.
+rc=0
+"$tapeline" devices 2>"$no_pkg_config/devices.err" || rc=$?
+cat "$no_pkg_config/devices.err"
+if [[ $rc -ne 2 ]] || ! grep -q 'scripts/build-devices\.sh' "$no_pkg_config/devices.err"; then
+  echo "error: \`tapeline devices\` without device support: exit $rc, expected 2 and the build line" >&2
+  exit 1
+fi
 echo "==> all checks passed"

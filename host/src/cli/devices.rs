@@ -1,12 +1,19 @@
 //! `tapeline devices`: every audio input device, with what it can record and the index and name
 //! `cpal-capture`'s `device = "..."` accepts. The listing and the matching both come from
 //! `tapeline-devices`, the crate the plugin uses, so the two always agree.
+//!
+//! Only in builds with the host's `devices` feature (`bash scripts/build-devices.sh`): ALSA's
+//! binding needs system packages to build. Without it the command exists and says how to get it.
 
+#[cfg(feature = "devices")]
 use std::io::Write;
+#[cfg(feature = "devices")]
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+#[cfg(feature = "devices")]
 use serde_json::json;
+#[cfg(feature = "devices")]
 use tapeline_devices::{Capabilities, DeviceError, Listed};
 
 use super::{CliError, CliResult, GlobalArgs};
@@ -30,7 +37,21 @@ pub enum DevicesFormat {
     Json,
 }
 
+/// A build without the `devices` feature: exit 2, naming the script that builds it.
+#[cfg(not(feature = "devices"))]
+pub fn devices(_global: &GlobalArgs, _args: DevicesArgs) -> CliResult {
+    Err(CliError::input(
+        "this tapeline was built without audio-device support",
+        format!(
+            "build it with `{}` in the Tapeline checkout (it needs \
+             `sudo apt-get install pkg-config libasound2-dev`); see docs/devices.md",
+            crate::plugins::BUILD_DEVICE_SUPPORT
+        ),
+    ))
+}
+
 /// List the input devices. Exit 0; 2 if the backend is unavailable or there is no input device.
+#[cfg(feature = "devices")]
 pub fn devices(_global: &GlobalArgs, args: DevicesArgs) -> CliResult {
     let host = tapeline_devices::host(args.host.as_deref()).map_err(no_backend)?;
     let list = tapeline_devices::input_devices(&host).map_err(no_backend)?;
@@ -81,6 +102,7 @@ pub fn devices(_global: &GlobalArgs, args: DevicesArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "devices")]
 fn no_backend(e: DeviceError) -> CliError {
     let help = match &e {
         DeviceError::HostUnavailable { backend, .. } if backend.eq_ignore_ascii_case("alsa") => {
@@ -95,6 +117,7 @@ fn no_backend(e: DeviceError) -> CliError {
     CliError::input(e.to_string(), help)
 }
 
+#[cfg(feature = "devices")]
 fn formats_text(c: &Capabilities) -> String {
     c.formats
         .iter()
@@ -103,6 +126,7 @@ fn formats_text(c: &Capabilities) -> String {
         .join(", ")
 }
 
+#[cfg(feature = "devices")]
 fn rates_text(c: &Capabilities) -> String {
     c.rates
         .iter()
@@ -111,6 +135,7 @@ fn rates_text(c: &Capabilities) -> String {
         .join(", ")
 }
 
+#[cfg(feature = "devices")]
 fn entry_text(d: &Listed, caps: &Result<Capabilities, String>) -> String {
     let mark = if d.is_default { "*" } else { " " };
     let mut t = if d.name.is_empty() || d.name == d.id {
@@ -135,6 +160,7 @@ fn entry_text(d: &Listed, caps: &Result<Capabilities, String>) -> String {
     t
 }
 
+#[cfg(feature = "devices")]
 fn to_json(d: &Listed, caps: &Result<Capabilities, String>) -> serde_json::Value {
     let mut v = json!({
         "index": d.index,

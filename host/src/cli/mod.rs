@@ -81,6 +81,9 @@ pub enum Command {
     Repair(repair::RepairArgs),
     /// List audio input devices: index, name, channel counts, sample rates and formats, the
     /// default marked with `*`. The index or name goes into a `cpal-capture` stage's `device`.
+    ///
+    /// Needs a build with audio-device support, which a plain `cargo build` leaves out:
+    /// `bash scripts/build-devices.sh` builds it (see docs/devices.md).
     Devices(devices::DevicesArgs),
 }
 

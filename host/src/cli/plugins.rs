@@ -9,7 +9,9 @@ use serde_json::Value;
 use tapeline_plugin_api::abi::PluginManifest;
 
 use super::{registry, CliError, CliResult, GlobalArgs};
-use crate::plugins::{load_with_steps, Step};
+use crate::plugins::{
+    load_with_steps, LookupError, Step, BUILD_DEVICE_SUPPORT, DEVICE_CAPTURE_PLUGIN,
+};
 
 #[derive(Args, Debug)]
 pub struct PluginsArgs {
@@ -59,6 +61,15 @@ pub fn plugins(global: &GlobalArgs, args: PluginsArgs) -> CliResult {
         println!("no plugins found");
     } else {
         print!("{}", table(["NAME", "KIND", "VERSION", "LIBRARY"], &rows));
+    }
+    if matches!(
+        reg.get(DEVICE_CAPTURE_PLUGIN),
+        Err(LookupError::Unknown { .. })
+    ) {
+        eprintln!(
+            "note: audio-device capture ({DEVICE_CAPTURE_PLUGIN}) is not built; \
+             `{BUILD_DEVICE_SUPPORT}` builds it"
+        );
     }
     for c in reg.conflicts.iter().filter(|c| !c.shadowed) {
         eprintln!(

@@ -107,9 +107,18 @@ pub enum LookupError {
     },
 }
 
+/// The plugin a plain `cargo build` leaves out (its ALSA binding needs system packages to build),
+/// and the command that builds it: the help of a lookup that misses it, and `tapeline plugins`.
+pub const DEVICE_CAPTURE_PLUGIN: &str = "cpal-capture";
+pub const BUILD_DEVICE_SUPPORT: &str = "bash scripts/build-devices.sh";
+
 impl LookupError {
     pub fn help(&self) -> String {
         match self {
+            LookupError::Unknown { name, .. } if name == DEVICE_CAPTURE_PLUGIN => format!(
+                "audio-device capture is not built by default: `{BUILD_DEVICE_SUPPORT}` in the \
+                 Tapeline checkout builds it (see docs/devices.md)"
+            ),
             LookupError::Unknown { suggestions, .. } if !suggestions.is_empty() => {
                 format!("did you mean {}?", quote_list(suggestions))
             }
