@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tapeline_plugin_api::prelude::*;
 use tapeline_plugin_api::FLAG_DISCONTINUITY;
 
+use crate::crash::CrashSite;
 use crate::faults::{mock_config, now_ms, stage_state, Faults, Fired, StageState};
 use crate::signal::{encode, MAX_CHANNELS};
 
@@ -66,6 +67,7 @@ pub struct MockCapture {
     length: Option<u64>,
     sample_rate: u32,
     state: Arc<StageState>,
+    crash: CrashSite,
     /// The next frame to produce.
     frame: u64,
     discontinuity: bool,
@@ -91,7 +93,9 @@ impl Capture for MockCapture {
     fn new(config: MockCaptureConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
         let plan = plan(&config)?;
         let state = stage_state(Self::NAME, ctx.stage_id.as_str());
+        let crash = plan.faults.crash_site(Self::NAME, ctx.stage_id.as_str())?;
         Ok(MockCapture {
+            crash,
             plan,
             length: config.frames,
             sample_rate: ctx.sample_rate,
@@ -110,6 +114,14 @@ impl Capture for MockCapture {
     }
 
     fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus> {
+        if !self.state.read_once.swap(true, Ordering::Relaxed) {
+            // The stage's first read in this process. Usually the host's position is 0 here; a
+            // stage restarted in a fresh process (the host isolates it in a child and starts a
+            // new one) continues the signal where the host's stream is. In-process restarts
+            // continue from the stage state instead (they never get here).
+            self.frame = out.position;
+            self.state.next_frame.store(self.frame, Ordering::Relaxed);
+        }
         if self.device_gone() {
             return Err(self.gone_error());
         }
@@ -117,7 +129,10 @@ impl Capture for MockCapture {
             out.set_frames(0);
             return Ok(ReadStatus::Finished);
         }
-        let block = self.plan.faults.block(&self.state, Self::NAME)?;
+        let block = self
+            .plan
+            .faults
+            .block(&self.state, &mut self.crash, Self::NAME)?;
         if self.plan.lost_at == Some(block) && self.state.fire(Fired::DeviceLost) {
             self.state.lost_frame.store(self.frame, Ordering::Relaxed);
             self.state.lost_at_ms.store(now_ms() + 1, Ordering::Relaxed);

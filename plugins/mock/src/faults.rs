@@ -4,12 +4,18 @@
 //! instance: when the host restarts a failed stage it builds a new instance, and that instance
 //! must neither fire the same fault again nor start the signal over. A test that builds several
 //! instances in one process gives each stage its own id.
+//!
+//! The crash faults (`crash` + `crash_at_block`, see [`crate::crash`]) also persist "fired" in a
+//! marker file, so that they fire once per stage even when each instance runs in a fresh process.
+//! The other faults, the block count and the signal position are per process.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tapeline_plugin_api::prelude::*;
+
+use crate::crash::{Crash, CrashSite};
 
 /// The error kind `error_at_block` returns.
 #[derive(Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,11 +69,23 @@ macro_rules! mock_config {
             /// constructor) before succeeding; counted per stage across restarts.
             #[serde(default)]
             pub fail_start_times: u32,
+            /// Crash in the call for block `crash_at_block`, for real: "segv" (a write through a
+            /// null pointer: SIGSEGV), "abort" (SIGABRT), "stack-overflow" (endless recursion),
+            /// "exit" (the process exits with code 3), "oom" (allocates and fills memory until
+            /// the allocator fails or the system kills the process), "thread-panic" (a thread
+            /// of the plugin's own panics; the call returns normally) or "hang" (the call never
+            /// returns). In-process, all but "thread-panic" end or block the host. Fires once
+            /// per stage, also when each instance runs in a fresh process (a marker file in the
+            /// temp folder, per run and stage). Only with `crash_at_block`.
+            pub crash: Option<$crate::crash::CrashKind>,
+            /// Block whose call performs `crash` (0 = the stage's first block in this process).
+            /// Only with `crash`.
+            pub crash_at_block: Option<u64>,
         }
 
         impl $name {
             pub(crate) fn faults(&self) -> PluginResult<$crate::faults::Faults> {
-                $crate::faults::Faults::new(
+                Ok($crate::faults::Faults::new(
                     self.panic_at_block,
                     self.error_at_block,
                     self.error_kind,
@@ -75,7 +93,11 @@ macro_rules! mock_config {
                     self.stall_ms,
                     self.slow_us,
                     self.fail_start_times,
-                )
+                )?
+                .with_crash($crate::crash::Crash::from_config(
+                    self.crash,
+                    self.crash_at_block,
+                )?))
             }
         }
     };
@@ -90,6 +112,7 @@ pub struct Faults {
     stall_at: Option<(u64, Duration)>,
     slow: Option<Duration>,
     fail_start_times: u32,
+    crash: Option<Crash>,
 }
 
 impl Faults {
@@ -134,7 +157,23 @@ impl Faults {
             stall_at,
             slow: slow_us.map(Duration::from_micros),
             fail_start_times,
+            crash: None,
         })
+    }
+
+    /// Add a crash fault (`crash` + `crash_at_block`).
+    pub fn with_crash(self, crash: Option<Crash>) -> Faults {
+        Faults { crash, ..self }
+    }
+
+    pub fn crash(&self) -> Option<Crash> {
+        self.crash
+    }
+
+    /// What an instance of stage `stage_id` of mock `plugin` needs to perform the crash fault
+    /// (nothing without one). For the constructor: it may allocate and start a thread.
+    pub fn crash_site(&self, plugin: &'static str, stage_id: &str) -> PluginResult<CrashSite> {
+        CrashSite::for_stage(self.crash, plugin, stage_id)
     }
 
     /// Count a start attempt; fail while fewer than `fail_start_times` attempts have failed.
@@ -154,8 +193,8 @@ impl Faults {
     }
 
     /// Run the faults due at the stage's next block and return that block's index. Allocates
-    /// only when it fails.
-    pub fn block(&self, state: &StageState, name: &str) -> PluginResult<u64> {
+    /// only when it fails (or crashes).
+    pub fn block(&self, state: &StageState, site: &mut CrashSite, name: &str) -> PluginResult<u64> {
         let block = state.blocks.fetch_add(1, Ordering::Relaxed);
         if let Some(d) = self.slow {
             std::thread::sleep(d);
@@ -163,6 +202,11 @@ impl Faults {
         if let Some((at, d)) = self.stall_at {
             if at == block && state.fire(Fired::Stall) {
                 std::thread::sleep(d);
+            }
+        }
+        if let Some(c) = self.crash {
+            if c.at_block == block && state.fire(Fired::Crash) {
+                site.fire(c.kind, name, block)?;
             }
         }
         if self.panic_at == Some(block) && state.fire(Fired::Panic) {
@@ -191,6 +235,7 @@ pub enum Fired {
     Stall = 4,
     DeviceLost = 8,
     FinalizeFailed = 16,
+    Crash = 32,
 }
 
 /// What one stage has done so far, shared by every instance built for it in this process.
@@ -207,6 +252,8 @@ pub struct StageState {
     /// Capture: the frame the device was lost at.
     pub lost_frame: AtomicU64,
     pub recovered: AtomicBool,
+    /// Capture: some instance of the stage has called `read` in this process.
+    pub read_once: AtomicBool,
     /// Storage totals over every instance of the stage.
     pub frames_written: AtomicU64,
     pub gaps: AtomicU64,

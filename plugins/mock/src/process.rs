@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tapeline_plugin_api::prelude::*;
 
+use crate::crash::CrashSite;
 use crate::faults::{mock_config, stage_state, Faults, StageState};
 
 mock_config! {
@@ -14,6 +15,7 @@ mock_config! {
 pub struct MockProcess {
     faults: Faults,
     state: Arc<StageState>,
+    crash: CrashSite,
 }
 
 impl Describe for MockProcess {
@@ -37,7 +39,12 @@ impl Processor for MockProcess {
         single_input(ctx)?;
         let state = stage_state(Self::NAME, ctx.stage_id.as_str());
         faults.start(&state, Self::NAME)?;
-        Ok(MockProcess { faults, state })
+        let crash = faults.crash_site(Self::NAME, ctx.stage_id.as_str())?;
+        Ok(MockProcess {
+            faults,
+            state,
+            crash,
+        })
     }
 
     fn process(
@@ -45,7 +52,8 @@ impl Processor for MockProcess {
         inputs: &[InputBlock<'_>],
         outputs: &mut [OutputBlock<'_>],
     ) -> PluginResult<()> {
-        self.faults.block(&self.state, Self::NAME)?;
+        self.faults
+            .block(&self.state, &mut self.crash, Self::NAME)?;
         let input = &inputs[0];
         let out = &mut outputs[0];
         out.set_frames(input.frames);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tapeline_plugin_api::prelude::*;
 use tapeline_plugin_api::serde::Serialize;
 
+use crate::crash::CrashSite;
 use crate::faults::{mock_config, stage_state, Faults, Fired, StageState};
 use crate::signal::{BlockCheck, Verifier, MAX_CHANNELS};
 
@@ -27,6 +28,7 @@ mock_config! {
 pub struct MockStorage {
     faults: Faults,
     state: Arc<StageState>,
+    crash: CrashSite,
     stage_id: String,
     report: Option<std::path::PathBuf>,
     fail_on_gap: bool,
@@ -69,8 +71,10 @@ impl Storage for MockStorage {
         single_input(ctx)?;
         let state = stage_state(Self::NAME, ctx.stage_id.as_str());
         faults.start(&state, Self::NAME)?;
+        let crash = faults.crash_site(Self::NAME, ctx.stage_id.as_str())?;
         Ok(MockStorage {
             faults,
+            crash,
             stage_id: ctx.stage_id.to_string(),
             report: config.report.as_ref().map(|p| ctx.resolve(p)),
             fail_on_gap: config.fail_on_gap,
@@ -83,7 +87,8 @@ impl Storage for MockStorage {
     }
 
     fn write(&mut self, block: &InputBlock<'_>) -> PluginResult<()> {
-        self.faults.block(&self.state, Self::NAME)?;
+        self.faults
+            .block(&self.state, &mut self.crash, Self::NAME)?;
         let expected = self.verifier.expected;
         let found = self.verifier.check(block);
         self.frames_written += u64::from(block.frames);

@@ -151,3 +151,283 @@ mod config {
         }
     }
 }
+
+mod crash_config {
+    use super::*;
+    use crate::crash::{Crash, CrashKind};
+
+    fn key_of(err: tapeline_plugin_api::PluginError) -> String {
+        assert_eq!(err.kind, ErrorKind::InvalidConfig);
+        err.key().unwrap_or("").to_string()
+    }
+
+    #[test]
+    fn every_crash_kind_parses_in_every_mock() {
+        for kind in CrashKind::ALL {
+            let text = format!(r#"{{"crash": "{}", "crash_at_block": 5}}"#, kind.as_str());
+            let want = Some(Crash { kind, at_block: 5 });
+            let c: MockCaptureConfig = parse_config(&text).unwrap();
+            assert_eq!(c.faults().unwrap().crash(), want);
+            let c: MockProcessConfig = parse_config(&text).unwrap();
+            assert_eq!(c.faults().unwrap().crash(), want);
+            let c: MockStorageConfig = parse_config(&text).unwrap();
+            assert_eq!(c.faults().unwrap().crash(), want);
+        }
+        let names: Vec<&str> = CrashKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "segv",
+                "abort",
+                "stack-overflow",
+                "exit",
+                "oom",
+                "thread-panic",
+                "hang"
+            ]
+        );
+    }
+
+    #[test]
+    fn crash_and_crash_at_block_come_together() {
+        let c: MockProcessConfig = parse_config(r#"{"crash": "segv"}"#).unwrap();
+        assert_eq!(key_of(c.faults().unwrap_err()), "crash_at_block");
+        let c: MockCaptureConfig = parse_config(r#"{"crash_at_block": 3}"#).unwrap();
+        assert_eq!(key_of(c.faults().unwrap_err()), "crash");
+        let c: MockStorageConfig = parse_config(r#"{"crash_at_block": 0}"#).unwrap();
+        assert_eq!(key_of(c.faults().unwrap_err()), "crash");
+        let c: MockProcessConfig = parse_config("{}").unwrap();
+        assert_eq!(c.faults().unwrap().crash(), None);
+    }
+
+    #[test]
+    fn an_unknown_crash_kind_is_an_error_at_the_key() {
+        for text in [
+            r#"{"crash": "segfault", "crash_at_block": 1}"#,
+            r#"{"crash": "SEGV", "crash_at_block": 1}"#,
+            r#"{"crash": 11, "crash_at_block": 1}"#,
+        ] {
+            let err = parse_config::<MockProcessConfig>(text).unwrap_err();
+            assert_eq!(key_of(err.clone()), "crash", "{text}");
+        }
+        let err = parse_config::<MockStorageConfig>(r#"{"crash": "kill", "crash_at_block": 1}"#)
+            .unwrap_err();
+        assert!(err.message.contains("stack-overflow"), "{}", err.message);
+    }
+}
+
+mod crash_marker {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crash::{Crash, CrashKind, CrashSite, Marker, RunId};
+    use crate::faults::StageState;
+
+    /// A folder of its own for one test.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let d = std::env::temp_dir()
+                .join(format!("tapeline-mock-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn run(id: &str, started: u64) -> RunId {
+        RunId {
+            id: id.to_string(),
+            started: Some(started),
+        }
+    }
+
+    #[test]
+    fn only_the_first_instance_of_a_run_and_stage_claims_the_marker() {
+        let dir = Dir::new("claim");
+        let first = Marker::new(&dir.0, &run("4242", 7), "mock-process", "p");
+        assert!(first.claim().unwrap(), "the first instance fires");
+        assert!(
+            first.path().exists(),
+            "the marker exists (before the fault)"
+        );
+        assert!(!first.claim().unwrap());
+        // A second instance of the same run and stage, as a fresh process would build it.
+        let second = Marker::new(&dir.0, &run("4242", 7), "mock-process", "p");
+        assert!(
+            !second.claim().unwrap(),
+            "the same run and stage does not fire again"
+        );
+        // Another run, another stage, another plugin: each fires once.
+        for m in [
+            Marker::new(&dir.0, &run("4243", 7), "mock-process", "p"),
+            Marker::new(&dir.0, &run("4242", 7), "mock-process", "q"),
+            Marker::new(&dir.0, &run("4242", 7), "mock-storage", "p"),
+        ] {
+            assert!(m.claim().unwrap(), "{}", m.path().display());
+            assert!(!m.claim().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_marker_left_by_an_earlier_process_with_the_same_id_is_stale() {
+        let dir = Dir::new("stale");
+        let old = Marker::new(&dir.0, &run("4242", 7), "mock-capture", "mic");
+        assert!(old.claim().unwrap());
+        // The same process id, started later: another run.
+        let new = Marker::new(&dir.0, &run("4242", 900), "mock-capture", "mic");
+        assert_eq!(old.path(), new.path());
+        assert!(new.claim().unwrap());
+        assert!(!new.claim().unwrap());
+        assert_eq!(std::fs::read_to_string(new.path()).unwrap(), "4242 900\n");
+    }
+
+    #[test]
+    fn stage_ids_become_distinct_file_names_inside_the_folder() {
+        let dir = Dir::new("names");
+        let r = run("1", 1);
+        let names: Vec<PathBuf> = ["a/b", "a_b", "a%2Fb", "a b", "../x", "é"]
+            .iter()
+            .map(|id| {
+                Marker::new(&dir.0, &r, "mock-process", id)
+                    .path()
+                    .to_path_buf()
+            })
+            .collect();
+        for (i, p) in names.iter().enumerate() {
+            assert_eq!(p.parent(), Some(dir.0.as_path()), "{}", p.display());
+            assert!(!names[..i].contains(p), "{} twice", p.display());
+        }
+        let m = Marker::new(&dir.0, &r, "mock-process", "a/b");
+        assert!(m.claim().unwrap());
+    }
+
+    #[test]
+    fn the_current_run_id_is_this_process_without_a_host_pid() {
+        // Tests run in parallel: only read, never set, the variable.
+        if std::env::var_os("TAPELINE_HOST_PID").is_none() {
+            let r = RunId::current();
+            assert_eq!(r.id, std::process::id().to_string());
+            if cfg!(target_os = "linux") {
+                assert!(r.started.is_some());
+            }
+        }
+    }
+
+    /// Through the fault path: the crash that returns (a panic on a thread of the plugin's own),
+    /// with a fresh stage state per instance as each fresh process has.
+    #[test]
+    fn a_thread_panic_fires_once_per_run_and_stage_across_fresh_processes() {
+        let dir = Dir::new("thread-panic");
+        let c: MockProcessConfig =
+            parse_config(r#"{"crash": "thread-panic", "crash_at_block": 2}"#).unwrap();
+        let faults = c.faults().unwrap();
+        let crash = faults.crash();
+        assert_eq!(
+            crash,
+            Some(Crash {
+                kind: CrashKind::ThreadPanic,
+                at_block: 2
+            })
+        );
+        let instance = |run_id: &str| {
+            let marker = Marker::new(&dir.0, &run(run_id, 1), "mock-process", "tp");
+            let site = CrashSite::new(crash.unwrap(), marker, "mock-process").unwrap();
+            (Arc::new(StageState::default()), site)
+        };
+        let blocks = |state: &StageState, site: &mut CrashSite| {
+            for b in 0..4 {
+                assert_eq!(faults.block(state, site, "mock-process").unwrap(), b);
+            }
+        };
+
+        let (state, mut site) = instance("100");
+        blocks(&state, &mut site);
+        assert!(
+            site.thread_panicked(),
+            "the first instance's thread panicked"
+        );
+
+        let (state, mut again) = instance("100");
+        blocks(&state, &mut again);
+        assert!(
+            !again.thread_panicked(),
+            "same run and stage: no second panic"
+        );
+
+        let (state, mut other) = instance("101");
+        blocks(&state, &mut other);
+        assert!(other.thread_panicked(), "another run fires");
+    }
+}
+
+mod capture_position {
+    use tapeline_plugin_api::abi_stable::std_types::{RSlice, RSliceMut, RStr};
+    use tapeline_plugin_api::prelude::{Capture, OutputBlock, StageContext};
+
+    use super::*;
+    use crate::MockCapture;
+
+    fn new(stage_id: &str) -> MockCapture {
+        let ctx = StageContext {
+            stage_id: RStr::from_str(stage_id),
+            sample_rate: 48_000,
+            block_frames: 480,
+            base_dir: RStr::from_str(""),
+            inputs: RSlice::from_slice(&[]),
+        };
+        let config: MockCaptureConfig = parse_config(r#"{"channels": 2}"#).unwrap();
+        let mut c = MockCapture::new(config, &ctx).unwrap();
+        c.start().unwrap();
+        c
+    }
+
+    /// One read of 480 frames with the host's `position`: the first frame and position the
+    /// capture produced.
+    fn read(c: &mut MockCapture, position: u64) -> (u64, u64) {
+        let mut samples = vec![0.0; 480 * 2];
+        let mut out = OutputBlock {
+            samples: RSliceMut::from_mut_slice(&mut samples),
+            frames: 480,
+            channels: 2,
+            position,
+            flags: 0,
+        };
+        c.read(&mut out).unwrap();
+        assert_eq!(out.frames, 480);
+        let position = out.position;
+        let (frame, channel) = decode(samples[0]).unwrap();
+        assert_eq!(channel, 0);
+        (frame, position)
+    }
+
+    #[test]
+    fn a_stage_fresh_in_this_process_starts_at_the_hosts_position() {
+        // As a stage restarted in a new child process: the host's stream is at 4800.
+        let mut c = new("capture-position-fresh");
+        assert_eq!(read(&mut c, 4800), (4800, 4800));
+        assert_eq!(read(&mut c, 5280), (5280, 5280));
+        // An in-process restart continues from the stage's state, as before.
+        drop(c);
+        let mut again = new("capture-position-fresh");
+        assert_eq!(read(&mut again, 0), (5760, 5760));
+    }
+
+    #[test]
+    fn in_process_restarts_continue_the_signal_whatever_the_position() {
+        let mut c = new("capture-position-restart");
+        assert_eq!(read(&mut c, 0), (0, 0));
+        assert_eq!(read(&mut c, 480), (480, 480));
+        drop(c);
+        let mut again = new("capture-position-restart");
+        assert_eq!(read(&mut again, 99_999), (960, 960));
+    }
+}
