@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tapeline::config;
+use tapeline::coordinator::{self, RunOptions};
 use tapeline::plugins::Registry;
-use tapeline::runtime::{self, RunOptions};
 use tapeline_tests::{plugin_dir, TempDir};
 
 struct Counting;
@@ -86,7 +86,7 @@ fn the_host_does_not_allocate_while_blocks_flow() {
         interrupts: interrupts.clone(),
         monitor: None,
     };
-    let runner = std::thread::spawn(move || runtime::run(&plan, &options));
+    let runner = std::thread::spawn(move || coordinator::run(&plan, &options));
 
     // Let every thread reach its steady state, then watch a window of it.
     std::thread::sleep(Duration::from_millis(800));

@@ -9,12 +9,12 @@
 //! - [`plugins`]: discovery, loading, ABI checks, the registry by name.
 //! - [`repair`]: fixing the header of a WAV file left by a crash.
 //! - [`discipline`]: state machine, buffers (edges), cleanup, lock order.
-//! - [`runtime`]: stage threads, the run loop, the summary.
+//! - [`coordinator`]: components, the stage loop, the running graph, cleanup, the summary.
 //! - [`cli`]: the `tapeline` command line.
 
 pub mod cli;
 pub mod config;
+pub mod coordinator;
 pub mod discipline;
 pub mod plugins;
 pub mod repair;
-pub mod runtime;

@@ -101,8 +101,14 @@ where
         .expect("tapeline runs")
 }
 
-/// The exit code; panics if the process was killed by a signal.
+/// The exit code; panics if the process was killed by a signal, or if the host reported an
+/// internal error (a state transition its own table refuses: always a bug).
 pub fn code(out: &Output) -> i32 {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("internal error:"),
+        "the host reported internal errors:\n{err}"
+    );
     out.status
         .code()
         .unwrap_or_else(|| panic!("tapeline was killed: {:?}", out.status))
@@ -300,15 +306,22 @@ where
 /// Write `toml` as `p.toml` in `dir` and `tapeline run` it with `--summary-json`. Returns the
 /// output and where the summary was written (if the run got that far).
 pub fn run_toml(dir: &TempDir, toml: &str) -> (Output, PathBuf) {
+    run_toml_with(dir, toml, &[])
+}
+
+/// [`run_toml`] with more arguments for `tapeline run` (e.g. `["--for", "1s"]`).
+pub fn run_toml_with(dir: &TempDir, toml: &str, more: &[&str]) -> (Output, PathBuf) {
     let pipeline = dir.path().join("p.toml");
     std::fs::write(&pipeline, toml).expect("write the pipeline");
     let summary = dir.path().join("summary.json");
-    let out = run([
+    let mut args = vec![
         "run",
         pipeline.to_str().expect("a UTF-8 path"),
         "--summary-json",
         summary.to_str().expect("a UTF-8 path"),
-    ]);
+    ];
+    args.extend_from_slice(more);
+    let out = run(args);
     (out, summary)
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::runtime::monitor::Snapshot;
+use crate::coordinator::monitor::Snapshot;
 
 /// Characters of a queue-depth or level bar.
 const BAR: usize = 12;

@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::Args;
 
 use super::live::LiveView;
 use super::{registry, CliError, CliResult, GlobalArgs};
-use crate::config::{self, Plan};
+use crate::config;
+use crate::coordinator::monitor::{Sink, Snapshot};
+use crate::coordinator::recovery_log::write_state_dump;
+use crate::coordinator::{self, RunOptions, RunSummary};
 use crate::discipline::lock_order::{LockLevel, OrderedMutex};
-use crate::runtime::monitor::{Sink, Snapshot};
-use crate::runtime::{self, RunOptions, RunSummary};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -39,7 +40,8 @@ pub struct RunArgs {
     /// restarts, cleanup steps; events about a stage carry `stage_id`, `plugin` and `kind`.
     #[arg(long, value_name = "FILE")]
     pub log_json: Option<PathBuf>,
-    /// No live view, and only the files written and errors at the end instead of the summary.
+    /// No live view, and only the files written, the frames lost (if any) and errors at the end
+    /// instead of the summary.
     /// (There is no live view either when stdout is not a terminal.)
     #[arg(long, short)]
     pub quiet: bool,
@@ -75,88 +77,6 @@ pub(super) fn create(path: &Path, option: &str) -> Result<File, CliError> {
             "check that the folder exists and is writable, or pick another path",
         )
     })
-}
-
-/// On failure, everything needed to understand it, as JSON next to the outputs (the folder of
-/// the first storage file, else the pipeline file's): the run summary (state histories with
-/// reasons, errors with their stage and time, every counter, cleanup steps) and the resolved
-/// pipeline (each stage's plugin, library, config, formats; each edge's policy and capacity).
-fn write_state_dump(plan: &Plan, file: &Path, summary: &RunSummary) -> std::io::Result<PathBuf> {
-    let folder = summary
-        .storage
-        .iter()
-        .flat_map(|s| s.files.first())
-        .map(|f| Path::new(f).parent().map(Path::to_path_buf))
-        .next()
-        .flatten()
-        .unwrap_or_else(|| plan.base_dir.clone());
-    let stem = file
-        .file_stem()
-        .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned());
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Seconds and the process id: two failures in the same second do not overwrite each other.
-    let path = folder.join(format!("{stem}.failure-{secs}-{}.json", std::process::id()));
-    let stages: Vec<serde_json::Value> = plan
-        .stages
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "id": s.id,
-                "kind": s.kind.as_str(),
-                "plugin": s.entry.name(),
-                "library": s.entry.library.display().to_string(),
-                "config": serde_json::from_str::<serde_json::Value>(&s.config).unwrap_or_default(),
-                "on_error": {
-                    "policy": format!("{:?}", s.on_error.policy).to_lowercase(),
-                    "max_restarts": s.on_error.max_restarts,
-                    "backoff_ms": s.on_error.backoff_ms,
-                },
-                "inputs": s.inputs.iter().map(|&e| plan.edges[e].label.clone()).collect::<Vec<_>>(),
-                "outputs": s.outputs.iter().map(|o| serde_json::json!({
-                    "port": o.name.as_str(),
-                    "channels": o.format.channels,
-                    "sample_rate": o.format.sample_rate,
-                    "max_frames": o.max_frames,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let edges: Vec<serde_json::Value> = plan
-        .edges
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "label": e.label,
-                "channels": e.format.channels,
-                "sample_rate": e.format.sample_rate,
-                "capacity_blocks": e.capacity_blocks,
-                "when_full": format!("{:?}", e.when_full),
-                "max_frames": e.max_frames,
-            })
-        })
-        .collect();
-    let dump = serde_json::json!({
-        "pipeline_file": std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
-        "pipeline": {
-            "name": plan.file.name,
-            "sample_rate": plan.file.sample_rate,
-            "block_frames": plan.file.block_frames,
-            "monitor_interval_ms": plan.file.monitor_interval_ms,
-            "stall_timeout_ms": plan.file.stall_timeout_ms,
-            "stages": stages,
-            "edges": edges,
-        },
-        "failure": summary.failure,
-        "last_errors": summary.errors.iter().rev().take(20).collect::<Vec<_>>(),
-        "summary": summary,
-    });
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&dump).unwrap_or_default(),
-    )?;
-    Ok(path)
 }
 
 pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
@@ -235,7 +155,7 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
     let _ = ctrlc::set_handler(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    let summary = runtime::run(
+    let summary = coordinator::run(
         &plan,
         &RunOptions {
             duration: args.duration,
@@ -247,10 +167,11 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
         v.finish();
     }
     if args.quiet {
-        for st in &summary.storage {
-            for f in &st.files {
-                println!("wrote {f} ({})", st.length());
-            }
+        for line in summary.written() {
+            println!("{line}");
+        }
+        if summary.lost_frames.values().any(|&n| n > 0) {
+            println!("{}", summary.lost_line());
         }
     } else {
         print!("{}", summary.render());
@@ -261,6 +182,20 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
             eprintln!("error: cannot write the summary to {}: {e}", path.display());
         }
     }
+    if summary.internal_errors > 0 {
+        // A refused transition is a bug in the host: loud always, and in debug builds (the
+        // tests') it fails the run, so no test can pass with one.
+        eprintln!(
+            "internal error: the host asked for {} state transition(s) its table refuses \
+             (listed in the summary's internal_error_list); please report this",
+            summary.internal_errors
+        );
+        if cfg!(debug_assertions) {
+            let mut e = CliError::runtime("internal errors (debug build: failing the run)");
+            e.code = 70;
+            return Err(e);
+        }
+    }
     if summary.failed() {
         let dump = match write_state_dump(&plan, &args.file, &summary) {
             Ok(path) => format!(
@@ -269,13 +204,32 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
             ),
             Err(e) => format!("the state dump could not be written: {e}"),
         };
-        let f = summary.failure.as_ref();
-        let mut error = CliError::runtime(match f {
-            Some(f) => format!("stage `{}` failed: {}", f.stage, f.message),
-            None => "finalising storage failed (see the summary above)".to_string(),
-        });
+        let mut error = CliError::runtime(failure_line(&summary));
         error.help = Some(dump);
         return Err(error);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first line of a failed run's error: what ended it.
+fn failure_line(summary: &RunSummary) -> String {
+    if let Some(f) = &summary.failure {
+        return format!("stage `{}` failed: {}", f.stage, f.message);
+    }
+    let abandoned: Vec<String> = summary
+        .stages
+        .iter()
+        .flat_map(|s| {
+            s.abandoned_calls
+                .iter()
+                .map(move |a| format!("`{}` in stage `{}` ({})", a.call, s.id, a.thread))
+        })
+        .collect();
+    if !abandoned.is_empty() {
+        return format!(
+            "the run completed, but plugin calls that never returned were given up: {}",
+            abandoned.join(", ")
+        );
+    }
+    "finalising storage failed (see the summary above)".to_string()
 }

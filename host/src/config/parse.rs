@@ -26,30 +26,10 @@ pub const PIPELINE_KEYS: &[&str] = &[
 /// Keys of a stage table that belong to the host; every other key goes to the plugin.
 pub const HOST_KEYS: &[&str] = &["plugin", "inputs", "buffer", "on_error"];
 const BUFFER_KEYS: &[&str] = &["capacity_blocks", "when_full"];
-const ON_ERROR_KEYS: &[&str] = &["policy", "max_restarts", "backoff_ms"];
+const ON_ERROR_KEYS: &[&str] = &["policy", "max_restarts", "backoff_ms", "reset_after_ms"];
 const TOP_KEYS: &[&str] = &["version", "pipeline", "capture", "process", "storage"];
 
-/// What an edge does when its queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenFull {
-    /// Lossless back-pressure: the producer waits.
-    Block,
-    /// Evict the oldest queued block (never makes a live device wait).
-    DropOldest,
-    /// Discard the incoming block.
-    DropNewest,
-}
-
-impl WhenFull {
-    pub const NAMES: &'static [&'static str] = &["block", "drop-oldest", "drop-newest"];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WhenFull::Block => "block",
-            WhenFull::DropOldest => "drop-oldest",
-            WhenFull::DropNewest => "drop-newest",
-        }
-    }
-}
+pub use crate::discipline::buffers::WhenFull;
 
 /// A stage's reaction to an error from its plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +46,11 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnError {
     pub policy: Policy,
+    /// Restarts allowed within one window: the count starts again once the stage has run
+    /// `reset_after_ms` without a fault.
     pub max_restarts: u32,
     pub backoff_ms: u64,
+    pub reset_after_ms: u64,
 }
 
 impl Default for OnError {
@@ -76,6 +59,7 @@ impl Default for OnError {
             policy: Policy::Fail,
             max_restarts: 3,
             backoff_ms: 200,
+            reset_after_ms: 60_000,
         }
     }
 }
@@ -494,6 +478,13 @@ fn parse_stage(
                             "backoff_ms" => {
                                 if let Some(n) = uint(bv, "backoff_ms", (0, 600_000, 200), diags) {
                                     stage.on_error.backoff_ms = n;
+                                }
+                            }
+                            "reset_after_ms" => {
+                                if let Some(n) =
+                                    uint(bv, "reset_after_ms", (1, 86_400_000, 60_000), diags)
+                                {
+                                    stage.on_error.reset_after_ms = n;
                                 }
                             }
                             other => diags.push(unknown_key(other, bk.span(), ON_ERROR_KEYS, "in `on_error`")),

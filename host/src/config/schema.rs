@@ -89,7 +89,8 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             "properties": {
                 "policy": { "enum": Policy::NAMES, "default": "fail" },
                 "max_restarts": { "type": "integer", "minimum": 0, "default": 3 },
-                "backoff_ms": { "type": "integer", "minimum": 0, "default": 200 }
+                "backoff_ms": { "type": "integer", "minimum": 0, "default": 200 },
+                "reset_after_ms": { "type": "integer", "minimum": 1, "default": 60000 }
             }
         }),
     );

@@ -82,13 +82,21 @@ pub enum WhenFull {
     DropNewest,
 }
 
-impl fmt::Display for WhenFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl WhenFull {
+    /// Every policy's name, as pipeline files spell it.
+    pub const NAMES: &'static [&'static str] = &["block", "drop-oldest", "drop-newest"];
+    pub fn as_str(self) -> &'static str {
+        match self {
             WhenFull::Block => "block",
             WhenFull::DropOldest => "drop-oldest",
             WhenFull::DropNewest => "drop-newest",
-        })
+        }
+    }
+}
+
+impl fmt::Display for WhenFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

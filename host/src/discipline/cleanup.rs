@@ -4,6 +4,7 @@
 //! it is marked `always` — finalising storage is, so recorded audio is never lost because an
 //! earlier step (say, a capture that would not stop) failed.
 
+use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -18,6 +19,17 @@ pub enum StepOutcome {
     Skipped(String),
 }
 
+impl StepOutcome {
+    /// The outcome's word and its detail.
+    pub fn parts(&self) -> (&'static str, &str) {
+        match self {
+            StepOutcome::Ok(d) => ("ok", d),
+            StepOutcome::Failed(d) => ("failed", d),
+            StepOutcome::Skipped(d) => ("skipped", d),
+        }
+    }
+}
+
 /// One step's record, for the run summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
@@ -27,24 +39,29 @@ pub struct StepReport {
     pub millis: u64,
 }
 
-type Action<'a> = Box<dyn FnMut() -> Result<String, String> + 'a>;
+type Action<'a, E> = Box<dyn FnMut() -> Result<String, E> + 'a>;
 
-struct Step<'a> {
+struct Step<'a, E> {
     name: &'static str,
     after: Vec<&'static str>,
     always: bool,
     attempts: u32,
     retry_delay: Duration,
-    action: Action<'a>,
+    action: Action<'a, E>,
 }
 
 /// The cleanup plan of one run.
-#[derive(Default)]
-pub struct CleanupCoordinator<'a> {
-    steps: Vec<Step<'a>>,
+pub struct CleanupCoordinator<'a, E: Display> {
+    steps: Vec<Step<'a, E>>,
 }
 
-impl<'a> CleanupCoordinator<'a> {
+impl<E: Display> Default for CleanupCoordinator<'_, E> {
+    fn default() -> Self {
+        CleanupCoordinator { steps: Vec::new() }
+    }
+}
+
+impl<'a, E: Display> CleanupCoordinator<'a, E> {
     pub fn new() -> Self {
         CleanupCoordinator { steps: Vec::new() }
     }
@@ -58,7 +75,7 @@ impl<'a> CleanupCoordinator<'a> {
         always: bool,
         attempts: u32,
         retry_delay: Duration,
-        action: impl FnMut() -> Result<String, String> + 'a,
+        action: impl FnMut() -> Result<String, E> + 'a,
     ) -> &mut Self {
         debug_assert!(
             after
@@ -101,7 +118,9 @@ impl<'a> CleanupCoordinator<'a> {
                 attempts += 1;
                 match (step.action)() {
                     Ok(detail) => break StepOutcome::Ok(detail),
-                    Err(e) if attempts >= step.attempts => break StepOutcome::Failed(e),
+                    Err(e) if attempts >= step.attempts => {
+                        break StepOutcome::Failed(e.to_string())
+                    }
                     Err(_) => std::thread::sleep(step.retry_delay),
                 }
             };
@@ -124,7 +143,7 @@ mod tests {
     #[test]
     fn steps_run_in_order_and_a_failure_skips_dependents_but_not_always_steps() {
         let log = RefCell::new(Vec::new());
-        let mut c = CleanupCoordinator::new();
+        let mut c = CleanupCoordinator::<String>::new();
         c.step("stop", &[], false, 1, Duration::ZERO, || {
             log.borrow_mut().push("stop");
             Err("would not stop".into())
@@ -150,7 +169,7 @@ mod tests {
     #[test]
     fn a_step_is_retried_up_to_its_attempts() {
         let mut tries = 0;
-        let mut c = CleanupCoordinator::new();
+        let mut c = CleanupCoordinator::<String>::new();
         c.step("verify", &[], false, 3, Duration::ZERO, || {
             tries += 1;
             if tries < 3 {

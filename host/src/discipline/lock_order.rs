@@ -3,7 +3,7 @@
 //! Rule: a thread may only acquire a lock whose level is **strictly higher** than every level it
 //! already holds. Two locks at the same level are never held together (this also forbids taking
 //! the same lock twice, and holding two state machines' state locks at once). Callbacks
-//! (observers, plugin code) run with no lock held.
+//! (entry actions, plugin code) run with no lock held.
 //!
 //! Every host mutex is an [`OrderedMutex`] created with its [`LockLevel`]. In debug builds
 //! (`cfg(debug_assertions)`) each `lock()` checks a thread-local stack of the levels held by the
@@ -23,21 +23,16 @@ use std::ops::{Deref, DerefMut};
 #[repr(u16)]
 #[non_exhaustive]
 pub enum LockLevel {
-    /// The coordinator's component table (stages, their threads, their lifecycle): taken first,
-    /// by the coordinator only, when it drives several stages' state machines.
-    Coordinator = 10,
     /// One state machine's current state and transition history
-    /// (`discipline::state_machine::StateMachine`). Never held while observers or entry actions
+    /// (`discipline::state_machine::StateMachine`). Never held while entry actions
     /// run.
     StateMachine = 20,
-    /// One state machine's observer list. Only held to register an observer or to clone the list;
-    /// observers are called after it is released.
-    Observers = 25,
     /// The monitor's sinks: the `--metrics` file writer. Taken by the coordinator's thread
     /// while it hands a snapshot on; never by a stage thread.
     Monitor = 30,
-    /// The plugin registry (loaded libraries and plugins by name). Leaf lock.
-    Registry = 40,
+    /// The run's list of internal errors (transitions the state table refused). Taken only on
+    /// that error path, right after the state machine's own lock was released. Leaf lock.
+    InternalErrors = 40,
     /// The `--log-json` file writer, taken inside `tracing` while an event is written. Leaf
     /// lock; stage threads do not log after start, so only the coordinator and the CLI take it.
     LogFile = 50,
@@ -45,12 +40,10 @@ pub enum LockLevel {
 
 impl LockLevel {
     /// Every level, in ascending order.
-    pub const ALL: [LockLevel; 6] = [
-        LockLevel::Coordinator,
+    pub const ALL: [LockLevel; 4] = [
         LockLevel::StateMachine,
-        LockLevel::Observers,
         LockLevel::Monitor,
-        LockLevel::Registry,
+        LockLevel::InternalErrors,
         LockLevel::LogFile,
     ];
 
@@ -62,11 +55,9 @@ impl LockLevel {
     /// The lock's name, as used in violation messages.
     pub const fn name(self) -> &'static str {
         match self {
-            LockLevel::Coordinator => "Coordinator",
             LockLevel::StateMachine => "StateMachine",
-            LockLevel::Observers => "Observers",
             LockLevel::Monitor => "Monitor",
-            LockLevel::Registry => "Registry",
+            LockLevel::InternalErrors => "InternalErrors",
             LockLevel::LogFile => "LogFile",
         }
     }
@@ -233,9 +224,9 @@ mod tests {
 
     #[test]
     fn in_order_nesting_works() {
-        let a = OrderedMutex::new(LockLevel::Coordinator, 1);
-        let b = OrderedMutex::new(LockLevel::StateMachine, 2);
-        let c = OrderedMutex::new(LockLevel::Registry, 3);
+        let a = OrderedMutex::new(LockLevel::StateMachine, 1);
+        let b = OrderedMutex::new(LockLevel::Monitor, 2);
+        let c = OrderedMutex::new(LockLevel::InternalErrors, 3);
         {
             let ga = a.lock();
             let gb = b.lock();
@@ -250,13 +241,13 @@ mod tests {
 
     #[test]
     fn out_of_order_release_is_tracked() {
-        let a = OrderedMutex::new(LockLevel::Coordinator, ());
-        let b = OrderedMutex::new(LockLevel::Observers, ());
+        let a = OrderedMutex::new(LockLevel::StateMachine, ());
+        let b = OrderedMutex::new(LockLevel::Monitor, ());
         let ga = a.lock();
         let gb = b.lock();
         drop(ga);
         #[cfg(debug_assertions)]
-        assert_eq!(held::snapshot(), vec![LockLevel::Observers]);
+        assert_eq!(held::snapshot(), vec![LockLevel::Monitor]);
         drop(gb);
         #[cfg(debug_assertions)]
         assert!(held::snapshot().is_empty());
@@ -280,10 +271,10 @@ mod tests {
     #[test]
     #[cfg(debug_assertions)]
     #[should_panic(
-        expected = "lock order violation: acquiring Registry (level 40) while holding Registry (level 40)"
+        expected = "lock order violation: acquiring InternalErrors (level 40) while holding InternalErrors (level 40)"
     )]
     fn same_lock_twice_panics() {
-        let m = OrderedMutex::new(LockLevel::Registry, ());
+        let m = OrderedMutex::new(LockLevel::InternalErrors, ());
         let _g = m.lock();
         let _h = m.lock();
     }
@@ -291,8 +282,8 @@ mod tests {
     #[test]
     #[cfg(debug_assertions)]
     fn violation_leaves_stack_consistent() {
-        let hi = OrderedMutex::new(LockLevel::Registry, ());
-        let lo = OrderedMutex::new(LockLevel::Coordinator, ());
+        let hi = OrderedMutex::new(LockLevel::InternalErrors, ());
+        let lo = OrderedMutex::new(LockLevel::StateMachine, ());
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _g = hi.lock();
             let _h = lo.lock();

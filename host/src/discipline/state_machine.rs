@@ -3,12 +3,11 @@
 //! One transition table ([`is_allowed`]) decides every move; there is no shortcut around it,
 //! not even into [`State::Failed`]. Every accepted move is recorded in the history with a reason
 //! and a timestamp. Locks (see [`super::lock_order`]): the state and history live behind one
-//! [`LockLevel::StateMachine`] mutex, the observer list behind a separate
-//! [`LockLevel::Observers`] mutex; neither is held while an entry action or an observer runs, so
-//! both may call back into the machine.
+//! [`LockLevel::StateMachine`] mutex, never held while an entry action runs, so the action may
+//! call back into the machine. The host moves machines only through
+//! `coordinator::lifecycle::Lifecycle`, which handles every result.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -29,8 +28,6 @@ pub enum State {
     Starting,
     /// Processing blocks.
     Running,
-    /// Temporarily not processing; resumable.
-    Paused,
     /// Stop requested; no new input accepted.
     Stopping,
     /// Draining queued data and finalising storage.
@@ -45,13 +42,12 @@ pub enum State {
 
 impl State {
     /// Every state, in lifecycle order.
-    pub const ALL: [State; 11] = [
+    pub const ALL: [State; 10] = [
         State::Created,
         State::Loaded,
         State::Configured,
         State::Starting,
         State::Running,
-        State::Paused,
         State::Stopping,
         State::Flushing,
         State::Stopped,
@@ -67,7 +63,6 @@ impl State {
             State::Configured => "configured",
             State::Starting => "starting",
             State::Running => "running",
-            State::Paused => "paused",
             State::Stopping => "stopping",
             State::Flushing => "flushing",
             State::Stopped => "stopped",
@@ -84,7 +79,6 @@ impl State {
                 | State::Configured
                 | State::Starting
                 | State::Running
-                | State::Paused
                 | State::Stopping
                 | State::Flushing
                 | State::Recovering
@@ -119,9 +113,7 @@ pub const fn is_allowed(from: State, to: State) -> bool {
         | (Loaded, Configured)
         | (Configured, Starting)
         | (Starting, Running)
-        | (Running, Paused)
-        | (Paused, Running)
-        | (Running | Paused, Stopping)
+        | (Running, Stopping)
         | (Stopping, Flushing)
         | (Flushing, Stopped)
         // Stop during start; never started.
@@ -130,6 +122,8 @@ pub const fn is_allowed(from: State, to: State) -> bool {
         // Fault handling: recover, or shut down cleanly (storage still finalised).
         | (Failed, Recovering)
         | (Recovering, Running)
+        // Stop while waiting to restart.
+        | (Recovering, Stopping)
         | (Failed, Stopping) => true,
         // Any active state may fail (includes Recovering → Failed).
         (from, Failed) => from.is_active(),
@@ -194,8 +188,6 @@ pub enum TransitionError {
     },
 }
 
-type Observer = Arc<dyn Fn(&str, &Transition) + Send + Sync + 'static>;
-
 #[derive(Debug)]
 struct Inner {
     state: State,
@@ -209,7 +201,6 @@ pub struct StateMachine {
     name: String,
     created: Instant,
     inner: OrderedMutex<Inner>,
-    observers: OrderedMutex<Vec<Observer>>,
 }
 
 impl fmt::Debug for StateMachine {
@@ -235,7 +226,6 @@ impl StateMachine {
                     seq: 0,
                 },
             ),
-            observers: OrderedMutex::new(LockLevel::Observers, Vec::new()),
         }
     }
 
@@ -252,13 +242,6 @@ impl StateMachine {
     /// A copy of the history, oldest first.
     pub fn history(&self) -> Vec<Transition> {
         self.inner.lock().history.clone()
-    }
-
-    /// Registers an observer, called after every recorded transition (including rollbacks) with
-    /// the machine's name, with no lock held. Observers of concurrent transitions may be called
-    /// in either order; the history is the authoritative order.
-    pub fn observe(&self, f: impl Fn(&str, &Transition) + Send + Sync + 'static) {
-        self.observers.lock().push(Arc::new(f));
     }
 
     fn now_ms(&self) -> u64 {
@@ -290,21 +273,12 @@ impl StateMachine {
         Ok((t, inner.seq))
     }
 
-    /// Calls every observer. No lock is held while they run.
-    fn notify(&self, t: &Transition) {
-        let observers: Vec<Observer> = self.observers.lock().clone();
-        for o in &observers {
-            o(&self.name, t);
-        }
-    }
-
-    /// Moves to `to` if the transition table allows it, records it, then notifies observers.
+    /// Moves to `to` if the transition table allows it and records it.
     ///
     /// # Errors
     /// [`TransitionError::Invalid`] if not allowed; state and history are then unchanged.
     pub fn transition(&self, to: State, reason: impl Into<String>) -> Result<(), TransitionError> {
-        let (t, _) = self.commit(to, &reason.into())?;
-        self.notify(&t);
+        self.commit(to, &reason.into())?;
         Ok(())
     }
 
@@ -322,31 +296,27 @@ impl StateMachine {
         entry: impl FnOnce() -> Result<(), E>,
     ) -> Result<(), TransitionError> {
         let (t, seq) = self.commit(to, &reason.into())?;
-        self.notify(&t);
         let Err(e) = entry() else { return Ok(()) };
         let error = e.to_string();
         let rollback = {
             let mut inner = self.inner.lock();
             if inner.seq == seq {
-                let rb = Transition {
+                inner.history.push(Transition {
                     from: t.to,
                     to: t.from,
                     at_ms: self.now_ms(),
                     seq: next_seq(),
                     reason: format!("{ROLLBACK_PREFIX}{error}"),
-                };
+                });
                 inner.state = t.from;
-                inner.history.push(rb.clone());
                 inner.seq += 1;
-                Some(rb)
+                true
             } else {
-                None
+                false
             }
         };
-        let rolled_back = rollback.is_some();
-        if let Some(rb) = rollback {
-            self.notify(&rb);
-        } else {
+        let rolled_back = rollback;
+        if !rolled_back {
             tracing::warn!(machine = %self.name, from = %t.from, to = %t.to, %error,
                 "entry action failed but the state changed concurrently; not rolled back");
         }
@@ -411,6 +381,7 @@ impl StateMachine {
 mod tests {
     use super::*;
     use std::collections::{HashMap, VecDeque};
+    use std::sync::Arc;
 
     /// The shortest legal path from `Created` to every reachable state (BFS over the table).
     fn paths() -> HashMap<State, Vec<State>> {
@@ -465,16 +436,14 @@ mod tests {
                 (Loaded, Configured),
                 (Configured, Starting),
                 (Starting, Running),
-                (Running, Paused),
-                (Paused, Running),
                 (Running, Stopping),
-                (Paused, Stopping),
                 (Stopping, Flushing),
                 (Flushing, Stopped),
                 (Starting, Stopping),
                 (Configured, Stopped),
                 (Failed, Recovering),
                 (Recovering, Running),
+                (Recovering, Stopping),
                 (Failed, Stopping),
             ];
             for s in State::ALL.into_iter().filter(|s| s.is_active()) {
@@ -576,7 +545,7 @@ mod tests {
                     m.check_invariants().unwrap();
                 }
             }
-            assert_eq!(legal, 15 + 8);
+            assert_eq!(legal, 13 + 7);
         }
     }
 
@@ -670,56 +639,6 @@ mod tests {
         }
     }
 
-    mod observers {
-        use super::*;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::Mutex;
-
-        #[test]
-        fn observer_sees_every_transition_with_name() {
-            let m = StateMachine::new("mic");
-            let seen = Arc::new(Mutex::new(Vec::new()));
-            let s = Arc::clone(&seen);
-            m.observe(move |name, t| s.lock().unwrap().push((name.to_owned(), t.from, t.to)));
-            m.transition(State::Loaded, "load").unwrap();
-            let _ = m.transition(State::Running, "illegal");
-            let _ = m.transition_with(State::Configured, "cfg", || Err("bad"));
-            assert_eq!(
-                *seen.lock().unwrap(),
-                vec![
-                    ("mic".to_owned(), State::Created, State::Loaded),
-                    ("mic".to_owned(), State::Loaded, State::Configured),
-                    ("mic".to_owned(), State::Configured, State::Loaded),
-                ]
-            );
-        }
-
-        /// An observer calls state(), history(), transition() and observe() on the same machine:
-        /// no deadlock, no lock-order panic.
-        #[test]
-        fn observer_reentrancy() {
-            let m = Arc::new(StateMachine::new("re"));
-            let calls = Arc::new(AtomicUsize::new(0));
-            let weak = Arc::downgrade(&m);
-            let c = Arc::clone(&calls);
-            m.observe(move |_, t| {
-                c.fetch_add(1, Ordering::SeqCst);
-                let m = weak.upgrade().expect("machine alive");
-                assert_eq!(m.history().last(), Some(t));
-                // Chain the lifecycle forward from inside the observer.
-                if t.to == State::Loaded {
-                    assert_eq!(m.state(), State::Loaded);
-                    m.transition(State::Configured, "auto-configure").unwrap();
-                    m.observe(|_, _| {});
-                }
-            });
-            m.transition(State::Loaded, "load").unwrap();
-            assert_eq!(m.state(), State::Configured);
-            assert_eq!(calls.load(Ordering::SeqCst), 2);
-            m.check_invariants().unwrap();
-        }
-    }
-
     mod concurrency {
         use super::*;
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -738,37 +657,25 @@ mod tests {
         }
 
         /// 8 threads × 2000 random transitions (plain and with entry actions that sometimes
-        /// fail) on one machine, with a re-entrant observer. Afterwards the invariants hold and
+        /// fail) on one machine. Afterwards the invariants hold and
         /// the counts add up. A watchdog turns a deadlock into a failure instead of a hang
         /// (parking_lot's `deadlock_detection` feature is not enabled in this workspace).
         #[test]
         fn stress() {
             const THREADS: u64 = 8;
             const STEPS: u64 = 2000;
-            const TARGETS: [State; 10] = [
+            const TARGETS: [State; 9] = [
                 State::Created,
                 State::Loaded,
                 State::Configured,
                 State::Starting,
                 State::Running,
-                State::Paused,
                 State::Stopping,
                 State::Flushing,
                 State::Failed,
                 State::Recovering,
             ];
             let m = Arc::new(StateMachine::new("stress"));
-            let notified = Arc::new(AtomicU64::new(0));
-            {
-                let n = Arc::clone(&notified);
-                let weak = Arc::downgrade(&m);
-                m.observe(move |_, _| {
-                    n.fetch_add(1, Ordering::Relaxed);
-                    if let Some(m) = weak.upgrade() {
-                        let _ = m.state();
-                    }
-                });
-            }
             let recorded = Arc::new(AtomicU64::new(0));
             // parking_lot's detector (enabled in test builds) watches every host lock meanwhile.
             let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -840,7 +747,6 @@ mod tests {
                 "only {len} transitions recorded: stress too weak"
             );
             assert_eq!(len, recorded.load(Ordering::Relaxed));
-            assert_eq!(len, notified.load(Ordering::Relaxed));
         }
     }
 }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::stage::StageStats;
+use super::component::Component;
+use super::lifecycle::Lifecycle;
+use super::running::Running;
 use crate::discipline::buffers::{ChannelCounters, EdgeSnapshot, EdgeStats};
-use crate::discipline::state_machine::StateMachine;
 
 /// Receives every snapshot, on the monitoring thread.
 pub type Sink = Arc<dyn Fn(&Snapshot) + Send + Sync>;
@@ -86,16 +87,6 @@ pub struct MonitorTotals {
     pub max_peak_db: Vec<Option<f32>>,
 }
 
-/// What the monitor needs to know about one stage.
-pub struct Watched {
-    pub id: String,
-    pub plugin: String,
-    pub kind: String,
-    pub sm: Arc<StateMachine>,
-    pub stats: Arc<StageStats>,
-    pub length_frames: Option<u64>,
-}
-
 /// Counters of one stage at the previous snapshot, for per-interval figures.
 #[derive(Default, Clone, Copy)]
 struct Previous {
@@ -107,7 +98,9 @@ struct Previous {
 pub struct Monitor {
     sample_rate: u32,
     block_frames: u32,
-    stages: Vec<Watched>,
+    interval: Duration,
+    pipeline: Arc<Lifecycle>,
+    stages: Vec<Arc<Component>>,
     edges: Vec<Arc<EdgeStats>>,
     previous: Vec<Previous>,
     /// Folded over every snapshot taken, for the run summary.
@@ -115,18 +108,16 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(
-        sample_rate: u32,
-        block_frames: u32,
-        stages: Vec<Watched>,
-        edges: Vec<Arc<EdgeStats>>,
-    ) -> Monitor {
-        let n = stages.len();
+    /// Watch every stage and edge of a running graph.
+    pub fn new(g: &Running) -> Monitor {
+        let n = g.stages.len();
         Monitor {
-            sample_rate,
-            block_frames,
-            stages,
-            edges,
+            sample_rate: g.plan.file.sample_rate,
+            block_frames: g.plan.file.block_frames,
+            interval: Duration::from_millis(g.plan.file.monitor_interval_ms.max(1)),
+            pipeline: g.pipeline.clone(),
+            stages: g.stages.iter().map(|r| r.component.clone()).collect(),
+            edges: g.edges.clone(),
             previous: vec![Previous::default(); n],
             totals: MonitorTotals {
                 snapshots: 0,
@@ -137,7 +128,8 @@ impl Monitor {
     }
 
     /// Take a snapshot now (`now_us` since the run started) and fold it into the totals.
-    pub fn snapshot(&mut self, pipeline_state: &str, now_us: u64) -> Snapshot {
+    pub fn snapshot(&mut self, now_us: u64) -> Snapshot {
+        let pipeline_state = self.pipeline.state().as_str();
         let block_us = f64::from(self.block_frames) * 1e6 / f64::from(self.sample_rate.max(1));
         let mut stages = Vec::with_capacity(self.stages.len());
         for (i, w) in self.stages.iter().enumerate() {
@@ -147,7 +139,7 @@ impl Monitor {
             let frames_in = st.frames_in.load(Ordering::Relaxed);
             let frames_out = st.frames_out.load(Ordering::Relaxed);
             // The audio a stage handled: what it produced for captures, what it took otherwise.
-            let frames = if w.kind == "capture" {
+            let frames = if w.who.kind == tapeline_plugin_api::PluginKind::Capture {
                 frames_out
             } else {
                 frames_in
@@ -194,11 +186,12 @@ impl Monitor {
                 ),
                 _ => (None, None),
             };
+            let length = st.length_frames.load(Ordering::Relaxed);
             stages.push(StageSnapshot {
-                id: w.id.clone(),
-                plugin: w.plugin.clone(),
-                kind: w.kind.clone(),
-                state: w.sm.state().as_str().to_string(),
+                id: w.who.id.clone(),
+                plugin: w.who.plugin.clone(),
+                kind: w.who.kind.as_str().to_string(),
+                state: w.lifecycle().state().as_str().to_string(),
                 blocks,
                 frames_in,
                 frames_out,
@@ -218,7 +211,7 @@ impl Monitor {
                 latency_ms_max,
                 in_call,
                 in_call_ms,
-                length_frames: w.length_frames,
+                length_frames: (length != u64::MAX).then_some(length),
             });
         }
         self.totals.snapshots += 1;
@@ -245,22 +238,16 @@ impl Monitor {
 pub struct Monitoring {
     done: Arc<AtomicBool>,
     handle: Option<JoinHandle<Monitor>>,
-    pipeline: Arc<StateMachine>,
     sink: Option<Sink>,
     epoch: Instant,
 }
 
-/// Start taking a snapshot every `interval` and handing it to `sink`.
-pub fn spawn(
-    mut monitor: Monitor,
-    pipeline: Arc<StateMachine>,
-    sink: Option<Sink>,
-    interval: Duration,
-    epoch: Instant,
-) -> Monitoring {
+/// Start taking a snapshot every `monitor_interval_ms` and handing it to `sink`.
+pub fn spawn(mut monitor: Monitor, sink: Option<Sink>, epoch: Instant) -> Monitoring {
     let done = Arc::new(AtomicBool::new(false));
+    let interval = monitor.interval;
     let handle = {
-        let (done, pipeline, sink) = (done.clone(), pipeline.clone(), sink.clone());
+        let (done, sink) = (done.clone(), sink.clone());
         std::thread::Builder::new()
             .name("tapeline-monitor".into())
             .spawn(move || {
@@ -273,7 +260,7 @@ pub fn spawn(
                         continue;
                     }
                     next += interval;
-                    let snap = monitor.snapshot(pipeline.state().as_str(), micros(epoch));
+                    let snap = monitor.snapshot(micros(epoch));
                     if let Some(sink) = &sink {
                         sink(&snap);
                     }
@@ -285,7 +272,6 @@ pub fn spawn(
     Monitoring {
         done,
         handle,
-        pipeline,
         sink,
         epoch,
     }
@@ -293,12 +279,15 @@ pub fn spawn(
 
 impl Monitoring {
     /// Stop, take the last snapshot (the state everything ended in), return the totals.
-    pub fn finish(mut self) -> MonitorTotals {
+    pub fn finish(mut self, g: &Running) -> MonitorTotals {
         self.done.store(true, Ordering::Release);
-        let Some(mut monitor) = self.handle.take().and_then(|h| h.join().ok()) else {
-            return MonitorTotals::default();
+        // Without its thread (it could not start, or it panicked), one snapshot still tells
+        // the end state.
+        let mut monitor = match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(m)) => m,
+            _ => Monitor::new(g),
         };
-        let snap = monitor.snapshot(self.pipeline.state().as_str(), micros(self.epoch));
+        let snap = monitor.snapshot(micros(self.epoch));
         if let Some(sink) = &self.sink {
             sink(&snap);
         }

@@ -1,0 +1,282 @@
+//! What a processing stage does in the stage loop: one block from every input, one `process`
+//! call, every output port pushed to its consumers; at the end of the stream, the tail.
+
+use std::time::Duration;
+
+use abi_stable::std_types::{RSlice, RSliceMut};
+use arrayvec::ArrayVec;
+use tapeline_plugin_api::abi::{
+    InputBlock, OutputBlock, PluginError, PortFormat, ProcessorBox, FLAG_END_OF_STREAM,
+    MAX_TAIL_CALLS,
+};
+
+use super::capture_stage::push_all;
+use super::component::Component;
+use super::factory::Factory;
+use super::policy::Severity;
+use super::stage_io::StageIo;
+use super::stage_loop::{Flow, StageExit, StageWork, Take};
+use super::stage_stats::Call;
+use crate::discipline::buffers::{DropReason, Received, RecvTimeoutError};
+use crate::discipline::state_machine::State;
+
+/// Most input or output ports of one stage.
+pub const MAX_PORTS: usize = 64;
+
+/// How long a wait for input lasts before the stop flags are looked at again.
+const POLL: Duration = Duration::from_millis(50);
+
+pub struct ProcessStage {
+    input_formats: Vec<PortFormat>,
+    /// Each output port's format and most frames per block.
+    out_ports: Vec<(PortFormat, u32)>,
+    /// Silence standing in for an input that ended while others go on.
+    silence: Vec<Vec<f32>>,
+    scratch: Vec<Vec<f32>>,
+    /// Output positions for the call (copied from the edges').
+    positions: Vec<u64>,
+    ended: Vec<bool>,
+    held: Vec<Option<Received>>,
+    /// Frames of the call (the longest input), its flags, and the oldest capture stamp.
+    frames: u32,
+    flags: u32,
+    stamp: u64,
+    /// Frames and flags each output port got from the last call.
+    produced: ArrayVec<(u32, u32), MAX_PORTS>,
+}
+
+impl ProcessStage {
+    pub fn new(
+        input_formats: Vec<PortFormat>,
+        out_ports: Vec<(PortFormat, u32)>,
+        block_frames: u32,
+    ) -> Self {
+        let silence = input_formats
+            .iter()
+            .map(|f| vec![0.0; block_frames as usize * 4 * f.channels as usize])
+            .collect();
+        let scratch = out_ports
+            .iter()
+            .map(|(f, max)| vec![0.0; *max as usize * f.channels as usize])
+            .collect();
+        let n_in = input_formats.len();
+        ProcessStage {
+            positions: vec![0; out_ports.len()],
+            ended: vec![false; n_in],
+            held: Vec::with_capacity(n_in),
+            input_formats,
+            out_ports,
+            silence,
+            scratch,
+            frames: 0,
+            flags: 0,
+            stamp: 0,
+            produced: ArrayVec::new(),
+        }
+    }
+
+    /// One call of the processor with the held input (or end of stream when `eos`).
+    fn process(&mut self, instance: &mut ProcessorBox, eos: bool) -> Result<(), PluginError> {
+        let mut ins: ArrayVec<InputBlock<'_>, MAX_PORTS> = ArrayVec::new();
+        for (i, f) in self.input_formats.iter().enumerate() {
+            let ch = f.channels;
+            ins.push(match self.held.get(i).and_then(Option::as_ref) {
+                Some(b) if !eos => InputBlock {
+                    samples: RSlice::from_slice(b.data()),
+                    frames: b.frames,
+                    channels: ch,
+                    position: b.position,
+                    flags: b.flags,
+                },
+                _ => {
+                    let n = if eos {
+                        0
+                    } else {
+                        (self.frames as usize * ch as usize).min(self.silence[i].len())
+                    };
+                    InputBlock {
+                        samples: RSlice::from_slice(&self.silence[i][..n]),
+                        frames: (n / ch.max(1) as usize) as u32,
+                        channels: ch,
+                        position: 0,
+                        flags: if eos { FLAG_END_OF_STREAM } else { 0 },
+                    }
+                }
+            });
+        }
+        let (frames, flags) = if eos {
+            (0, 0)
+        } else {
+            (self.frames, self.flags)
+        };
+        let mut outs: ArrayVec<OutputBlock<'_>, MAX_PORTS> = ArrayVec::new();
+        for (p, buf) in self.scratch.iter_mut().enumerate() {
+            outs.push(OutputBlock {
+                samples: RSliceMut::from_mut_slice(buf),
+                frames: frames.min(self.out_ports[p].1),
+                channels: self.out_ports[p].0.channels,
+                position: self.positions[p],
+                flags,
+            });
+        }
+        let result = instance
+            .process(
+                RSlice::from_slice(&ins),
+                RSliceMut::from_mut_slice(&mut outs),
+            )
+            .into_result();
+        self.produced.clear();
+        self.produced
+            .extend(outs.iter().map(|o| (o.frames, o.flags)));
+        result
+    }
+
+    /// Push what the last call produced on every output port; returns the frames pushed.
+    fn push_produced(&self, io: &mut StageIo, stamp: u64) -> u64 {
+        let mut out_frames = 0;
+        for (p, &(n, f)) in self.produced.iter().enumerate() {
+            let n = n.min(self.out_ports[p].1);
+            let ch = self.out_ports[p].0.channels as usize;
+            let at = (n, io.positions[p], f);
+            push_all(
+                &mut io.outputs[p],
+                &self.scratch[p][..n as usize * ch],
+                at,
+                stamp,
+            );
+            io.positions[p] += u64::from(n);
+            out_frames += u64::from(n);
+        }
+        out_frames
+    }
+
+    /// End of stream: let the processor write what it still holds (a filter's tail).
+    fn tail(&mut self, instance: &mut ProcessorBox, io: &mut StageIo, c: &Component) {
+        self.held.clear();
+        for _ in 0..MAX_TAIL_CALLS {
+            let started = std::time::Instant::now();
+            self.positions.copy_from_slice(&io.positions);
+            c.stats.enter(Call::Finish, c.epoch());
+            let result = self.process(instance, true);
+            c.stats.leave();
+            if let Err(e) = result {
+                // The stream is over: a failing tail is reported, and nothing is left to stop.
+                c.report(Severity::Warning, e);
+                break;
+            }
+            let out_frames = self.push_produced(io, 0);
+            if out_frames == 0 {
+                break;
+            }
+            c.stats.record(started, 0, out_frames);
+        }
+    }
+}
+
+impl StageWork for ProcessStage {
+    type Instance = ProcessorBox;
+    type Factory = Factory;
+    const CALL: Call = Call::Process;
+
+    fn build(f: &Factory) -> Result<ProcessorBox, PluginError> {
+        f.processor()
+    }
+
+    fn take(&mut self, io: &mut StageIo, c: &Component, _given_up: bool) -> Take {
+        self.held.clear();
+        for (i, input) in io.inputs.iter().enumerate() {
+            if self.ended[i] {
+                self.held.push(None);
+                continue;
+            }
+            let got = loop {
+                match input.recv_timeout(POLL) {
+                    Ok(b) => break Some(b),
+                    Err(RecvTimeoutError::Disconnected) => break None,
+                    Err(RecvTimeoutError::Timeout) if c.stop().is_abandoned() => {
+                        self.abandon_held(io);
+                        return Take::Ended;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+            };
+            self.ended[i] = got.is_none();
+            self.held.push(got);
+        }
+        if self.ended.iter().all(|e| *e) {
+            return Take::Ended;
+        }
+        if c.stop().is_abandoned() {
+            self.abandon_held(io);
+            return Take::Ended;
+        }
+        let blocks = self.held.iter().flatten();
+        self.frames = blocks.clone().map(|b| b.frames).max().unwrap_or(0);
+        self.flags = blocks.clone().fold(0, |f, b| f | b.flags);
+        // The oldest audio in this call, for capture → storage latency.
+        self.stamp = blocks
+            .map(|b| b.stamp_us)
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(0);
+        self.positions.copy_from_slice(&io.positions);
+        io.in_flight = u64::from(self.frames);
+        Take::Ready
+    }
+
+    fn call(&mut self, instance: &mut ProcessorBox, c: &Component) -> Result<(), PluginError> {
+        let result = self.process(instance, false);
+        let levels = instance.levels();
+        if !levels.is_empty() {
+            c.stats.publish_levels(levels.as_slice());
+        }
+        result
+    }
+
+    fn deliver(&mut self, io: &mut StageIo, c: &Component, busy: Duration) -> Flow {
+        let out_frames = self.push_produced(io, self.stamp);
+        c.stats
+            .record_busy(busy, u64::from(self.frames), out_frames);
+        self.held.clear();
+        io.in_flight = 0;
+        Flow::Continue
+    }
+
+    fn lost(&mut self, io: &mut StageIo, _c: &Component) {
+        // The block this call failed on is dropped (stage error), whatever follows.
+        io.count_dropped(DropReason::StageError, u64::from(self.frames));
+        self.held.clear();
+        io.in_flight = 0;
+    }
+
+    fn finish(&mut self, mut instance: ProcessorBox, io: &mut StageIo, c: &Component) -> StageExit {
+        if self.ended.iter().all(|e| *e) && !c.stop().is_abandoned() {
+            self.tail(&mut instance, io, c);
+        }
+        c.wind_down(State::Stopping, "inputs ended");
+        for input in &io.inputs {
+            input.discard_all(DropReason::Shutdown);
+        }
+        StageExit {
+            instance: Some(Box::new(instance)),
+            ..StageExit::default()
+        }
+    }
+}
+
+impl ProcessStage {
+    /// Blocks held when a fast stop abandons them: counted as `shutdown`.
+    fn abandon_held(&mut self, io: &StageIo) {
+        let frames = self
+            .held
+            .iter()
+            .flatten()
+            .map(|b| b.frames)
+            .max()
+            .unwrap_or(0);
+        if frames > 0 {
+            io.count_dropped(DropReason::Shutdown, u64::from(frames));
+        }
+        self.held.clear();
+    }
+}

@@ -1,0 +1,181 @@
+//! The one loop every stage thread runs, whatever its kind: take input, call the plugin, pass
+//! the output on, and meet every failure with the stage's policy. Kinds differ only in what
+//! they take, call and deliver ([`StageWork`]); how they are governed is written once, here.
+//!
+//! After start nothing here allocates, locks or logs on the per-block path; errors leave the
+//! thread through the coordinator's event channel.
+
+use std::time::{Duration, Instant};
+
+use tapeline_plugin_api::abi::{PluginError, StorageReport};
+
+use super::component::{Component, Verdict};
+use super::stage_io::{IoSlot, StageIo};
+use super::stage_stats::Call;
+
+/// What `take` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Input for one call is ready.
+    Ready,
+    /// Nothing arrived for a while (storage flushes then).
+    Idle,
+    /// Input taken and handled without a call (a stage that gave up drops it, counted).
+    Skip,
+    /// No more input: the stream ended or the stage is asked to stop.
+    Ended,
+}
+
+/// After delivering a call's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The source ended.
+    Ended,
+}
+
+/// What differs between capture, processing and storage stages.
+pub trait StageWork: Send + 'static {
+    /// The plugin instance.
+    type Instance: Send + 'static;
+    /// What builds instances (the ABI factory; a closure in unit tests).
+    type Factory: Send + Sync + 'static;
+    /// The plugin call [`StageWork::call`] makes, for the watchdog.
+    const CALL: Call;
+    /// After giving up, keep taking input and count it dropped (storage), rather than end.
+    const DRAINS_AFTER_GIVING_UP: bool = false;
+
+    fn build(f: &Self::Factory) -> Result<Self::Instance, PluginError>;
+    /// Start a built instance (a capture opens its source).
+    fn start(_instance: &mut Self::Instance) -> Result<(), PluginError> {
+        Ok(())
+    }
+    /// Take the input of one call off the edges (and set `io.in_flight`).
+    fn take(&mut self, io: &mut StageIo, c: &Component, given_up: bool) -> Take;
+    /// The plugin call. No access to the edges: they may be handed to another thread meanwhile.
+    fn call(&mut self, instance: &mut Self::Instance, c: &Component) -> Result<(), PluginError>;
+    /// Pass a successful call's output on; `busy` is the call's time.
+    fn deliver(&mut self, io: &mut StageIo, c: &Component, busy: Duration) -> Flow;
+    /// The call failed: account for the input it took.
+    fn lost(&mut self, io: &mut StageIo, c: &Component);
+    /// The first instance is running (a capture says how long its source is).
+    fn started(&mut self, _instance: &Self::Instance, _c: &Component) {}
+    /// `Take::Idle`: nothing to do for a while.
+    fn idle(&mut self, _instance: &mut Self::Instance, _c: &Component) {}
+    /// The policy ignored a failure.
+    fn ignored(&mut self, _c: &Component) {}
+    /// A restart replaced `old`.
+    fn replaced(&mut self, _old: Self::Instance, _io: &mut StageIo) {}
+    /// The stream is over or the stage stops: flush, finalise, stop.
+    fn finish(&mut self, instance: Self::Instance, io: &mut StageIo, c: &Component) -> StageExit;
+}
+
+/// How a stage thread ended.
+#[derive(Default)]
+pub struct StageExit {
+    /// The instance, for the cleanup's "release plugins" step to drop in order.
+    pub instance: Option<Box<dyn Send>>,
+    /// A storage stage's report of what it wrote.
+    pub report: Option<Result<StorageReport, PluginError>>,
+    /// The watchdog gave this thread's call up; its edges went to another thread.
+    pub abandoned: bool,
+}
+
+/// How the thread's first instance comes about.
+pub enum Begin {
+    /// The stage's first start.
+    Start,
+    /// A call of an earlier thread was given up: restart by the policy, with this error.
+    Replace(PluginError),
+}
+
+/// The body of a stage thread.
+pub fn run<W: StageWork>(
+    c: &Component,
+    f: &W::Factory,
+    mut work: W,
+    slot: &IoSlot,
+    begin: Begin,
+) -> StageExit {
+    let Some(mut io) = slot.take() else {
+        return StageExit::default();
+    };
+    let rebuild = || -> Result<W::Instance, PluginError> {
+        let mut i = W::build(f)?;
+        W::start(&mut i)?;
+        Ok(i)
+    };
+    let first = match begin {
+        Begin::Start => c.start(|| W::build(f), W::start),
+        Begin::Replace(e) => match c.replace(e, rebuild) {
+            Verdict::Restarted(i) => Some(i),
+            _ => None,
+        },
+    };
+    // Without an instance the edges close here: producers upstream stop waiting for room.
+    let Some(mut instance) = first else {
+        c.wind_down(
+            crate::discipline::state_machine::State::Stopping,
+            "not started",
+        );
+        return StageExit::default();
+    };
+    work.started(&instance, c);
+    let mut given_up = false;
+    loop {
+        match work.take(&mut io, c, given_up) {
+            Take::Ended => break,
+            Take::Idle => {
+                work.idle(&mut instance, c);
+                continue;
+            }
+            Take::Skip => continue,
+            Take::Ready => {}
+        }
+        let started = Instant::now();
+        slot.park(io);
+        c.stats.enter(W::CALL, c.epoch());
+        let result = work.call(&mut instance, c);
+        let Some(back) = slot.take() else {
+            // Given up by the watchdog: another thread has the edges. Touch nothing shared,
+            // and never call this instance again (not even to drop it).
+            std::mem::forget(instance);
+            return StageExit {
+                abandoned: true,
+                ..StageExit::default()
+            };
+        };
+        io = back;
+        c.stats.leave();
+        let verdict = match result {
+            Ok(()) => {
+                if work.deliver(&mut io, c, started.elapsed()) == Flow::Ended {
+                    break;
+                }
+                if c.stop().is_abandoned() {
+                    break;
+                }
+                c.after_stall(W::CALL, rebuild)
+            }
+            Err(e) => {
+                work.lost(&mut io, c);
+                if c.stop().is_abandoned() {
+                    break;
+                }
+                Some(c.on_error(e, rebuild))
+            }
+        };
+        match verdict {
+            None => {}
+            Some(Verdict::Ignore) => work.ignored(c),
+            Some(Verdict::Restarted(fresh)) => {
+                work.replaced(std::mem::replace(&mut instance, fresh), &mut io)
+            }
+            Some(Verdict::GaveUp | Verdict::Stopped) if W::DRAINS_AFTER_GIVING_UP => {
+                given_up = true
+            }
+            Some(Verdict::GaveUp | Verdict::Stopped) => break,
+        }
+    }
+    work.finish(instance, &mut io, c)
+}

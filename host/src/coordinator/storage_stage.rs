@@ -1,0 +1,146 @@
+//! What a storage stage does in the stage loop: write every block; flush when idle; finalise
+//! at the end, always. Having no output edge, it counts its own drops (`dropped_frames`).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use abi_stable::std_types::RSlice;
+use tapeline_plugin_api::abi::{InputBlock, PluginError, PortFormat, StorageBox, StorageReport};
+
+use super::component::Component;
+use super::factory::Factory;
+use super::stage_io::StageIo;
+use super::stage_loop::{Flow, StageExit, StageWork, Take};
+use super::stage_stats::Call;
+use crate::discipline::buffers::{DropReason, Received, RecvTimeoutError};
+use crate::discipline::state_machine::State;
+
+/// How long the stage waits for a block before it flushes.
+const IDLE: Duration = Duration::from_millis(250);
+
+pub struct StorageStage {
+    format: PortFormat,
+    block: Option<Received>,
+}
+
+impl StorageStage {
+    pub fn new(format: PortFormat) -> Self {
+        StorageStage {
+            format,
+            block: None,
+        }
+    }
+}
+
+impl StageWork for StorageStage {
+    type Instance = StorageBox;
+    type Factory = Factory;
+    const CALL: Call = Call::Write;
+    const DRAINS_AFTER_GIVING_UP: bool = true;
+
+    fn build(f: &Factory) -> Result<StorageBox, PluginError> {
+        f.storage()
+    }
+
+    fn take(&mut self, io: &mut StageIo, c: &Component, given_up: bool) -> Take {
+        let input = &io.inputs[0];
+        match input.recv_timeout(IDLE) {
+            Ok(b) if given_up => {
+                // Taken off the edge, never written: the stage's own drops.
+                c.stats
+                    .dropped_frames
+                    .fetch_add(u64::from(b.frames), Ordering::Relaxed);
+                Take::Skip
+            }
+            Ok(b) => {
+                io.in_flight = u64::from(b.frames);
+                self.block = Some(b);
+                Take::Ready
+            }
+            Err(RecvTimeoutError::Timeout) if c.stop().is_abandoned() => Take::Ended,
+            Err(RecvTimeoutError::Timeout) => Take::Idle,
+            Err(RecvTimeoutError::Disconnected) => Take::Ended,
+        }
+    }
+
+    fn call(&mut self, instance: &mut StorageBox, _c: &Component) -> Result<(), PluginError> {
+        let Some(b) = &self.block else {
+            return Ok(());
+        };
+        let block = InputBlock {
+            samples: RSlice::from_slice(b.data()),
+            frames: b.frames,
+            channels: self.format.channels,
+            position: b.position,
+            flags: b.flags,
+        };
+        instance.write(&block).into_result()
+    }
+
+    fn deliver(&mut self, io: &mut StageIo, c: &Component, busy: Duration) -> Flow {
+        if let Some(b) = self.block.take() {
+            if b.stamp_us != 0 {
+                let now = c.epoch().elapsed().as_micros() as u64;
+                c.stats.record_latency(now.saturating_sub(b.stamp_us));
+            }
+            c.stats.record_busy(busy, u64::from(b.frames), 0);
+            io.written_now += u64::from(b.frames);
+        }
+        io.in_flight = 0;
+        Flow::Continue
+    }
+
+    fn lost(&mut self, io: &mut StageIo, c: &Component) {
+        // The block it failed on is not in its output: the stage's own drop.
+        if let Some(b) = self.block.take() {
+            c.stats
+                .dropped_frames
+                .fetch_add(u64::from(b.frames), Ordering::Relaxed);
+        }
+        io.in_flight = 0;
+    }
+
+    fn idle(&mut self, instance: &mut StorageBox, c: &Component) {
+        c.stats.enter(Call::Flush, c.epoch());
+        let flushed = instance.flush().into_result();
+        c.stats.leave();
+        // A failed flush is retried at the next idle moment and by finalise, which reports.
+        if flushed.is_err() {
+            c.stats.flush_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn replaced(&mut self, mut old: StorageBox, io: &mut StageIo) {
+        // Keep what the old instance recorded, and count it.
+        io.written_now = 0;
+        if let Ok(r) = old.finalize().into_result() {
+            merge(&mut io.written_before, r);
+        }
+    }
+
+    fn finish(&mut self, mut instance: StorageBox, io: &mut StageIo, c: &Component) -> StageExit {
+        // After a fast stop what is still queued is dropped (counted); normally nothing is.
+        io.inputs[0].discard_all(DropReason::Shutdown);
+        c.wind_down(State::Stopping, "input ended");
+        c.wind_down(State::Flushing, "finalising");
+        let report = instance.finalize().into_result().map(|mut last| {
+            merge(&mut last, std::mem::take(&mut io.written_before));
+            last
+        });
+        StageExit {
+            instance: Some(Box::new(instance)),
+            report: Some(report),
+            abandoned: false,
+        }
+    }
+}
+
+/// Add what `from` wrote to `into`.
+fn merge(into: &mut StorageReport, from: StorageReport) {
+    into.frames_written += from.frames_written;
+    for f in from.files {
+        if !into.files.contains(&f) {
+            into.files.push(f);
+        }
+    }
+}
