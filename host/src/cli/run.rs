@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::live::LiveView;
 use super::{registry, CliError, CliResult, GlobalArgs};
-use crate::config;
+use crate::config::{self, Plan};
 use crate::coordinator::monitor::{Sink, Snapshot};
 use crate::coordinator::recovery_log::write_state_dump;
 use crate::coordinator::{self, RunOptions, RunSummary};
@@ -80,6 +80,27 @@ pub(super) fn create(path: &Path, option: &str) -> Result<File, CliError> {
 }
 
 pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
+    let plan = load_plan(global, &args)?;
+    check_summary_path(&args)?;
+    let view: Arc<OnceLock<LiveView>> = Arc::new(OnceLock::new());
+    let sink = monitor_sink(&args, &plan, view.clone())?;
+    let summary = coordinator::run(
+        &plan,
+        &RunOptions {
+            duration: args.duration,
+            interrupts: count_signals(),
+            monitor: sink,
+        },
+    );
+    if let Some(v) = view.get() {
+        v.finish();
+    }
+    print_summary(&args, &summary);
+    outcome(&plan, &args, &summary)
+}
+
+/// The checked plan, or exit 2 with every mistake shown.
+fn load_plan(global: &GlobalArgs, args: &RunArgs) -> Result<Plan, CliError> {
     if let Err(e) = std::fs::metadata(&args.file) {
         return Err(CliError::input(
             format!("cannot read {}: {e}", args.file.display()),
@@ -91,25 +112,36 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
     if !report.diagnostics.is_empty() {
         eprint!("{}", report.render(std::io::stderr().is_terminal()));
     }
-    let Some(plan) = plan else {
-        return Err(CliError::input(
+    plan.ok_or_else(|| {
+        CliError::input(
             format!(
                 "{} is not a valid pipeline; nothing was started",
                 args.file.display()
             ),
             "fix the errors above (`tapeline validate FILE` checks a file on its own)",
-        ));
+        )
+    })
+}
+
+fn check_summary_path(args: &RunArgs) -> Result<(), CliError> {
+    let Some(path) = &args.summary_json else {
+        return Ok(());
     };
-    if let Some(path) = &args.summary_json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(CliError::input(
-                    format!("--summary-json: folder {} does not exist", dir.display()),
-                    "create it or pick another path",
-                ));
-            }
-        }
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(CliError::input(
+            format!("--summary-json: folder {} does not exist", dir.display()),
+            "create it or pick another path",
+        )),
+        _ => Ok(()),
     }
+}
+
+/// Where monitoring snapshots go: the `--metrics` file and the live view (on a terminal).
+fn monitor_sink(
+    args: &RunArgs,
+    plan: &Plan,
+    view: Arc<OnceLock<LiveView>>,
+) -> Result<Option<Sink>, CliError> {
     let metrics = match &args.metrics {
         Some(path) => Some(OrderedMutex::new(
             LockLevel::Monitor,
@@ -125,47 +157,51 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
                 .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
         })
     });
-    let view: Arc<OnceLock<LiveView>> = Arc::new(OnceLock::new());
-    let sink: Option<Sink> = if metrics.is_some() || live.is_some() {
-        let view = view.clone();
-        Some(Arc::new(move |snap: &Snapshot| {
-            if let Some(m) = &metrics {
-                let mut w = m.lock();
-                if serde_json::to_writer(&mut *w, snap).is_ok() {
-                    let _ = writeln!(w);
-                    let _ = w.flush();
+    if metrics.is_none() && live.is_none() {
+        return Ok(None);
+    }
+    let failed = AtomicBool::new(false);
+    Ok(Some(Arc::new(move |snap: &Snapshot| {
+        if let Some(m) = &metrics {
+            let written = write_metrics(&mut m.lock(), snap);
+            if let Err(e) = written {
+                if !failed.swap(true, Ordering::Relaxed) {
+                    tracing::error!("--metrics: cannot write a snapshot: {e}");
                 }
             }
-            if let Some(name) = &live {
-                view.get_or_init(|| {
-                    // Frames the finite sources will produce in all, for the progress bar.
-                    let finite: Vec<u64> =
-                        snap.stages.iter().filter_map(|s| s.length_frames).collect();
-                    LiveView::new(name, (!finite.is_empty()).then(|| finite.iter().sum()))
-                })
-                .update(snap);
-            }
-        }))
-    } else {
-        None
-    };
+        }
+        if let Some(name) = &live {
+            view.get_or_init(|| {
+                // Frames the finite sources will produce in all, for the progress bar.
+                let finite: Vec<u64> = snap.stages.iter().filter_map(|s| s.length_frames).collect();
+                LiveView::new(name, (!finite.is_empty()).then(|| finite.iter().sum()))
+            })
+            .update(snap);
+        }
+    })))
+}
+
+fn write_metrics(w: &mut BufWriter<File>, snap: &Snapshot) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *w, snap)?;
+    writeln!(w)?;
+    w.flush()
+}
+
+/// First signal: stop cleanly. Second: stop fast. Storage is finalised either way.
+fn count_signals() -> Arc<AtomicU32> {
     let interrupts = Arc::new(AtomicU32::new(0));
     let counter = interrupts.clone();
-    // First signal: stop cleanly. Second: stop fast. Storage is finalised either way.
-    let _ = ctrlc::set_handler(move || {
+    if let Err(e) = ctrlc::set_handler(move || {
         counter.fetch_add(1, Ordering::SeqCst);
-    });
-    let summary = coordinator::run(
-        &plan,
-        &RunOptions {
-            duration: args.duration,
-            interrupts,
-            monitor: sink,
-        },
-    );
-    if let Some(v) = view.get() {
-        v.finish();
+    }) {
+        tracing::error!(
+            "cannot catch SIGINT/SIGTERM ({e}): a signal ends the process without cleanup"
+        );
     }
+    interrupts
+}
+
+fn print_summary(args: &RunArgs, summary: &RunSummary) {
     if args.quiet {
         for line in summary.written() {
             println!("{line}");
@@ -177,11 +213,17 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
         print!("{}", summary.render());
     }
     if let Some(path) = &args.summary_json {
-        let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, json) {
+        let written = serde_json::to_string_pretty(summary)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(e) = written {
             eprintln!("error: cannot write the summary to {}: {e}", path.display());
         }
     }
+}
+
+/// The exit code, and on failure the error with the state dump's path.
+fn outcome(plan: &Plan, args: &RunArgs, summary: &RunSummary) -> CliResult {
     if summary.internal_errors > 0 {
         // A refused transition is a bug in the host: loud always, and in debug builds (the
         // tests') it fails the run, so no test can pass with one.
@@ -196,19 +238,19 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
             return Err(e);
         }
     }
-    if summary.failed() {
-        let dump = match write_state_dump(&plan, &args.file, &summary) {
-            Ok(path) => format!(
-                "state dump: {} (state histories, errors, counters, the resolved pipeline)",
-                path.display()
-            ),
-            Err(e) => format!("the state dump could not be written: {e}"),
-        };
-        let mut error = CliError::runtime(failure_line(&summary));
-        error.help = Some(dump);
-        return Err(error);
+    if !summary.failed() {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let dump = match write_state_dump(plan, &args.file, summary) {
+        Ok(path) => format!(
+            "state dump: {} (state histories, errors, counters, the resolved pipeline)",
+            path.display()
+        ),
+        Err(e) => format!("the state dump could not be written: {e}"),
+    };
+    let mut error = CliError::runtime(failure_line(summary));
+    error.help = Some(dump);
+    Err(error)
 }
 
 /// The first line of a failed run's error: what ended it.

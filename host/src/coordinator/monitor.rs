@@ -130,9 +130,33 @@ impl Monitor {
     /// Take a snapshot now (`now_us` since the run started) and fold it into the totals.
     pub fn snapshot(&mut self, now_us: u64) -> Snapshot {
         let pipeline_state = self.pipeline.state().as_str();
+        let stages = (0..self.stages.len())
+            .map(|i| self.stage(i, now_us))
+            .collect();
+        self.totals.snapshots += 1;
+        Snapshot {
+            t_ms: now_us / 1000,
+            pipeline: pipeline_state.to_string(),
+            stages,
+            edges: self
+                .edges
+                .iter()
+                .map(|e| {
+                    let edge = e.snapshot();
+                    EdgeView {
+                        per_channel: edge.per_channel(),
+                        edge,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Stage `i` now, folded into the totals.
+    fn stage(&mut self, i: usize, now_us: u64) -> StageSnapshot {
         let block_us = f64::from(self.block_frames) * 1e6 / f64::from(self.sample_rate.max(1));
-        let mut stages = Vec::with_capacity(self.stages.len());
-        for (i, w) in self.stages.iter().enumerate() {
+        {
+            let w = &self.stages[i];
             let st = &w.stats;
             let blocks = st.blocks.load(Ordering::Relaxed);
             let busy_ns = st.busy_ns.load(Ordering::Relaxed);
@@ -187,7 +211,7 @@ impl Monitor {
                 _ => (None, None),
             };
             let length = st.length_frames.load(Ordering::Relaxed);
-            stages.push(StageSnapshot {
+            StageSnapshot {
                 id: w.who.id.clone(),
                 plugin: w.who.plugin.clone(),
                 kind: w.who.kind.as_str().to_string(),
@@ -212,24 +236,7 @@ impl Monitor {
                 in_call,
                 in_call_ms,
                 length_frames: (length != u64::MAX).then_some(length),
-            });
-        }
-        self.totals.snapshots += 1;
-        Snapshot {
-            t_ms: now_us / 1000,
-            pipeline: pipeline_state.to_string(),
-            stages,
-            edges: self
-                .edges
-                .iter()
-                .map(|e| {
-                    let edge = e.snapshot();
-                    EdgeView {
-                        per_channel: edge.per_channel(),
-                        edge,
-                    }
-                })
-                .collect(),
+            }
         }
     }
 }

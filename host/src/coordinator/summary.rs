@@ -3,7 +3,6 @@
 //! with `--summary-json`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -120,103 +119,87 @@ impl RunSummary {
 
     /// The human-readable summary.
     pub fn render(&self) -> String {
-        let mut s = String::new();
         let name = self.pipeline.as_deref().unwrap_or("pipeline");
-        let _ = writeln!(
-            s,
+        let mut lines = vec![format!(
             "{name}: {} after {:.2} s",
             self.end.as_words(),
             self.seconds
-        );
+        )];
         if let Some(f) = &self.failure {
-            let _ = writeln!(
-                s,
+            lines.push(format!(
                 "  FAILED: stage `{}` ({}): {}",
                 f.stage, f.kind, f.message
-            );
+            ));
         }
-        let _ = writeln!(s, "stages:");
-        for st in &self.stages {
-            let _ = writeln!(
-                s,
-                "  {:<12} {:<8} {:<12} {:>8} blocks  in {:>10}  out {:>10}  {:>8.1} µs/block (max {:.1})  state {}{}",
-                st.id,
-                st.kind,
-                st.plugin,
-                st.blocks,
-                st.frames_in,
-                st.frames_out,
-                st.mean_block_us,
-                st.max_block_us,
-                st.state,
-                if st.restarts > 0 { format!(", {} restart(s)", st.restarts) } else { String::new() }
-            );
-        }
-        let _ = writeln!(s, "monitoring ({} snapshots):", self.monitoring.snapshots);
-        for (i, st) in self.stages.iter().enumerate() {
-            let mut parts = Vec::new();
-            if let Some(b) = self.monitoring.max_budget_share.get(i) {
-                parts.push(format!("busiest {:.1}% of audio time", b * 100.0));
-            }
-            if let Some(Some(p)) = self.monitoring.max_peak_db.get(i) {
-                parts.push(format!("peak {p:.1} dBFS"));
-            }
-            if let (Some(mean), Some(max)) = (st.latency_ms_mean, st.latency_ms_max) {
-                parts.push(format!(
-                    "latency from capture {mean:.1} ms mean, {max:.1} ms max"
-                ));
-            }
-            if st.gaps > 0 {
-                parts.push(format!(
-                    "{} gap(s), {} frames of silence inserted",
-                    st.gaps, st.gap_frames
-                ));
-            }
-            let _ = writeln!(s, "  {:<12} {}", st.id, parts.join(", "));
-        }
-        let _ = writeln!(s, "edges (frames):");
-        for e in &self.edges {
-            let dropped = e.dropped_overflow_frames
-                + e.dropped_stage_error_frames
-                + e.dropped_shutdown_frames;
-            let _ = writeln!(
-                s,
-                "  {:<28} pushed {:>10}  popped {:>10}  dropped {:>6}  queued {:>3}  high-water {}/{} blocks",
-                e.label, e.pushed_frames, e.popped_frames, dropped, e.depth, e.high_water, e.capacity
-            );
-        }
+        lines.push("stages:".into());
+        lines.extend(self.stages.iter().map(stage_line));
+        lines.push(format!(
+            "monitoring ({} snapshots):",
+            self.monitoring.snapshots
+        ));
+        lines.extend(
+            self.stages
+                .iter()
+                .enumerate()
+                .map(|(i, st)| self.monitoring_line(i, st)),
+        );
+        lines.push("edges (frames):".into());
+        lines.extend(self.edges.iter().map(edge_line));
         if !self.errors.is_empty() {
-            let _ = writeln!(s, "errors:");
-            for e in &self.errors {
-                let _ = writeln!(
-                    s,
-                    "  {:>7} ms  {:<12} {:<11} {}",
-                    e.at_ms,
-                    e.stage,
-                    e.severity.as_str(),
-                    e.message
-                );
-            }
+            lines.push("errors:".into());
+            lines.extend(self.errors.iter().map(|e| {
+                let severity = e.severity.as_str();
+                format!(
+                    "  {:>7} ms  {:<12} {severity:<11} {}",
+                    e.at_ms, e.stage, e.message
+                )
+            }));
         }
-        let _ = writeln!(s, "cleanup:");
-        for c in &self.cleanup {
+        lines.push("cleanup:".into());
+        lines.extend(self.cleanup.iter().map(|c| {
             let (word, detail) = match &c.outcome {
                 StepOutcome::Ok(d) => ("ok", d),
                 StepOutcome::Failed(d) => ("FAILED", d),
                 StepOutcome::Skipped(d) => ("skipped", d),
             };
-            let _ = writeln!(s, "  {:<24} {word:<7} {detail}", c.name);
+            format!("  {:<24} {word:<7} {detail}", c.name)
+        }));
+        lines.extend(self.storage.iter().filter_map(|st| {
+            let e = st.error.as_ref()?;
+            Some(format!("storage `{}` did not finalise: {e}", st.stage))
+        }));
+        lines.extend(self.written());
+        lines.push(self.lost_line());
+        lines.join("\n") + "\n"
+    }
+
+    /// What monitoring saw of stage `i`.
+    fn monitoring_line(&self, i: usize, st: &StageSummary) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = self.monitoring.max_budget_share.get(i) {
+            parts.push(format!("busiest {:.1}% of audio time", b * 100.0));
         }
-        for st in &self.storage {
-            if let Some(e) = &st.error {
-                let _ = writeln!(s, "storage `{}` did not finalise: {e}", st.stage);
-            }
+        if let Some(Some(p)) = self.monitoring.max_peak_db.get(i) {
+            parts.push(format!("peak {p:.1} dBFS"));
         }
-        for line in self.written() {
-            let _ = writeln!(s, "{line}");
+        if let (Some(mean), Some(max)) = (st.latency_ms_mean, st.latency_ms_max) {
+            parts.push(format!(
+                "latency from capture {mean:.1} ms mean, {max:.1} ms max"
+            ));
         }
-        let _ = writeln!(s, "{}", self.lost_line());
-        s
+        if st.gaps > 0 {
+            parts.push(format!(
+                "{} gap(s), {} frames of silence inserted",
+                st.gaps, st.gap_frames
+            ));
+        }
+        for a in &st.abandoned_calls {
+            parts.push(format!(
+                "`{}` given up after {} ms ({} left behind)",
+                a.call, a.after_ms, a.thread
+            ));
+        }
+        format!("  {:<12} {}", st.id, parts.join(", "))
     }
 
     /// `wrote FILE (N frames, T s)`, one per file.
@@ -245,6 +228,26 @@ impl RunSummary {
             .collect();
         format!("lost frames: {total} ({})", parts.join(", "))
     }
+}
+
+fn stage_line(st: &StageSummary) -> String {
+    let restarts = if st.restarts > 0 {
+        format!(", {} restart(s)", st.restarts)
+    } else {
+        String::new()
+    };
+    format!(
+        "  {:<12} {:<8} {:<12} {:>8} blocks  in {:>10}  out {:>10}  {:>8.1} µs/block (max {:.1})  state {}{restarts}",
+        st.id, st.kind, st.plugin, st.blocks, st.frames_in, st.frames_out, st.mean_block_us,
+        st.max_block_us, st.state
+    )
+}
+
+fn edge_line(e: &EdgeSnapshot) -> String {
+    format!(
+        "  {:<28} pushed {:>10}  popped {:>10}  dropped {:>6}  queued {:>3}  high-water {}/{} blocks",
+        e.label, e.pushed_frames, e.popped_frames, e.dropped_frames(), e.depth, e.high_water, e.capacity
+    )
 }
 
 /// The summary of a run that ended (or never started).

@@ -48,11 +48,17 @@
 //! * Per channel: every block carries all channels of the edge interleaved, so each channel's
 //!   frame counters equal the edge's; [`EdgeSnapshot::per_channel`] lists them per index.
 
+mod counters;
+mod wake_slot;
+
+use counters::Counter;
+pub use counters::{ChannelCounters, EdgeSnapshot, EdgeStats};
+use wake_slot::WakeSlot;
+
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
@@ -63,11 +69,7 @@ pub use crossbeam_channel::RecvTimeoutError;
 
 /// Every counter and flag of an edge uses this ordering: the snapshot's consistency argument
 /// relies on a single total order of counter updates and channel operations.
-const ORD: Ordering = Ordering::SeqCst;
-
-/// Reads with a stable, consistent result before the snapshot gives up (see module docs).
-const SNAPSHOT_SPINS: u32 = 64;
-const SNAPSHOT_MAX_ATTEMPTS: u32 = 100_000;
+const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::SeqCst;
 
 /// What a producer does when its edge's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -210,239 +212,6 @@ pub enum PushOutcome {
     Discarded,
 }
 
-#[derive(Default)]
-struct Counter {
-    blocks: AtomicU64,
-    frames: AtomicU64,
-}
-
-impl Counter {
-    fn add(&self, blocks: u64, frames: u64) {
-        self.blocks.fetch_add(blocks, ORD);
-        self.frames.fetch_add(frames, ORD);
-    }
-}
-
-/// One reading of every monotonic counter, in a fixed order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Reading {
-    pushed: [u64; 2],
-    popped: [u64; 2],
-    dropped: [[u64; 2]; 3],
-}
-
-/// The counters of one edge, shared by its producer, its consumer and the monitor.
-pub struct EdgeStats {
-    label: String,
-    channels: u32,
-    max_frames: u32,
-    capacity: u32,
-    when_full: WhenFull,
-    pushed: Counter,
-    popped: Counter,
-    dropped: [Counter; 3],
-    high_water: AtomicU64,
-    /// Set when the consumer is dropped.
-    closed: AtomicBool,
-    /// Set when the producer is dropped: once the queue is empty, the consumer is done.
-    producer_gone: AtomicBool,
-    /// Where the consumer waits for data.
-    consumer_wake: WakeSlot,
-    /// Where a `Block` producer waits for room or for a pooled block.
-    producer_wake: WakeSlot,
-    /// A receiver of the data channel: for measuring its length, and for the producer to evict
-    /// (drop-oldest) or drain (after the consumer left). Holding it never keeps `recv` from
-    /// seeing the producer's disconnection (that depends on senders only).
-    queue: Receiver<Block>,
-}
-
-impl fmt::Debug for EdgeStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EdgeStats")
-            .field("label", &self.label)
-            .field("snapshot", &self.snapshot())
-            .finish()
-    }
-}
-
-impl EdgeStats {
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    pub fn channels(&self) -> u32 {
-        self.channels
-    }
-
-    pub fn when_full(&self) -> WhenFull {
-        self.when_full
-    }
-
-    /// Blocks queued right now (measured, lock-free; may be stale by the time it returns).
-    /// Close the edge from outside, as if its consumer were gone: a producer waiting for room
-    /// returns `Closed` and later pushes fail. For a consumer stuck in a plugin call that will
-    /// never take another block; what is queued stays counted as queued.
-    pub fn close(&self) {
-        self.closed.store(true, ORD);
-        self.producer_wake.wake();
-    }
-
-    pub fn depth(&self) -> usize {
-        self.queue.len()
-    }
-
-    fn read(&self) -> Reading {
-        let pair = |c: &Counter| [c.blocks.load(ORD), c.frames.load(ORD)];
-        Reading {
-            pushed: pair(&self.pushed),
-            popped: pair(&self.popped),
-            dropped: [
-                pair(&self.dropped[0]),
-                pair(&self.dropped[1]),
-                pair(&self.dropped[2]),
-            ],
-        }
-    }
-
-    fn build(&self, r: &Reading, depth: u64) -> EdgeSnapshot {
-        let high_water = self.high_water.fetch_max(depth, ORD).max(depth);
-        let dropped_frames: u64 = r.dropped.iter().map(|d| d[1]).sum();
-        EdgeSnapshot {
-            label: self.label.clone(),
-            channels: self.channels,
-            max_frames: self.max_frames,
-            capacity: u64::from(self.capacity),
-            depth,
-            high_water,
-            pushed: r.pushed[0],
-            popped: r.popped[0],
-            dropped_overflow: r.dropped[0][0],
-            dropped_stage_error: r.dropped[1][0],
-            dropped_shutdown: r.dropped[2][0],
-            pushed_frames: r.pushed[1],
-            popped_frames: r.popped[1],
-            dropped_overflow_frames: r.dropped[0][1],
-            dropped_stage_error_frames: r.dropped[1][1],
-            dropped_shutdown_frames: r.dropped[2][1],
-            queued_frames: r.pushed[1].saturating_sub(r.popped[1].saturating_add(dropped_frames)),
-        }
-    }
-
-    /// A consistent reading of the edge (see the module docs). Allocates; not for the audio path.
-    pub fn snapshot(&self) -> EdgeSnapshot {
-        let mut attempt = 0;
-        loop {
-            let before = self.read();
-            let depth = self.queue.len() as u64;
-            let after = self.read();
-            attempt += 1;
-            if before == after {
-                let snap = self.build(&after, depth);
-                if snap.invariant_holds() || attempt >= SNAPSHOT_MAX_ATTEMPTS {
-                    return snap;
-                }
-            } else if attempt >= SNAPSHOT_MAX_ATTEMPTS {
-                return self.build(&after, depth);
-            }
-            if attempt < SNAPSHOT_SPINS {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-/// A consistent reading of one edge's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeSnapshot {
-    pub label: String,
-    pub channels: u32,
-    pub max_frames: u32,
-    /// Most blocks queued at once.
-    pub capacity: u64,
-    /// Blocks queued at the snapshot's instant (measured channel length).
-    pub depth: u64,
-    /// Largest depth observed so far.
-    pub high_water: u64,
-    pub pushed: u64,
-    pub popped: u64,
-    pub dropped_overflow: u64,
-    pub dropped_stage_error: u64,
-    pub dropped_shutdown: u64,
-    pub pushed_frames: u64,
-    pub popped_frames: u64,
-    pub dropped_overflow_frames: u64,
-    pub dropped_stage_error_frames: u64,
-    pub dropped_shutdown_frames: u64,
-    /// Derived: `pushed_frames - popped_frames - dropped frames` (checked against `depth`).
-    pub queued_frames: u64,
-}
-
-/// Frame counters of one channel of an edge.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelCounters {
-    pub channel: u32,
-    pub pushed_frames: u64,
-    pub popped_frames: u64,
-    pub dropped_overflow_frames: u64,
-    pub dropped_stage_error_frames: u64,
-    pub dropped_shutdown_frames: u64,
-    pub queued_frames: u64,
-}
-
-impl EdgeSnapshot {
-    pub fn dropped(&self) -> u64 {
-        self.dropped_overflow + self.dropped_stage_error + self.dropped_shutdown
-    }
-
-    pub fn dropped_frames(&self) -> u64 {
-        self.dropped_overflow_frames
-            + self.dropped_stage_error_frames
-            + self.dropped_shutdown_frames
-    }
-
-    /// `pushed = popped + dropped + depth` in blocks (depth measured), and the frame counters
-    /// agree with it: no frames outstanding when nothing is queued, at most `depth * max_frames`
-    /// otherwise, never more frames popped or dropped than pushed.
-    pub fn invariant_holds(&self) -> bool {
-        let blocks_ok = u128::from(self.pushed)
-            == u128::from(self.popped) + u128::from(self.dropped()) + u128::from(self.depth);
-        let out = u128::from(self.popped_frames) + u128::from(self.dropped_frames());
-        let pushed_frames = u128::from(self.pushed_frames);
-        let frames_ok = out <= pushed_frames && {
-            let queued = pushed_frames - out;
-            queued == u128::from(self.queued_frames)
-                && if self.depth == 0 {
-                    queued == 0
-                } else {
-                    queued <= u128::from(self.depth) * u128::from(self.max_frames)
-                }
-        };
-        blocks_ok && frames_ok && self.depth <= self.capacity && self.high_water >= self.depth
-    }
-
-    /// The frame counters per channel index. Every block carries all of the edge's channels,
-    /// so each channel's counters equal the edge's.
-    pub fn per_channel(&self) -> Vec<ChannelCounters> {
-        (0..self.channels)
-            .map(|channel| ChannelCounters {
-                channel,
-                pushed_frames: self.pushed_frames,
-                popped_frames: self.popped_frames,
-                dropped_overflow_frames: self.dropped_overflow_frames,
-                dropped_stage_error_frames: self.dropped_stage_error_frames,
-                dropped_shutdown_frames: self.dropped_shutdown_frames,
-                queued_frames: self.queued_frames,
-            })
-            .collect()
-    }
-}
-
 /// The writing end of an edge. One producer thread.
 pub struct Producer {
     stats: Arc<EdgeStats>,
@@ -569,7 +338,6 @@ impl Producer {
         stamp_us: u64,
     ) -> Result<PushOutcome, Closed> {
         let stats = Arc::clone(&self.stats);
-        let stats = &*stats;
         assert!(
             frames <= stats.max_frames,
             "edge `{}`: block of {frames} frames exceeds max_frames {}",
@@ -586,36 +354,9 @@ impl Producer {
         if stats.closed.load(ORD) {
             return self.refuse(frames);
         }
-        let mut outcome = PushOutcome::Queued;
-        let mut block = match self.take_free() {
-            Some(b) => b,
-            None => match stats.when_full {
-                WhenFull::Block => {
-                    let free = &self.free;
-                    let got = stats.producer_wake.wait(None, || {
-                        if stats.closed.load(ORD) {
-                            return Some(None);
-                        }
-                        match free.try_recv() {
-                            Ok(b) => Some(Some(b)),
-                            Err(TryRecvError::Empty) => None,
-                            Err(TryRecvError::Disconnected) => Some(None),
-                        }
-                    });
-                    match got {
-                        Some(Some(b)) => b,
-                        _ => return self.refuse(frames),
-                    }
-                }
-                WhenFull::DropOldest => match self.evict_oldest() {
-                    Some(b) => {
-                        outcome = PushOutcome::EvictedOldest;
-                        b
-                    }
-                    None => return Ok(self.discard_newest(frames)),
-                },
-                WhenFull::DropNewest => return Ok(self.discard_newest(frames)),
-            },
+        let (mut block, outcome) = match self.acquire(frames) {
+            Ok(got) => got,
+            Err(answer) => return answer,
         };
         if stats.closed.load(ORD) {
             self.spares.push(block);
@@ -626,68 +367,14 @@ impl Producer {
         block.position = position;
         block.flags = flags;
         block.stamp_us = stamp_us;
-
-        match stats.when_full {
-            // The data channel never disconnects while `stats.queue` lives: waiting ends when
-            // the block is queued or the consumer has left.
-            WhenFull::Block => {
-                let tx = &self.tx;
-                let mut pending = Some(block);
-                let sent = stats.producer_wake.wait(None, || {
-                    let b = pending.take().expect("the block is pending until sent");
-                    if stats.closed.load(ORD) {
-                        pending = Some(b);
-                        return Some(false);
-                    }
-                    match tx.try_send(b) {
-                        Ok(()) => Some(true),
-                        Err(TrySendError::Full(b)) => {
-                            pending = Some(b);
-                            None
-                        }
-                        Err(TrySendError::Disconnected(b)) => {
-                            pending = Some(b);
-                            Some(false)
-                        }
-                    }
-                });
-                if sent != Some(true) {
-                    self.spares.extend(pending);
-                    return self.refuse(frames);
-                }
-            }
-            WhenFull::DropOldest => loop {
-                match self.tx.try_send(block) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(b)) => {
-                        block = b;
-                        if let Some(old) = self.evict_oldest() {
-                            self.spares.push(old);
-                            outcome = PushOutcome::EvictedOldest;
-                        }
-                    }
-                    Err(TrySendError::Disconnected(b)) => {
-                        self.spares.push(b);
-                        return self.refuse(frames);
-                    }
-                }
-            },
-            WhenFull::DropNewest => match self.tx.try_send(block) {
-                Ok(()) => {}
-                Err(TrySendError::Full(b)) => {
-                    self.spares.push(b);
-                    return Ok(self.discard_newest(frames));
-                }
-                Err(TrySendError::Disconnected(b)) => {
-                    self.spares.push(b);
-                    return self.refuse(frames);
-                }
-            },
+        let outcome = self.enqueue(block, outcome)?;
+        if outcome == PushOutcome::Discarded {
+            // Counted as offered and dropped by `discard_newest`.
+            return Ok(outcome);
         }
         stats.pushed.add(1, u64::from(frames));
         stats.high_water.fetch_max(self.tx.len() as u64, ORD);
         stats.consumer_wake.wake();
-
         if stats.closed.load(ORD) {
             // The consumer left while we were queueing: nobody will read this any more.
             while let Ok(b) = stats.queue.try_recv() {
@@ -697,6 +384,121 @@ impl Producer {
             return Err(Closed);
         }
         Ok(outcome)
+    }
+
+    /// A pooled block to fill, per the edge's policy: `Block` waits for one; `DropOldest`
+    /// recycles the oldest queued block; otherwise the new block is discarded (`Err` holds the
+    /// push's answer then).
+    #[allow(clippy::type_complexity)]
+    fn acquire(
+        &mut self,
+        frames: u32,
+    ) -> Result<(Block, PushOutcome), Result<PushOutcome, Closed>> {
+        if let Some(b) = self.take_free() {
+            return Ok((b, PushOutcome::Queued));
+        }
+        let stats = Arc::clone(&self.stats);
+        match stats.when_full {
+            WhenFull::Block => {
+                let free = &self.free;
+                let got = stats.producer_wake.wait(None, || {
+                    if stats.closed.load(ORD) {
+                        return Some(None);
+                    }
+                    match free.try_recv() {
+                        Ok(b) => Some(Some(b)),
+                        Err(TryRecvError::Empty) => None,
+                        Err(TryRecvError::Disconnected) => Some(None),
+                    }
+                });
+                match got {
+                    Some(Some(b)) => Ok((b, PushOutcome::Queued)),
+                    _ => Err(self.refuse(frames)),
+                }
+            }
+            WhenFull::DropOldest => match self.evict_oldest() {
+                Some(b) => Ok((b, PushOutcome::EvictedOldest)),
+                None => Err(Ok(self.discard_newest(frames))),
+            },
+            WhenFull::DropNewest => Err(Ok(self.discard_newest(frames))),
+        }
+    }
+
+    /// Queue a filled block per the edge's policy.
+    fn enqueue(&mut self, block: Block, outcome: PushOutcome) -> Result<PushOutcome, Closed> {
+        let frames = block.frames;
+        match self.stats.when_full {
+            WhenFull::Block => self.enqueue_waiting(block).map(|()| outcome),
+            WhenFull::DropOldest => self.enqueue_evicting(block, outcome),
+            WhenFull::DropNewest => match self.tx.try_send(block) {
+                Ok(()) => Ok(outcome),
+                Err(TrySendError::Full(b)) => {
+                    self.spares.push(b);
+                    Ok(self.discard_newest(frames))
+                }
+                Err(TrySendError::Disconnected(b)) => {
+                    self.spares.push(b);
+                    self.refuse(frames)
+                }
+            },
+        }
+    }
+
+    /// `Block`: wait for room. The data channel never disconnects while `stats.queue` lives:
+    /// waiting ends when the block is queued or the consumer has left.
+    fn enqueue_waiting(&mut self, block: Block) -> Result<(), Closed> {
+        let stats = Arc::clone(&self.stats);
+        let frames = block.frames;
+        let tx = &self.tx;
+        let mut pending = Some(block);
+        let sent = stats.producer_wake.wait(None, || {
+            let b = pending.take().expect("the block is pending until sent");
+            if stats.closed.load(ORD) {
+                pending = Some(b);
+                return Some(false);
+            }
+            match tx.try_send(b) {
+                Ok(()) => Some(true),
+                Err(TrySendError::Full(b)) => {
+                    pending = Some(b);
+                    None
+                }
+                Err(TrySendError::Disconnected(b)) => {
+                    pending = Some(b);
+                    Some(false)
+                }
+            }
+        });
+        if sent == Some(true) {
+            return Ok(());
+        }
+        self.spares.extend(pending);
+        self.refuse(frames).map(|_| ())
+    }
+
+    /// `DropOldest`: never wait; evict the oldest queued block until this one fits.
+    fn enqueue_evicting(
+        &mut self,
+        mut block: Block,
+        mut outcome: PushOutcome,
+    ) -> Result<PushOutcome, Closed> {
+        loop {
+            match self.tx.try_send(block) {
+                Ok(()) => return Ok(outcome),
+                Err(TrySendError::Full(b)) => {
+                    block = b;
+                    if let Some(old) = self.evict_oldest() {
+                        self.spares.push(old);
+                        outcome = PushOutcome::EvictedOldest;
+                    }
+                }
+                Err(TrySendError::Disconnected(b)) => {
+                    let frames = b.frames;
+                    self.spares.push(b);
+                    return self.refuse(frames);
+                }
+            }
+        }
     }
 
     /// Count blocks that never reached the edge because the producing stage failed on them
@@ -786,7 +588,7 @@ impl Consumer {
         while let Ok(b) = self.rx.try_recv() {
             self.stats.dropped[reason.index()].add(1, u64::from(b.frames));
             // The free list has room for the whole pool; if the producer is gone, this frees.
-            let _ = self.free.try_send(b);
+            self.free.try_send(b).ok();
             n += 1;
         }
         self.stats.producer_wake.wake();
@@ -841,82 +643,8 @@ impl Drop for Received {
     fn drop(&mut self) {
         if let Some(b) = self.block.take() {
             // Room for the whole pool; fails only if the producer is gone (then the block frees).
-            let _ = self.free.try_send(b);
+            self.free.try_send(b).ok();
             self.stats.producer_wake.wake();
-        }
-    }
-}
-
-/// One side's place to wait without allocating: the thread that waits there, and whether it is
-/// waiting now. The other side calls [`WakeSlot::wake`] after every change the waiter may be
-/// waiting for.
-///
-/// The waiter announces itself (`waiting = true`), then checks its condition once more before
-/// parking; the waker changes the state, then reads `waiting`. Both use sequentially consistent
-/// fences, so at least one of them sees the other: either the waiter finds the change, or the
-/// waker unparks it (an unpark that comes before the park makes the park return at once).
-#[derive(Default)]
-pub(crate) struct WakeSlot {
-    /// The first thread that waits here. Each end of an edge is used by one stage thread; a
-    /// different thread waiting later (an end moved between threads) polls every millisecond
-    /// instead of relying on being unparked.
-    thread: OnceLock<Thread>,
-    waiting: AtomicBool,
-}
-
-/// How many times a waiter retries before parking (a block often arrives within microseconds).
-const SPINS: u32 = 64;
-/// How often a waiter that is not the slot's registered thread checks again.
-const POLL: Duration = Duration::from_millis(1);
-
-impl WakeSlot {
-    /// Run `attempt` until it returns `Some`, parking between tries; `None` if `deadline`
-    /// passes first. Allocation-free once the slot has its thread (`thread::current` of a
-    /// spawned thread is a reference-count increment).
-    fn wait<T>(
-        &self,
-        deadline: Option<Instant>,
-        mut attempt: impl FnMut() -> Option<T>,
-    ) -> Option<T> {
-        for _ in 0..SPINS {
-            if let Some(v) = attempt() {
-                return Some(v);
-            }
-            std::hint::spin_loop();
-        }
-        let me = std::thread::current();
-        let registered = self.thread.get_or_init(|| me.clone()).id() == me.id();
-        loop {
-            self.waiting.store(true, ORD);
-            fence(ORD);
-            if let Some(v) = attempt() {
-                self.waiting.store(false, ORD);
-                return Some(v);
-            }
-            let mut nap = if registered { None } else { Some(POLL) };
-            if let Some(d) = deadline {
-                let now = Instant::now();
-                if now >= d {
-                    self.waiting.store(false, ORD);
-                    return None;
-                }
-                nap = Some(nap.map_or(d - now, |n| n.min(d - now)));
-            }
-            match nap {
-                Some(n) => std::thread::park_timeout(n),
-                None => std::thread::park(),
-            }
-            self.waiting.store(false, ORD);
-        }
-    }
-
-    /// Wake the waiter, if one is waiting. Call after the change it may be waiting for.
-    fn wake(&self) {
-        fence(ORD);
-        if self.waiting.load(ORD) {
-            if let Some(t) = self.thread.get() {
-                t.unpark();
-            }
         }
     }
 }
