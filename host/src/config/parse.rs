@@ -112,20 +112,7 @@ pub struct PipelineFile {
 /// Parse `text`, appending every problem to `diags`. Returns `None` only when the TOML itself
 /// does not parse.
 pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
-    let (root, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        for e in errors {
-            let span = e.span().unwrap_or(0..0);
-            let msg = e.message().trim().to_string();
-            let msg = msg.lines().next().unwrap_or("invalid TOML").to_string();
-            diags.push(
-                Diagnostic::error(format!("TOML syntax: {msg}"), span).help(
-                    "fix the syntax here; TOML strings need quotes and tables `[a.b]` headers",
-                ),
-            );
-        }
-        return None;
-    }
+    let root = parse_toml(text, diags)?;
     let root_span = root.span();
     let root = root.into_inner();
     let mut file = PipelineFile {
@@ -136,47 +123,8 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
         stall_timeout_ms: 2_000,
         stages: Vec::new(),
     };
-
-    for (key, value) in root.iter() {
-        let k = key.get_ref().as_ref();
-        if !TOP_KEYS.contains(&k) {
-            diags.push(unknown_key(k, key.span(), TOP_KEYS, "at the top level"));
-            continue;
-        }
-        let _ = value;
-    }
-
-    match root.get("version") {
-        None => diags.push(
-            Diagnostic::error("missing `version`", root_span.start..root_span.start)
-                .help("start the file with `version = 1`"),
-        ),
-        Some(v) => match v.get_ref() {
-            DeValue::Integer(i)
-                if parse_int(i.as_str(), i.radix())
-                    .is_some_and(|n| SUPPORTED_VERSIONS.contains(&n)) => {}
-            other => diags.push(
-                Diagnostic::error(
-                    match other {
-                        DeValue::Integer(i) => {
-                            format!("unsupported pipeline file `version` ({})", i.as_str())
-                        }
-                        _ => "`version` must be an integer".to_string(),
-                    },
-                    v.span(),
-                )
-                .label(match other {
-                    DeValue::Integer(_) => "this version".to_string(),
-                    _ => format!("found {}", other.type_str()),
-                })
-                .help(format!(
-                    "this host reads version {}: write `version = 1`",
-                    versions()
-                )),
-            ),
-        },
-    }
-
+    check_top_keys(&root, diags);
+    check_version(&root, root_span, diags);
     if let Some(p) = root.get("pipeline") {
         match p.get_ref() {
             DeValue::Table(t) => parse_pipeline(t, &mut file, diags),
@@ -186,8 +134,76 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
             ),
         }
     }
+    file.stages = parse_stages(&root, diags);
+    Some(file)
+}
 
-    let mut seen: BTreeMap<String, (PluginKind, Range<usize>)> = BTreeMap::new();
+/// The TOML document, or `None` with every syntax error reported.
+fn parse_toml<'t>(text: &'t str, diags: &mut Vec<Diagnostic>) -> Option<Spanned<DeTable<'t>>> {
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if errors.is_empty() {
+        return Some(root);
+    }
+    for e in errors {
+        let span = e.span().unwrap_or(0..0);
+        let msg = e.message().trim().to_string();
+        let msg = msg.lines().next().unwrap_or("invalid TOML").to_string();
+        diags.push(
+            Diagnostic::error(format!("TOML syntax: {msg}"), span)
+                .help("fix the syntax here; TOML strings need quotes and tables `[a.b]` headers"),
+        );
+    }
+    None
+}
+
+fn check_top_keys(root: &DeTable<'_>, diags: &mut Vec<Diagnostic>) {
+    for (key, _) in root.iter() {
+        let k = key.get_ref().as_ref();
+        if !TOP_KEYS.contains(&k) {
+            diags.push(unknown_key(k, key.span(), TOP_KEYS, "at the top level"));
+        }
+    }
+}
+
+/// `version` is present and one this host reads.
+fn check_version(root: &DeTable<'_>, root_span: Range<usize>, diags: &mut Vec<Diagnostic>) {
+    let Some(v) = root.get("version") else {
+        diags.push(
+            Diagnostic::error("missing `version`", root_span.start..root_span.start)
+                .help("start the file with `version = 1`"),
+        );
+        return;
+    };
+    let (message, label) = match v.get_ref() {
+        DeValue::Integer(i)
+            if parse_int(i.as_str(), i.radix())
+                .is_some_and(|n| SUPPORTED_VERSIONS.contains(&n)) =>
+        {
+            return
+        }
+        DeValue::Integer(i) => (
+            format!("unsupported pipeline file `version` ({})", i.as_str()),
+            "this version".to_string(),
+        ),
+        other => (
+            "`version` must be an integer".to_string(),
+            format!("found {}", other.type_str()),
+        ),
+    };
+    diags.push(
+        Diagnostic::error(message, v.span())
+            .label(label)
+            .help(format!(
+                "this host reads version {}: write `version = 1`",
+                versions()
+            )),
+    );
+}
+
+/// Every `[capture.ID]`, `[process.ID]` and `[storage.ID]`, in file order.
+fn parse_stages(root: &DeTable<'_>, diags: &mut Vec<Diagnostic>) -> Vec<StageDecl> {
+    let mut stages = Vec::new();
+    let mut seen: BTreeMap<String, PluginKind> = BTreeMap::new();
     for kind in [
         PluginKind::Capture,
         PluginKind::Process,
@@ -196,7 +212,7 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
         let Some(section) = root.get(kind.as_str()) else {
             continue;
         };
-        let DeValue::Table(stages) = section.get_ref() else {
+        let DeValue::Table(section_table) = section.get_ref() else {
             diags.push(
                 Diagnostic::error(
                     format!("`{kind}` must be a table of stages"),
@@ -206,41 +222,53 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
             );
             continue;
         };
-        for (id, body) in stages.iter() {
+        for (id, body) in section_table.iter() {
             let id_str = id.get_ref().as_ref().to_string();
-            if let Some((other_kind, _)) = seen.get(&id_str) {
-                diags.push(
-                    Diagnostic::error(format!("duplicate stage id `{id_str}`"), id.span())
-                        .label("second use")
-                        .help(format!("`{id_str}` is already a {other_kind} stage; stage ids are unique across kinds, rename one"))
-                        .stage(&id_str),
-                );
-                continue;
-            }
-            seen.insert(id_str.clone(), (kind, id.span()));
-            if id_str.contains('.') || id_str.is_empty() {
-                diags.push(
-                    Diagnostic::error(format!("invalid stage id `{id_str}`"), id.span())
-                        .help("a stage id may not contain `.` (it separates stage and port in `inputs`): use `-` or `_`")
-                        .stage(&id_str),
-                );
-                continue;
-            }
-            let DeValue::Table(t) = body.get_ref() else {
-                diags.push(
-                    Diagnostic::error(format!("stage `{id_str}` must be a table"), body.span())
-                        .help(format!("write `[{kind}.{id_str}]` followed by its keys"))
-                        .stage(&id_str),
-                );
-                continue;
-            };
-            if let Some(stage) = parse_stage(&id_str, kind, id.span(), t, diags) {
-                file.stages.push(stage);
+            if let Some(t) = stage_table(&id_str, id.span(), kind, body, &mut seen, diags) {
+                stages.push(parse_stage(&id_str, kind, id.span(), t, diags));
             }
         }
     }
-    file.stages.sort_by_key(|s| s.header_span.start);
-    Some(file)
+    stages.sort_by_key(|s| s.header_span.start);
+    stages
+}
+
+/// The table of the stage `id`, if its id is new and valid and it is a table.
+fn stage_table<'a, 't>(
+    id: &str,
+    id_span: Range<usize>,
+    kind: PluginKind,
+    body: &'a Spanned<DeValue<'t>>,
+    seen: &mut BTreeMap<String, PluginKind>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<&'a DeTable<'t>> {
+    if let Some(other_kind) = seen.get(id) {
+        diags.push(
+            Diagnostic::error(format!("duplicate stage id `{id}`"), id_span)
+                .label("second use")
+                .help(format!("`{id}` is already a {other_kind} stage; stage ids are unique across kinds, rename one"))
+                .stage(id),
+        );
+        return None;
+    }
+    seen.insert(id.to_string(), kind);
+    if id.contains('.') || id.is_empty() {
+        diags.push(
+            Diagnostic::error(format!("invalid stage id `{id}`"), id_span)
+                .help("a stage id may not contain `.` (it separates stage and port in `inputs`): use `-` or `_`")
+                .stage(id),
+        );
+        return None;
+    }
+    let DeValue::Table(t) = body.get_ref() else {
+        diags.push(
+            Diagnostic::error(format!("stage `{id}` must be a table"), body.span())
+                .help(format!("write `[{kind}.{id}]` followed by its keys"))
+                .stage(id),
+        );
+        return None;
+    };
+    Some(t)
 }
 
 fn versions() -> String {
@@ -391,7 +419,7 @@ fn parse_stage(
     header_span: Range<usize>,
     t: &DeTable<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> Option<StageDecl> {
+) -> StageDecl {
     let before = diags.len();
     let mut stage = StageDecl {
         id: id.to_string(),
@@ -417,85 +445,10 @@ fn parse_stage(
             }
             "inputs" => {
                 stage.inputs_span = Some(v.span());
-                match v.get_ref() {
-                    DeValue::Array(items) => {
-                        for item in items.iter() {
-                            if let Some(s) = string(item, "inputs", diags) {
-                                let (stage_id, port) = match s.split_once('.') {
-                                    Some((a, b)) => (a.to_string(), Some(b.to_string())),
-                                    None => (s.clone(), None),
-                                };
-                                stage.inputs.push(InputRef { stage: stage_id, port, span: item.span() });
-                            }
-                        }
-                    }
-                    other => diags.push(
-                        Diagnostic::error("`inputs` must be a list of stage names", v.span())
-                            .label(format!("found {}", other.type_str()))
-                            .help("write inputs = [\"stage\"] or [\"stage.port\"]"),
-                    ),
-                }
+                stage.inputs = parse_inputs(v, diags);
             }
-            "buffer" => match v.get_ref() {
-                DeValue::Table(b) => {
-                    for (bk, bv) in b.iter() {
-                        match bk.get_ref().as_ref() {
-                            "capacity_blocks" => {
-                                stage.buffer.capacity_blocks = uint(bv, "capacity_blocks", (2, 65_536, 64), diags).map(|n| n as u32)
-                            }
-                            "when_full" => {
-                                stage.buffer.when_full = one_of(
-                                    bv,
-                                    "when_full",
-                                    WhenFull::NAMES,
-                                    &[WhenFull::Block, WhenFull::DropOldest, WhenFull::DropNewest],
-                                    diags,
-                                )
-                            }
-                            other => diags.push(unknown_key(other, bk.span(), BUFFER_KEYS, "in `buffer`")),
-                        }
-                    }
-                }
-                _ => diags.push(
-                    Diagnostic::error("`buffer` must be a table", v.span())
-                        .help("write buffer = { capacity_blocks = 64, when_full = \"block\" }"),
-                ),
-            },
-            "on_error" => match v.get_ref() {
-                DeValue::Table(b) => {
-                    for (bk, bv) in b.iter() {
-                        match bk.get_ref().as_ref() {
-                            "policy" => {
-                                if let Some(p) = one_of(bv, "policy", Policy::NAMES, &[Policy::Restart, Policy::Ignore, Policy::Fail], diags) {
-                                    stage.on_error.policy = p;
-                                }
-                            }
-                            "max_restarts" => {
-                                if let Some(n) = uint(bv, "max_restarts", (0, 1000, 3), diags) {
-                                    stage.on_error.max_restarts = n as u32;
-                                }
-                            }
-                            "backoff_ms" => {
-                                if let Some(n) = uint(bv, "backoff_ms", (0, 600_000, 200), diags) {
-                                    stage.on_error.backoff_ms = n;
-                                }
-                            }
-                            "reset_after_ms" => {
-                                if let Some(n) =
-                                    uint(bv, "reset_after_ms", (1, 86_400_000, 60_000), diags)
-                                {
-                                    stage.on_error.reset_after_ms = n;
-                                }
-                            }
-                            other => diags.push(unknown_key(other, bk.span(), ON_ERROR_KEYS, "in `on_error`")),
-                        }
-                    }
-                }
-                _ => diags.push(
-                    Diagnostic::error("`on_error` must be a table", v.span())
-                        .help("write on_error = { policy = \"restart\", max_restarts = 5, backoff_ms = 200 }"),
-                ),
-            },
+            "buffer" => parse_buffer(v, &mut stage.buffer, diags),
+            "on_error" => parse_on_error(v, &mut stage.on_error, diags),
             _ => {
                 stage.config_spans.insert(k.to_string(), key.span());
                 stage.config.insert(k.to_string(), to_json(v.get_ref()));
@@ -513,7 +466,106 @@ fn parse_stage(
         d.stage.get_or_insert_with(|| id.to_string());
     }
     // Kept even with errors, so that references to it do not cascade into more errors.
-    Some(stage)
+    stage
+}
+
+/// `inputs = ["stage", "stage.port", ...]`; the entries that are strings.
+fn parse_inputs(v: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Vec<InputRef> {
+    let DeValue::Array(items) = v.get_ref() else {
+        diags.push(
+            Diagnostic::error("`inputs` must be a list of stage names", v.span())
+                .label(format!("found {}", v.get_ref().type_str()))
+                .help("write inputs = [\"stage\"] or [\"stage.port\"]"),
+        );
+        return Vec::new();
+    };
+    let mut inputs = Vec::new();
+    for item in items.iter() {
+        if let Some(s) = string(item, "inputs", diags) {
+            let (stage, port) = match s.split_once('.') {
+                Some((a, b)) => (a.to_string(), Some(b.to_string())),
+                None => (s.clone(), None),
+            };
+            inputs.push(InputRef {
+                stage,
+                port,
+                span: item.span(),
+            });
+        }
+    }
+    inputs
+}
+
+/// `buffer = { capacity_blocks = N, when_full = "..." }`.
+fn parse_buffer(v: &Spanned<DeValue<'_>>, buffer: &mut BufferSpec, diags: &mut Vec<Diagnostic>) {
+    let DeValue::Table(b) = v.get_ref() else {
+        diags.push(
+            Diagnostic::error("`buffer` must be a table", v.span())
+                .help("write buffer = { capacity_blocks = 64, when_full = \"block\" }"),
+        );
+        return;
+    };
+    for (bk, bv) in b.iter() {
+        match bk.get_ref().as_ref() {
+            "capacity_blocks" => {
+                buffer.capacity_blocks =
+                    uint(bv, "capacity_blocks", (2, 65_536, 64), diags).map(|n| n as u32)
+            }
+            "when_full" => {
+                buffer.when_full = one_of(
+                    bv,
+                    "when_full",
+                    WhenFull::NAMES,
+                    &[WhenFull::Block, WhenFull::DropOldest, WhenFull::DropNewest],
+                    diags,
+                )
+            }
+            other => diags.push(unknown_key(other, bk.span(), BUFFER_KEYS, "in `buffer`")),
+        }
+    }
+}
+
+/// `on_error = { policy = "...", max_restarts = N, backoff_ms = N, reset_after_ms = N }`.
+fn parse_on_error(v: &Spanned<DeValue<'_>>, on_error: &mut OnError, diags: &mut Vec<Diagnostic>) {
+    let DeValue::Table(b) = v.get_ref() else {
+        diags.push(
+            Diagnostic::error("`on_error` must be a table", v.span()).help(
+                "write on_error = { policy = \"restart\", max_restarts = 5, backoff_ms = 200 }",
+            ),
+        );
+        return;
+    };
+    for (bk, bv) in b.iter() {
+        match bk.get_ref().as_ref() {
+            "policy" => {
+                let policies = [Policy::Restart, Policy::Ignore, Policy::Fail];
+                if let Some(p) = one_of(bv, "policy", Policy::NAMES, &policies, diags) {
+                    on_error.policy = p;
+                }
+            }
+            "max_restarts" => {
+                if let Some(n) = uint(bv, "max_restarts", (0, 1000, 3), diags) {
+                    on_error.max_restarts = n as u32;
+                }
+            }
+            "backoff_ms" => {
+                if let Some(n) = uint(bv, "backoff_ms", (0, 600_000, 200), diags) {
+                    on_error.backoff_ms = n;
+                }
+            }
+            "reset_after_ms" => {
+                if let Some(n) = uint(bv, "reset_after_ms", (1, 86_400_000, 60_000), diags) {
+                    on_error.reset_after_ms = n;
+                }
+            }
+            other => diags.push(unknown_key(
+                other,
+                bk.span(),
+                ON_ERROR_KEYS,
+                "in `on_error`",
+            )),
+        }
+    }
 }
 
 /// A TOML value as JSON, for the plugin's serde config.

@@ -5,67 +5,112 @@ use serde_json::{json, Map, Value};
 use tapeline_plugin_api::PluginKind;
 
 use super::parse::{Policy, WhenFull, SUPPORTED_VERSIONS};
-use crate::plugins::Registry;
+use crate::plugins::{PluginEntry, Registry};
 
 /// The schema, as JSON.
 pub fn pipeline_schema(registry: &Registry) -> Value {
-    let mut defs = Map::new();
-    let mut kinds = Map::new();
+    let mut defs = host_defs();
+    let mut properties = Map::new();
+    properties.insert(
+        "version".into(),
+        json!({ "enum": SUPPORTED_VERSIONS, "description": "Pipeline file format version." }),
+    );
+    properties.insert("pipeline".into(), pipeline_table());
     for kind in [
         PluginKind::Capture,
         PluginKind::Process,
         PluginKind::Storage,
     ] {
-        let mut alternatives = Vec::new();
-        for p in registry.plugins().filter(|p| p.kind() == kind) {
-            let plugin_schema: Value =
-                serde_json::from_str(&p.manifest.config_schema).unwrap_or(json!({}));
-            let prefix = format!("{}.", p.name());
-            // Plugin definitions move to the root, prefixed, with their references rewritten.
-            if let Some(Value::Object(d)) = plugin_schema.get("$defs") {
-                for (k, v) in d {
-                    defs.insert(format!("{prefix}{k}"), rewrite_refs(v.clone(), &prefix));
-                }
-            }
-            let mut properties = Map::new();
-            properties.insert(
-                "plugin".into(),
-                json!({ "const": p.name(), "description": p.manifest.description.as_str() }),
-            );
-            if kind != PluginKind::Capture {
-                properties.insert("inputs".into(), json!({ "$ref": "#/$defs/inputs" }));
-                properties.insert("buffer".into(), json!({ "$ref": "#/$defs/buffer" }));
-            }
-            properties.insert("on_error".into(), json!({ "$ref": "#/$defs/on_error" }));
-            if let Some(Value::Object(props)) = plugin_schema.get("properties") {
-                for (k, v) in props {
-                    properties.insert(k.clone(), rewrite_refs(v.clone(), &prefix));
-                }
-            }
-            let mut required = vec![json!("plugin")];
-            if kind != PluginKind::Capture {
-                required.push(json!("inputs"));
-            }
-            if let Some(Value::Array(r)) = plugin_schema.get("required") {
-                required.extend(r.iter().cloned());
-            }
-            alternatives.push(json!({
-                "title": p.name(),
-                "type": "object",
-                "properties": properties,
-                "required": required,
-                "additionalProperties": false,
-            }));
-        }
-        kinds.insert(
+        properties.insert(
             kind.as_str().into(),
-            json!({
-                "type": "object",
-                "description": format!("{kind} stages, keyed by stage id: [{kind}.ID]"),
-                "additionalProperties": { "anyOf": alternatives },
-            }),
+            stage_section(registry, kind, &mut defs),
         );
     }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Tapeline pipeline",
+        "type": "object",
+        "required": ["version"],
+        "additionalProperties": false,
+        "properties": properties,
+        "$defs": defs,
+    })
+}
+
+/// `[pipeline]`.
+fn pipeline_table() -> Value {
+    json!({
+        "type": "object", "additionalProperties": false,
+        "properties": {
+            "name": { "type": "string" },
+            "sample_rate": { "type": "integer", "minimum": 1000, "maximum": 768000, "default": 48000 },
+            "block_frames": { "type": "integer", "minimum": 16, "default": 480 },
+            "monitor_interval_ms": { "type": "integer", "minimum": 10, "default": 500 },
+            "stall_timeout_ms": { "type": "integer", "minimum": 10, "default": 2000 }
+        }
+    })
+}
+
+/// `[KIND]`: its stages, keyed by id, each one of the installed plugins of that kind. Their
+/// definitions go to `defs`.
+fn stage_section(registry: &Registry, kind: PluginKind, defs: &mut Map<String, Value>) -> Value {
+    let alternatives: Vec<Value> = registry
+        .plugins()
+        .filter(|p| p.kind() == kind)
+        .map(|p| stage_schema(p, defs))
+        .collect();
+    json!({
+        "type": "object",
+        "description": format!("{kind} stages, keyed by stage id: [{kind}.ID]"),
+        "additionalProperties": { "anyOf": alternatives },
+    })
+}
+
+/// A stage of plugin `p`: the host's keys and the plugin's own. The plugin's definitions move
+/// to the root `defs`, prefixed with its name, with their references rewritten.
+fn stage_schema(p: &PluginEntry, defs: &mut Map<String, Value>) -> Value {
+    let kind = p.kind();
+    let plugin_schema: Value = serde_json::from_str(&p.manifest.config_schema).unwrap_or(json!({}));
+    let prefix = format!("{}.", p.name());
+    if let Some(Value::Object(d)) = plugin_schema.get("$defs") {
+        for (k, v) in d {
+            defs.insert(format!("{prefix}{k}"), rewrite_refs(v.clone(), &prefix));
+        }
+    }
+    let mut properties = Map::new();
+    properties.insert(
+        "plugin".into(),
+        json!({ "const": p.name(), "description": p.manifest.description.as_str() }),
+    );
+    if kind != PluginKind::Capture {
+        properties.insert("inputs".into(), json!({ "$ref": "#/$defs/inputs" }));
+        properties.insert("buffer".into(), json!({ "$ref": "#/$defs/buffer" }));
+    }
+    properties.insert("on_error".into(), json!({ "$ref": "#/$defs/on_error" }));
+    if let Some(Value::Object(props)) = plugin_schema.get("properties") {
+        for (k, v) in props {
+            properties.insert(k.clone(), rewrite_refs(v.clone(), &prefix));
+        }
+    }
+    let mut required = vec![json!("plugin")];
+    if kind != PluginKind::Capture {
+        required.push(json!("inputs"));
+    }
+    if let Some(Value::Array(r)) = plugin_schema.get("required") {
+        required.extend(r.iter().cloned());
+    }
+    json!({
+        "title": p.name(),
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// Definitions of the stage keys owned by the host.
+fn host_defs() -> Map<String, Value> {
+    let mut defs = Map::new();
     defs.insert(
         "inputs".into(),
         json!({
@@ -94,31 +139,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             }
         }),
     );
-    let mut properties = Map::new();
-    properties.insert(
-        "version".into(),
-        json!({ "enum": SUPPORTED_VERSIONS, "description": "Pipeline file format version." }),
-    );
-    properties.insert("pipeline".into(), json!({
-        "type": "object", "additionalProperties": false,
-        "properties": {
-            "name": { "type": "string" },
-            "sample_rate": { "type": "integer", "minimum": 1000, "maximum": 768000, "default": 48000 },
-            "block_frames": { "type": "integer", "minimum": 16, "default": 480 },
-            "monitor_interval_ms": { "type": "integer", "minimum": 10, "default": 500 },
-            "stall_timeout_ms": { "type": "integer", "minimum": 10, "default": 2000 }
-        }
-    }));
-    properties.extend(kinds);
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Tapeline pipeline",
-        "type": "object",
-        "required": ["version"],
-        "additionalProperties": false,
-        "properties": properties,
-        "$defs": defs,
-    })
+    defs
 }
 
 fn rewrite_refs(v: Value, prefix: &str) -> Value {

@@ -87,132 +87,231 @@ pub fn plan(
     registry: &Registry,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Plan> {
-    let errors_before = diags.iter().filter(|d| d.is_error()).count();
-    let by_id: BTreeMap<&str, usize> = file
+    let errors_before = error_count(diags);
+    let index = StageIndex::new(file);
+    let entries: Vec<Option<PluginEntry>> = file
         .stages
         .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
+        .map(|s| lookup(s, registry, diags))
         .collect();
-    let ids: Vec<&str> = file.stages.iter().map(|s| s.id.as_str()).collect();
-
-    // Plugins and kinds.
-    let mut entries: Vec<Option<PluginEntry>> = Vec::new();
-    for s in &file.stages {
-        entries.push(lookup(s, registry, diags));
+    let inputs = check_inputs(&index, &entries, diags);
+    let order = order_stages(file, &inputs.deps, diags);
+    let wiring = ask_plugins(&index, base_dir, &entries, &inputs, &order, diags);
+    check_source_rates(file, &order, &wiring.outputs, &wiring.resolved, diags);
+    warn_unconsumed(&index, &inputs, &wiring, diags);
+    if error_count(diags) > errors_before {
+        return None;
     }
+    build_plan(file, base_dir, &order, &entries, &wiring)
+}
 
-    // Inputs: presence, references, counts.
-    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); file.stages.len()];
-    let mut bad_count = vec![false; file.stages.len()];
-    let malformed_inputs: Vec<bool> = file
-        .stages
-        .iter()
-        .map(|s| {
-            s.inputs_span.as_ref().is_some_and(|span| {
-                diags.iter().any(|d| {
-                    d.is_error()
-                        && d.span
-                            .as_ref()
-                            .is_some_and(|x| x.start >= span.start && x.end <= span.end)
+fn error_count(diags: &[Diagnostic]) -> usize {
+    diags.iter().filter(|d| d.is_error()).count()
+}
+
+/// The file's stages by id.
+struct StageIndex<'f> {
+    file: &'f PipelineFile,
+    by_id: BTreeMap<&'f str, usize>,
+    /// Every stage id, in file order.
+    ids: Vec<&'f str>,
+}
+
+impl<'f> StageIndex<'f> {
+    fn new(file: &'f PipelineFile) -> Self {
+        StageIndex {
+            file,
+            by_id: file
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.id.as_str(), i))
+                .collect(),
+            ids: file.stages.iter().map(|s| s.id.as_str()).collect(),
+        }
+    }
+}
+
+/// What the `inputs` of each stage (indexed like the file's stages) come to.
+struct InputCheck {
+    /// The stages each stage consumes.
+    deps: Vec<Vec<usize>>,
+    /// Its plugin refuses the number of inputs.
+    bad_count: Vec<bool>,
+    /// `inputs` is written but could not be read (e.g. a string): reported where it is.
+    malformed: Vec<bool>,
+}
+
+/// Inputs: presence, references, counts.
+fn check_inputs(
+    index: &StageIndex<'_>,
+    entries: &[Option<PluginEntry>],
+    diags: &mut Vec<Diagnostic>,
+) -> InputCheck {
+    let file = index.file;
+    let mut check = InputCheck {
+        deps: vec![Vec::new(); file.stages.len()],
+        bad_count: vec![false; file.stages.len()],
+        malformed: file
+            .stages
+            .iter()
+            .map(|s| {
+                s.inputs_span.as_ref().is_some_and(|span| {
+                    diags.iter().any(|d| {
+                        d.is_error()
+                            && d.span
+                                .as_ref()
+                                .is_some_and(|x| x.start >= span.start && x.end <= span.end)
+                    })
                 })
             })
-        })
-        .collect();
+            .collect(),
+    };
     for (i, s) in file.stages.iter().enumerate() {
-        match (s.kind, s.inputs.is_empty()) {
-            (PluginKind::Capture, false) => diags.push(
-                Diagnostic::error(format!("capture stage `{}` cannot have inputs", s.id), s.inputs_span.clone().unwrap_or(s.header_span.clone()))
-                    .help("remove `inputs`; a capture produces audio, or move the stage under [process.ID]")
-                    .stage(&s.id),
-            ),
-            // `inputs` written but malformed (e.g. a string): already reported where it is.
-            (PluginKind::Process | PluginKind::Storage, true) if malformed_inputs[i] => {}
-            (PluginKind::Process | PluginKind::Storage, true) => {
-                let misspelt = s.config_spans.iter().find(|(k, _)| !closest(k, ["inputs"]).is_empty());
-                let d = match misspelt {
-                    Some((k, span)) => Diagnostic::error(format!("{} stage `{}` has no inputs", s.kind, s.id), span.clone())
-                        .label(format!("`{k}` is not a host key"))
-                        .help("did you mean `inputs`?"),
-                    None => {
-                        let producers: Vec<String> = file
-                            .stages
-                            .iter()
-                            .filter(|x| x.id != s.id && x.kind != PluginKind::Storage)
-                            .take(4)
-                            .map(|x| format!("`{}`", x.id))
-                            .collect();
-                        Diagnostic::error(format!("{} stage `{}` has no inputs", s.kind, s.id), s.header_span.clone())
-                            .help(format!("add inputs = [\"STAGE\"] naming the stage it consumes ({})", producers.join(", ")))
-                    }
-                };
-                diags.push(d.stage(&s.id));
-            }
-            _ => {}
-        }
-        for r in &s.inputs {
-            match by_id.get(r.stage.as_str()) {
-                None => {
-                    let sugg = closest(&r.stage, ids.iter().copied().filter(|x| *x != s.id));
-                    diags.push(
-                        Diagnostic::error(
-                            format!("input `{}` names no stage", r.stage),
-                            r.span.clone(),
-                        )
-                        .label("unknown stage")
-                        .help(if sugg.is_empty() {
-                            format!("stages in this file: {}", ids.join(", "))
-                        } else {
-                            format!("did you mean {}?", quote_list(&sugg))
-                        })
-                        .stage(&s.id),
-                    );
-                }
-                Some(&j) if file.stages[j].kind == PluginKind::Storage => diags.push(
-                    Diagnostic::error(
-                        format!(
-                            "input `{}` is a storage stage, which has no outputs",
-                            r.stage
-                        ),
-                        r.span.clone(),
-                    )
-                    .help("take the input from the stage that feeds it instead")
-                    .stage(&s.id),
-                ),
-                Some(&j) => deps[i].push(j),
-            }
-        }
+        check_inputs_present(file, s, check.malformed[i], diags);
+        check.deps[i] = resolve_stage_refs(index, s, diags);
         if let Some(e) = &entries[i] {
-            let (min, max) = (
-                e.manifest.inputs.min as usize,
-                e.manifest.inputs.max as usize,
-            );
-            let n = s.inputs.len();
-            if s.kind != PluginKind::Capture && n > 0 && (n < min || n > max) {
-                bad_count[i] = true;
-                let want = if min == max {
-                    min.to_string()
-                } else {
-                    format!("{min} to {max}")
-                };
+            check.bad_count[i] = !check_input_count(s, e, diags);
+        }
+    }
+    check
+}
+
+/// A capture has no inputs; a process or storage stage has some.
+fn check_inputs_present(
+    file: &PipelineFile,
+    s: &StageDecl,
+    malformed: bool,
+    diags: &mut Vec<Diagnostic>,
+) {
+    match (s.kind, s.inputs.is_empty()) {
+        (PluginKind::Capture, false) => diags.push(
+            Diagnostic::error(
+                format!("capture stage `{}` cannot have inputs", s.id),
+                s.inputs_span.clone().unwrap_or(s.header_span.clone()),
+            )
+            .help("remove `inputs`; a capture produces audio, or move the stage under [process.ID]")
+            .stage(&s.id),
+        ),
+        // `inputs` written but malformed (e.g. a string): already reported where it is.
+        (PluginKind::Process | PluginKind::Storage, true) if malformed => {}
+        (PluginKind::Process | PluginKind::Storage, true) => {
+            let misspelt = s
+                .config_spans
+                .iter()
+                .find(|(k, _)| !closest(k, ["inputs"]).is_empty());
+            let d = match misspelt {
+                Some((k, span)) => Diagnostic::error(
+                    format!("{} stage `{}` has no inputs", s.kind, s.id),
+                    span.clone(),
+                )
+                .label(format!("`{k}` is not a host key"))
+                .help("did you mean `inputs`?"),
+                None => {
+                    let producers: Vec<String> = file
+                        .stages
+                        .iter()
+                        .filter(|x| x.id != s.id && x.kind != PluginKind::Storage)
+                        .take(4)
+                        .map(|x| format!("`{}`", x.id))
+                        .collect();
+                    Diagnostic::error(
+                        format!("{} stage `{}` has no inputs", s.kind, s.id),
+                        s.header_span.clone(),
+                    )
+                    .help(format!(
+                        "add inputs = [\"STAGE\"] naming the stage it consumes ({})",
+                        producers.join(", ")
+                    ))
+                }
+            };
+            diags.push(d.stage(&s.id));
+        }
+        _ => {}
+    }
+}
+
+/// The stages `s` names in `inputs` that exist and have outputs.
+fn resolve_stage_refs(
+    index: &StageIndex<'_>,
+    s: &StageDecl,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<usize> {
+    let mut deps = Vec::new();
+    for r in &s.inputs {
+        match index.by_id.get(r.stage.as_str()) {
+            None => {
+                let ids = &index.ids;
+                let sugg = closest(&r.stage, ids.iter().copied().filter(|x| *x != s.id));
                 diags.push(
                     Diagnostic::error(
-                        format!("`{}` takes {want} input(s), got {n}", s.plugin),
-                        s.inputs_span.clone().unwrap_or(s.header_span.clone()),
+                        format!("input `{}` names no stage", r.stage),
+                        r.span.clone(),
                     )
-                    .help(if n > max {
-                        "merge streams with `channel-merge` first, or list fewer inputs"
+                    .label("unknown stage")
+                    .help(if sugg.is_empty() {
+                        format!("stages in this file: {}", ids.join(", "))
                     } else {
-                        "list more inputs"
+                        format!("did you mean {}?", quote_list(&sugg))
                     })
                     .stage(&s.id),
                 );
             }
+            Some(&j) if index.file.stages[j].kind == PluginKind::Storage => diags.push(
+                Diagnostic::error(
+                    format!(
+                        "input `{}` is a storage stage, which has no outputs",
+                        r.stage
+                    ),
+                    r.span.clone(),
+                )
+                .help("take the input from the stage that feeds it instead")
+                .stage(&s.id),
+            ),
+            Some(&j) => deps.push(j),
         }
     }
+    deps
+}
 
-    // Stages in (or behind) a cycle are left out of `order`; the rest is still checked.
-    let (order, cycle) = topo_order(&deps);
+/// Whether the plugin takes as many inputs as `s` lists (a capture, or none listed: yes).
+fn check_input_count(s: &StageDecl, e: &PluginEntry, diags: &mut Vec<Diagnostic>) -> bool {
+    let (min, max) = (
+        e.manifest.inputs.min as usize,
+        e.manifest.inputs.max as usize,
+    );
+    let n = s.inputs.len();
+    if s.kind == PluginKind::Capture || n == 0 || (min..=max).contains(&n) {
+        return true;
+    }
+    let want = if min == max {
+        min.to_string()
+    } else {
+        format!("{min} to {max}")
+    };
+    diags.push(
+        Diagnostic::error(
+            format!("`{}` takes {want} input(s), got {n}", s.plugin),
+            s.inputs_span.clone().unwrap_or(s.header_span.clone()),
+        )
+        .help(if n > max {
+            "merge streams with `channel-merge` first, or list fewer inputs"
+        } else {
+            "list more inputs"
+        })
+        .stage(&s.id),
+    );
+    false
+}
+
+/// The stages in dependency order. Stages in (or behind) a cycle are left out, and one cycle is
+/// reported; the rest is still checked.
+fn order_stages(
+    file: &PipelineFile,
+    deps: &[Vec<usize>],
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<usize> {
+    let (order, cycle) = topo_order(deps);
     if let Some(cycle) = cycle {
         let names: Vec<&str> = cycle.iter().map(|&i| file.stages[i].id.as_str()).collect();
         let first = &file.stages[cycle[0]];
@@ -232,87 +331,65 @@ pub fn plan(
             .stage(&first.id),
         );
     }
+    order
+}
 
-    // Formats, in dependency order; a stage whose upstream failed is skipped (no cascade).
+/// What the plugins said, indexed like the file's stages.
+struct Wiring {
+    /// The output ports of each stage whose plugin accepted its config and formats.
+    outputs: Vec<Option<Vec<OutputPort>>>,
+    /// The (producer, port) of each input, in `inputs` order, for stages whose inputs all
+    /// resolved.
+    resolved: Vec<Vec<(usize, usize)>>,
+    /// Every output port of an accepted stage, and whether some input takes it.
+    consumed: BTreeMap<(usize, usize), bool>,
+    /// Producers named by an input that was not resolved (its consumer failed, or the port is
+    /// wrong): whether they are consumed is unknown, so no warning about them.
+    maybe_consumed: Vec<bool>,
+}
+
+/// Formats, in dependency order: each stage's inputs resolved to ports, their formats checked
+/// against its manifest, then its plugin asked to accept its config and formats and to name
+/// its outputs. A stage whose upstream failed is skipped (no cascade).
+fn ask_plugins(
+    index: &StageIndex<'_>,
+    base_dir: &Path,
+    entries: &[Option<PluginEntry>],
+    inputs: &InputCheck,
+    order: &[usize],
+    diags: &mut Vec<Diagnostic>,
+) -> Wiring {
+    let file = index.file;
     let base = base_dir.to_string_lossy().to_string();
-    let mut outputs: Vec<Option<Vec<OutputPort>>> = vec![None; file.stages.len()];
-    let mut resolved_inputs: Vec<Vec<(usize, usize)>> = vec![Vec::new(); file.stages.len()];
-    let mut consumed: BTreeMap<(usize, usize), bool> = BTreeMap::new();
-    // Producers named by an input that was not resolved (its consumer failed, or the port is
-    // wrong): whether they are consumed is unknown, so no warning about them.
-    let mut maybe_consumed = vec![false; file.stages.len()];
-    // An input naming no stage probably meant one of the stages that look unconsumed.
-    // Likewise an `inputs` that could not be read, or was misspelt.
-    let misspelt_inputs = file.stages.iter().any(|s| {
-        s.kind != PluginKind::Capture
-            && s.inputs_span.is_none()
-            && s.config_spans
-                .keys()
-                .any(|k| !closest(k, ["inputs"]).is_empty())
-    });
-    let unknown_input = malformed_inputs.contains(&true)
-        || misspelt_inputs
-        || file
-            .stages
-            .iter()
-            .flat_map(|s| &s.inputs)
-            .any(|r| !by_id.contains_key(r.stage.as_str()));
+    let mut wiring = Wiring {
+        outputs: vec![None; file.stages.len()],
+        resolved: vec![Vec::new(); file.stages.len()],
+        consumed: BTreeMap::new(),
+        maybe_consumed: vec![false; file.stages.len()],
+    };
     let in_order: Vec<bool> = (0..file.stages.len()).map(|i| order.contains(&i)).collect();
     for (i, s) in file.stages.iter().enumerate() {
-        if entries[i].is_none() || !in_order[i] || bad_count[i] {
+        if entries[i].is_none() || !in_order[i] || inputs.bad_count[i] {
             for r in &s.inputs {
-                if let Some(&j) = by_id.get(r.stage.as_str()) {
-                    maybe_consumed[j] = true;
+                if let Some(&j) = index.by_id.get(r.stage.as_str()) {
+                    wiring.maybe_consumed[j] = true;
                 }
             }
         }
     }
-    for &i in &order {
+    for &i in order {
         let s = &file.stages[i];
         let Some(entry) = &entries[i] else { continue };
-        if bad_count[i] {
+        if inputs.bad_count[i] {
             continue;
         }
-        let mut formats = Vec::new();
-        let mut ok = true;
-        for r in &s.inputs {
-            let Some(&j) = by_id.get(r.stage.as_str()) else {
-                ok = false;
-                continue;
-            };
-            // A storage stage as input is reported above.
-            let Some(ports) = outputs[j]
-                .as_ref()
-                .filter(|_| file.stages[j].kind != PluginKind::Storage)
-            else {
-                ok = false;
-                continue;
-            };
-            match resolve_port(r.port.as_deref(), ports) {
-                Ok(p) => {
-                    formats.push(ports[p].format);
-                    resolved_inputs[i].push((j, p));
-                    consumed.insert((j, p), true);
-                }
-                Err(help) => {
-                    ok = false;
-                    maybe_consumed[j] = true;
-                    let what = match &r.port {
-                        Some(p) => format!("stage `{}` has no output port `{p}`", r.stage),
-                        None => format!("stage `{}` has several outputs; name one", r.stage),
-                    };
-                    diags.push(
-                        Diagnostic::error(what, r.span.clone())
-                            .help(help)
-                            .stage(&s.id),
-                    );
-                }
-            }
-        }
-        if !ok || (s.kind != PluginKind::Capture && s.inputs.is_empty()) {
+        let Some(formats) = resolve_ports(index, i, &mut wiring, diags) else {
+            continue;
+        };
+        if s.kind != PluginKind::Capture && s.inputs.is_empty() {
             continue;
         }
-        if let Some(d) = check_manifest_formats(s, entry, &formats, &resolved_inputs[i], file) {
+        if let Some(d) = check_manifest_formats(s, entry, &formats, &wiring.resolved[i], file) {
             diags.push(d);
             continue;
         }
@@ -325,76 +402,133 @@ pub fn plan(
             Ok(ports) => {
                 let ports: Vec<OutputPort> = ports.into_iter().collect();
                 for p in 0..ports.len() {
-                    consumed.entry((i, p)).or_insert(false);
+                    wiring.consumed.entry((i, p)).or_insert(false);
                 }
-                outputs[i] = Some(ports);
+                wiring.outputs[i] = Some(ports);
             }
             Err(e) => diags.push(plugin_diagnostic(
                 s,
                 &e,
                 &formats,
-                &resolved_inputs[i],
+                &wiring.resolved[i],
                 file,
             )),
         }
     }
+    wiring
+}
 
-    check_source_rates(file, &order, &outputs, &resolved_inputs, diags);
-
-    for (&(stage, port), &used) in &consumed {
-        if !used && !maybe_consumed[stage] && !unknown_input {
-            let s = &file.stages[stage];
-            if s.kind == PluginKind::Storage {
-                continue;
+/// The formats of stage `i`'s inputs, each resolved to a port of an accepted producer (recorded
+/// in `wiring`); `None` if one is not.
+fn resolve_ports(
+    index: &StageIndex<'_>,
+    i: usize,
+    wiring: &mut Wiring,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<PortFormat>> {
+    let file = index.file;
+    let s = &file.stages[i];
+    let mut formats = Vec::new();
+    let mut ok = true;
+    for r in &s.inputs {
+        let Some(&j) = index.by_id.get(r.stage.as_str()) else {
+            ok = false;
+            continue;
+        };
+        // A storage stage as input is reported already.
+        let Some(ports) = wiring.outputs[j]
+            .as_ref()
+            .filter(|_| file.stages[j].kind != PluginKind::Storage)
+        else {
+            ok = false;
+            continue;
+        };
+        match resolve_port(r.port.as_deref(), ports) {
+            Ok(p) => {
+                formats.push(ports[p].format);
+                wiring.resolved[i].push((j, p));
+                wiring.consumed.insert((j, p), true);
             }
-            let ports = outputs[stage].as_deref().unwrap_or(&[]);
-            let name = if ports.len() == 1 {
-                s.id.clone()
-            } else {
-                format!("{}.{}", s.id, ports[port].name)
-            };
-            diags.push(
-                Diagnostic::warning(format!("output `{name}` is not consumed by any stage"), s.header_span.clone())
-                    .help(format!("its audio is discarded; add \"{name}\" to some stage's inputs, or remove the stage"))
-                    .stage(&s.id),
-            );
+            Err(help) => {
+                ok = false;
+                wiring.maybe_consumed[j] = true;
+                let what = match &r.port {
+                    Some(p) => format!("stage `{}` has no output port `{p}`", r.stage),
+                    None => format!("stage `{}` has several outputs; name one", r.stage),
+                };
+                diags.push(
+                    Diagnostic::error(what, r.span.clone())
+                        .help(help)
+                        .stage(&s.id),
+                );
+            }
         }
     }
+    ok.then_some(formats)
+}
 
-    if diags.iter().filter(|d| d.is_error()).count() > errors_before {
-        return None;
+/// A warning for each output port no stage consumes, unless a mistake in some `inputs` may be
+/// why.
+fn warn_unconsumed(
+    index: &StageIndex<'_>,
+    inputs: &InputCheck,
+    wiring: &Wiring,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let file = index.file;
+    // An input naming no stage probably meant one of the stages that look unconsumed.
+    // Likewise an `inputs` that could not be read, or was misspelt.
+    let misspelt_inputs = file.stages.iter().any(|s| {
+        s.kind != PluginKind::Capture
+            && s.inputs_span.is_none()
+            && s.config_spans
+                .keys()
+                .any(|k| !closest(k, ["inputs"]).is_empty())
+    });
+    let unknown_input = inputs.malformed.contains(&true)
+        || misspelt_inputs
+        || file
+            .stages
+            .iter()
+            .flat_map(|s| &s.inputs)
+            .any(|r| !index.by_id.contains_key(r.stage.as_str()));
+    if unknown_input {
+        return;
     }
+    for (&(stage, port), &used) in &wiring.consumed {
+        let s = &file.stages[stage];
+        if used || wiring.maybe_consumed[stage] || s.kind == PluginKind::Storage {
+            continue;
+        }
+        let ports = wiring.outputs[stage].as_deref().unwrap_or(&[]);
+        let name = if ports.len() == 1 {
+            s.id.clone()
+        } else {
+            format!("{}.{}", s.id, ports[port].name)
+        };
+        diags.push(
+            Diagnostic::warning(format!("output `{name}` is not consumed by any stage"), s.header_span.clone())
+                .help(format!("its audio is discarded; add \"{name}\" to some stage's inputs, or remove the stage"))
+                .stage(&s.id),
+        );
+    }
+}
 
-    // Build the plan in dependency order.
+/// The plan, in dependency order, of a file that passed every check.
+fn build_plan(
+    file: &PipelineFile,
+    base_dir: &Path,
+    order: &[usize],
+    entries: &[Option<PluginEntry>],
+    wiring: &Wiring,
+) -> Option<Plan> {
     let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(n, &i)| (i, n)).collect();
     let mut stages: Vec<PlannedStage> = Vec::new();
     let mut edges = Vec::new();
-    for &i in &order {
+    for &i in order {
         let s = &file.stages[i];
         let entry = entries[i].clone()?;
-        let mut inputs = Vec::new();
-        for &(j, p) in &resolved_inputs[i] {
-            let producer = &file.stages[j];
-            // The producer is planned already (dependency order), its ports' sizes settled.
-            let port = &stages[position[&j]].outputs[p];
-            let live = entries[j].as_ref().is_some_and(|e| e.manifest.live);
-            let when_full = s.buffer.when_full.unwrap_or(if live {
-                WhenFull::DropOldest
-            } else {
-                WhenFull::Block
-            });
-            inputs.push(edges.len());
-            edges.push(PlannedEdge {
-                from: position[&j],
-                from_port: p,
-                to: stages.len(),
-                format: port.format,
-                max_frames: port.max_frames,
-                capacity_blocks: s.buffer.capacity_blocks.unwrap_or(DEFAULT_CAPACITY_BLOCKS),
-                when_full,
-                label: format!("{}.{} -> {}", producer.id, port.name, s.id),
-            });
-        }
+        let inputs = plan_input_edges(file, i, entries, wiring, &position, &stages, &mut edges);
         // A port that does not say how large its blocks get carries blocks as large as the
         // stage's largest input (a capture's: `block_frames`).
         let largest_input = inputs
@@ -402,7 +536,7 @@ pub fn plan(
             .map(|&e: &usize| edges[e].max_frames)
             .max()
             .unwrap_or(file.block_frames);
-        let mut ports = outputs[i].clone().unwrap_or_default();
+        let mut ports = wiring.outputs[i].clone().unwrap_or_default();
         for port in &mut ports {
             if port.max_frames == 0 {
                 port.max_frames = largest_input;
@@ -415,9 +549,9 @@ pub fn plan(
             config: serde_json::Value::Object(s.config.clone()).to_string(),
             on_error: s.on_error.clone(),
             inputs,
-            input_formats: resolved_inputs[i]
+            input_formats: wiring.resolved[i]
                 .iter()
-                .map(|&(j, p)| outputs[j].as_ref().map(|o| o[p].format))
+                .map(|&(j, p)| wiring.outputs[j].as_ref().map(|o| o[p].format))
                 .collect::<Option<Vec<_>>>()?,
             outputs: ports,
         });
@@ -428,6 +562,43 @@ pub fn plan(
         stages,
         edges,
     })
+}
+
+/// The edges into stage `i`, appended to `edges`; returns their indices. Its producers are
+/// planned already (dependency order), their ports' sizes settled.
+fn plan_input_edges(
+    file: &PipelineFile,
+    i: usize,
+    entries: &[Option<PluginEntry>],
+    wiring: &Wiring,
+    position: &BTreeMap<usize, usize>,
+    planned: &[PlannedStage],
+    edges: &mut Vec<PlannedEdge>,
+) -> Vec<usize> {
+    let s = &file.stages[i];
+    let mut inputs = Vec::new();
+    for &(j, p) in &wiring.resolved[i] {
+        let producer = &file.stages[j];
+        let port = &planned[position[&j]].outputs[p];
+        let live = entries[j].as_ref().is_some_and(|e| e.manifest.live);
+        let when_full = s.buffer.when_full.unwrap_or(if live {
+            WhenFull::DropOldest
+        } else {
+            WhenFull::Block
+        });
+        inputs.push(edges.len());
+        edges.push(PlannedEdge {
+            from: position[&j],
+            from_port: p,
+            to: planned.len(),
+            format: port.format,
+            max_frames: port.max_frames,
+            capacity_blocks: s.buffer.capacity_blocks.unwrap_or(DEFAULT_CAPACITY_BLOCKS),
+            when_full,
+            label: format!("{}.{} -> {}", producer.id, port.name, s.id),
+        });
+    }
+    inputs
 }
 
 fn lookup(s: &StageDecl, registry: &Registry, diags: &mut Vec<Diagnostic>) -> Option<PluginEntry> {
@@ -649,61 +820,71 @@ fn plugin_diagnostic(
             });
         }
         ErrorKind::InvalidConfig => {
-            if let Some(unknown) = e
-                .message()
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-            {
-                // serde lists the valid keys as "expected one of `a`, `b`".
-                let valid: Vec<&str> = e.message().split('`').skip(3).step_by(2).collect();
-                let host = closest(unknown, HOST_KEYS.iter().copied());
-                let own = closest(unknown, valid.iter().copied());
-                message = format!("{}: unknown key `{unknown}`", s.plugin);
-                help = Some(match (own.first(), host.first()) {
-                    (Some(k), _) => format!("did you mean `{k}`?"),
-                    (None, Some(h)) => format!("did you mean the host key `{h}`?"),
-                    (None, None) => {
-                        format!("`tapeline plugins inspect {}` lists its keys", s.plugin)
-                    }
-                });
-            } else if let Some(rest) = e.message().strip_prefix("unknown variant `") {
-                // serde: "unknown variant `x`, expected one of `a`, `b`".
-                let given = rest.split('`').next().unwrap_or_default();
-                let valid: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
-                let sugg = closest(given, valid.iter().copied());
-                help = Some(match sugg.first() {
-                    Some(c) => format!("did you mean \"{c}\"?"),
-                    None => format!(
-                        "`tapeline plugins inspect {}` lists the valid values",
-                        s.plugin
-                    ),
-                });
-            } else if let Some(missing) = e
-                .message()
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-            {
-                help = Some(format!(
-                    "add `{missing} = ...` to this stage; `tapeline plugins inspect {}` describes it",
-                    s.plugin
-                ));
-            } else {
-                help = Some(match &key {
-                    Some(k) if !k.is_empty() => format!(
-                        "`tapeline plugins inspect {}` gives the type, range and meaning of `{k}`",
-                        s.plugin
-                    ),
-                    _ => format!(
-                        "`tapeline plugins inspect {}` lists its keys and their types",
-                        s.plugin
-                    ),
-                });
+            let (own_message, config_help) = invalid_config(s, e, key.as_deref());
+            if let Some(m) = own_message {
+                message = m;
             }
+            help = Some(config_help);
         }
         _ => {}
     }
     let span: Range<usize> = span;
     Diagnostic::error(message, span).help_opt(help).stage(&s.id)
+}
+
+/// A plugin's `InvalidConfig` error: a message of the host's own, if it has a better one, and a
+/// fix to try (serde's words are recognised: unknown field, unknown variant, missing field).
+fn invalid_config(s: &StageDecl, e: &PluginError, key: Option<&str>) -> (Option<String>, String) {
+    if let Some(unknown) = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
+        // serde lists the valid keys as "expected one of `a`, `b`".
+        let valid: Vec<&str> = e.message().split('`').skip(3).step_by(2).collect();
+        let host = closest(unknown, HOST_KEYS.iter().copied());
+        let own = closest(unknown, valid.iter().copied());
+        let help = match (own.first(), host.first()) {
+            (Some(k), _) => format!("did you mean `{k}`?"),
+            (None, Some(h)) => format!("did you mean the host key `{h}`?"),
+            (None, None) => format!("`tapeline plugins inspect {}` lists its keys", s.plugin),
+        };
+        return (Some(format!("{}: unknown key `{unknown}`", s.plugin)), help);
+    }
+    let help = if let Some(rest) = e.message().strip_prefix("unknown variant `") {
+        // serde: "unknown variant `x`, expected one of `a`, `b`".
+        let given = rest.split('`').next().unwrap_or_default();
+        let valid: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+        let sugg = closest(given, valid.iter().copied());
+        match sugg.first() {
+            Some(c) => format!("did you mean \"{c}\"?"),
+            None => format!(
+                "`tapeline plugins inspect {}` lists the valid values",
+                s.plugin
+            ),
+        }
+    } else if let Some(missing) = e
+        .message()
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        format!(
+            "add `{missing} = ...` to this stage; `tapeline plugins inspect {}` describes it",
+            s.plugin
+        )
+    } else {
+        match key {
+            Some(k) if !k.is_empty() => format!(
+                "`tapeline plugins inspect {}` gives the type, range and meaning of `{k}`",
+                s.plugin
+            ),
+            _ => format!(
+                "`tapeline plugins inspect {}` lists its keys and their types",
+                s.plugin
+            ),
+        }
+    };
+    (None, help)
 }
 
 /// Kahn's algorithm. `deps[i]` are the stages `i` consumes. Returns the stages that can be
