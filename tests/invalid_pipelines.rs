@@ -110,10 +110,15 @@ corpus! {
     input_names_unknown_port => "input-names-unknown-port";
     input_names_unknown_stage => "input-names-unknown-stage";
     inputs_not_a_list => "inputs-not-a-list";
+    isolate_not_a_boolean => "isolate-not-a-boolean";
+    limits_on_a_stage_opted_out_of_isolation => "limits-on-a-stage-opted-out-of-isolation";
+    limits_out_of_range => "limits-out-of-range";
+    limits_without_isolate => "limits-without-isolate";
     merge_with_one_input => "merge-with-one-input";
     missing_plugin_key => "missing-plugin-key";
     missing_version => "missing-version";
     misspelt_inputs => "misspelt-inputs";
+    misspelt_isolate => "misspelt-isolate";
     misspelt_plugin => "misspelt-plugin";
     output_file_exists_without_overwrite => "output-file-exists-without-overwrite";
     plugin_bad_enum_value => "plugin-bad-enum-value";
@@ -137,6 +142,7 @@ corpus! {
     storage_without_inputs => "storage-without-inputs";
     toml_syntax_error => "toml-syntax-error";
     unknown_host_key => "unknown-host-key";
+    unknown_limits_key => "unknown-limits-key";
     unknown_on_error_key => "unknown-on-error-key";
     unknown_pipeline_key => "unknown-pipeline-key";
     unknown_top_level_key => "unknown-top-level-key";

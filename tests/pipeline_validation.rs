@@ -1,7 +1,10 @@
 //! `tapeline validate`: valid files pass; every mistake in a file is reported at its
 //! file:line:column with the stage id and a fix, all of them at once, exit code 2.
 
-use tapeline_tests::{code, run, stderr, stdout, workspace_root, TempDir};
+use std::path::Path;
+
+use tapeline::config::{self, Limits};
+use tapeline_tests::{code, registry, run, stderr, stdout, workspace_root, TempDir};
 
 fn write(dir: &TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
@@ -241,4 +244,90 @@ fn a_file_at_another_rate_asks_for_resample_and_is_accepted_with_it() {
     assert_eq!(r.spec().channels, 2);
     // Every input frame is covered, the resampler's tail included (end-of-stream call).
     assert_eq!(r.duration(), 48_000);
+}
+
+/// Every stage isolated by the pipeline's default but `gain`, which opts out; `limits` on the
+/// isolated ones.
+const ISOLATED: &str = r#"version = 1
+
+[pipeline]
+isolate = true
+
+[capture.tone]
+plugin = "tone"
+seconds = 0.1
+limits = { memory_mb = 512, cpu_seconds = 60, open_files = 256 }
+
+[process.gain]
+plugin = "gain"
+inputs = ["tone"]
+isolate = false
+
+[storage.sink]
+plugin = "null"
+inputs = ["gain"]
+limits = { open_files = 64 }
+"#;
+
+#[test]
+fn isolate_and_limits_are_host_keys_that_validate_and_reach_the_plan() {
+    let dir = TempDir::new("validate-isolate");
+    let file = write(&dir, "isolated.toml", ISOLATED);
+    let out = run(["validate", &file]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains(": ok ("), "{}", stdout(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    let (plan, report) = config::load(Path::new(&file), &registry());
+    let plan = plan.unwrap_or_else(|| panic!("{}", report.render(false)));
+    assert!(plan.file.isolate);
+    let stage = |id: &str| {
+        plan.stages
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("stage {id} is planned"))
+    };
+    let (tone, gain, sink) = (stage("tone"), stage("gain"), stage("sink"));
+    assert!(tone.isolate && !gain.isolate && sink.isolate);
+    assert_eq!(
+        tone.limits,
+        Limits {
+            memory_mb: Some(512),
+            cpu_seconds: Some(60),
+            open_files: Some(256),
+        }
+    );
+    assert_eq!(gain.limits, Limits::default());
+    assert_eq!(
+        sink.limits,
+        Limits {
+            open_files: Some(64),
+            ..Limits::default()
+        }
+    );
+    // Host keys: not in the config the plugins get.
+    for s in [tone, gain, sink] {
+        assert!(
+            !s.config.contains("isolate") && !s.config.contains("limits"),
+            "{}: {}",
+            s.id,
+            s.config
+        );
+    }
+
+    // Without `[pipeline] isolate`, no stage is isolated unless it says so.
+    let plain = write(
+        &dir,
+        "plain.toml",
+        "version = 1\n[capture.tone]\nplugin = \"tone\"\nseconds = 0.1\nisolate = true\n\
+         [storage.sink]\nplugin = \"null\"\ninputs = [\"tone\"]\n",
+    );
+    let (plan, report) = config::load(Path::new(&plain), &registry());
+    let plan = plan.unwrap_or_else(|| panic!("{}", report.render(false)));
+    let isolated: Vec<(&str, bool)> = plan
+        .stages
+        .iter()
+        .map(|s| (s.id.as_str(), s.isolate))
+        .collect();
+    assert_eq!(isolated, [("tone", true), ("sink", false)]);
 }

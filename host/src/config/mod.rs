@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use diagnostic::{Diagnostic, Report, Severity, SourceFile};
-pub use parse::{PipelineFile, WhenFull};
+pub use parse::{Limits, PipelineFile, WhenFull};
 pub use validate::{Plan, PlannedEdge, PlannedStage};
 
 use crate::plugins::Registry;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 use tapeline_plugin_api::PluginKind;
 use toml::de::{DeTable, DeValue};
@@ -22,11 +23,15 @@ pub const PIPELINE_KEYS: &[&str] = &[
     "block_frames",
     "monitor_interval_ms",
     "stall_timeout_ms",
+    "isolate",
 ];
 /// Keys of a stage table that belong to the host; every other key goes to the plugin.
-pub const HOST_KEYS: &[&str] = &["plugin", "inputs", "buffer", "on_error"];
+pub const HOST_KEYS: &[&str] = &[
+    "plugin", "inputs", "buffer", "on_error", "isolate", "limits",
+];
 const BUFFER_KEYS: &[&str] = &["capacity_blocks", "when_full"];
 const ON_ERROR_KEYS: &[&str] = &["policy", "max_restarts", "backoff_ms", "reset_after_ms"];
+const LIMITS_KEYS: &[&str] = &["memory_mb", "cpu_seconds", "open_files"];
 const TOP_KEYS: &[&str] = &["version", "pipeline", "capture", "process", "storage"];
 
 pub use crate::discipline::buffers::WhenFull;
@@ -71,6 +76,25 @@ pub struct BufferSpec {
     pub when_full: Option<WhenFull>,
 }
 
+/// `limits = { ... }` on an isolated stage: resource limits of its process (`setrlimit` in the
+/// child). `None` = no limit. Serializable: the host hands it to the stage's child process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Address space, in MiB (`RLIMIT_AS`).
+    pub memory_mb: Option<u64>,
+    /// CPU time, in seconds (`RLIMIT_CPU`).
+    pub cpu_seconds: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+}
+
+impl Limits {
+    /// Smallest, largest and an example value of each limit.
+    pub const MEMORY_MB: (u64, u64, u64) = (16, 1_048_576, 1024);
+    pub const CPU_SECONDS: (u64, u64, u64) = (1, 31_536_000, 3600);
+    pub const OPEN_FILES: (u64, u64, u64) = (16, 1_048_576, 1024);
+}
+
 /// One entry of `inputs`: `"stage"` or `"stage.port"`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputRef {
@@ -92,6 +116,9 @@ pub struct StageDecl {
     pub inputs_span: Option<Range<usize>>,
     pub buffer: BufferSpec,
     pub on_error: OnError,
+    /// Whether the stage's plugin runs in a child process: its `isolate`, else the pipeline's.
+    pub isolate: bool,
+    pub limits: Limits,
     /// The plugin's keys, as JSON.
     pub config: Map<String, Value>,
     /// Position of each plugin key (top level of the stage table).
@@ -106,6 +133,8 @@ pub struct PipelineFile {
     pub block_frames: u32,
     pub monitor_interval_ms: u64,
     pub stall_timeout_ms: u64,
+    /// `isolate`: the default of every stage.
+    pub isolate: bool,
     pub stages: Vec<StageDecl>,
 }
 
@@ -121,6 +150,7 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
         block_frames: 480,
         monitor_interval_ms: 500,
         stall_timeout_ms: 2_000,
+        isolate: false,
         stages: Vec::new(),
     };
     check_top_keys(&root, diags);
@@ -134,7 +164,7 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
             ),
         }
     }
-    file.stages = parse_stages(&root, diags);
+    file.stages = parse_stages(&root, default_isolation(&root), diags);
     Some(file)
 }
 
@@ -200,8 +230,25 @@ fn check_version(root: &DeTable<'_>, root_span: Range<usize>, diags: &mut Vec<Di
     );
 }
 
+/// The `[pipeline] isolate` its stages fall back on; `None` when it is written but is not a
+/// boolean (reported where it is, so that no stage's `limits` is blamed for it).
+fn default_isolation(root: &DeTable<'_>) -> Option<bool> {
+    let Some(DeValue::Table(p)) = root.get("pipeline").map(Spanned::get_ref) else {
+        return Some(false);
+    };
+    match p.get("isolate").map(Spanned::get_ref) {
+        None => Some(false),
+        Some(DeValue::Boolean(b)) => Some(*b),
+        Some(_) => None,
+    }
+}
+
 /// Every `[capture.ID]`, `[process.ID]` and `[storage.ID]`, in file order.
-fn parse_stages(root: &DeTable<'_>, diags: &mut Vec<Diagnostic>) -> Vec<StageDecl> {
+fn parse_stages(
+    root: &DeTable<'_>,
+    default_isolate: Option<bool>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<StageDecl> {
     let mut stages = Vec::new();
     let mut seen: BTreeMap<String, PluginKind> = BTreeMap::new();
     for kind in [
@@ -225,7 +272,14 @@ fn parse_stages(root: &DeTable<'_>, diags: &mut Vec<Diagnostic>) -> Vec<StageDec
         for (id, body) in section_table.iter() {
             let id_str = id.get_ref().as_ref().to_string();
             if let Some(t) = stage_table(&id_str, id.span(), kind, body, &mut seen, diags) {
-                stages.push(parse_stage(&id_str, kind, id.span(), t, diags));
+                stages.push(parse_stage(
+                    &id_str,
+                    kind,
+                    id.span(),
+                    t,
+                    default_isolate,
+                    diags,
+                ));
             }
         }
     }
@@ -318,6 +372,19 @@ fn uint(
     (min, max, default): (u64, u64, u64),
     diags: &mut Vec<Diagnostic>,
 ) -> Option<u64> {
+    uint_with_help(v, key, (min, max), diags, || {
+        format!("e.g. `{key} = {default}` (the default)")
+    })
+}
+
+/// A whole number from `min` to `max`, or a diagnostic with `help`.
+fn uint_with_help(
+    v: &Spanned<DeValue<'_>>,
+    key: &str,
+    (min, max): (u64, u64),
+    diags: &mut Vec<Diagnostic>,
+    help: impl FnOnce() -> String,
+) -> Option<u64> {
     let n = match v.get_ref() {
         DeValue::Integer(i) => parse_int(i.as_str(), i.radix()),
         _ => None,
@@ -336,7 +403,25 @@ fn uint(
                     v.span(),
                 )
                 .label(label)
-                .help(format!("e.g. `{key} = {default}` (the default)")),
+                .help(help()),
+            );
+            None
+        }
+    }
+}
+
+fn boolean(v: &Spanned<DeValue<'_>>, key: &str, diags: &mut Vec<Diagnostic>) -> Option<bool> {
+    match v.get_ref() {
+        DeValue::Boolean(b) => Some(*b),
+        other => {
+            diags.push(
+                Diagnostic::error(format!("`{key}` must be true or false"), v.span())
+                    .label(format!("found {}", other.type_str()))
+                    .help(if matches!(other, DeValue::String(_)) {
+                        format!("write `{key} = true` or `{key} = false`, without quotes")
+                    } else {
+                        format!("write `{key} = true` or `{key} = false`")
+                    }),
             );
             None
         }
@@ -403,6 +488,11 @@ fn parse_pipeline(t: &DeTable<'_>, file: &mut PipelineFile, diags: &mut Vec<Diag
                     file.stall_timeout_ms = n;
                 }
             }
+            "isolate" => {
+                if let Some(b) = boolean(v, "isolate", diags) {
+                    file.isolate = b;
+                }
+            }
             other => diags.push(unknown_key(
                 other,
                 key.span(),
@@ -418,6 +508,7 @@ fn parse_stage(
     kind: PluginKind,
     header_span: Range<usize>,
     t: &DeTable<'_>,
+    default_isolate: Option<bool>,
     diags: &mut Vec<Diagnostic>,
 ) -> StageDecl {
     let before = diags.len();
@@ -431,6 +522,8 @@ fn parse_stage(
         inputs_span: None,
         buffer: BufferSpec::default(),
         on_error: OnError::default(),
+        isolate: false,
+        limits: Limits::default(),
         config: Map::new(),
         config_spans: BTreeMap::new(),
     };
@@ -449,6 +542,9 @@ fn parse_stage(
             }
             "buffer" => parse_buffer(v, &mut stage.buffer, diags),
             "on_error" => parse_on_error(v, &mut stage.on_error, diags),
+            // Settled after the loop, with the pipeline's default.
+            "isolate" => {}
+            "limits" => stage.limits = parse_limits(v, diags),
             _ => {
                 stage.config_spans.insert(k.to_string(), key.span());
                 stage.config.insert(k.to_string(), to_json(v.get_ref()));
@@ -462,6 +558,7 @@ fn parse_stage(
                 .stage(id),
         );
     }
+    stage.isolate = parse_isolation(t, default_isolate, diags);
     for d in &mut diags[before..] {
         d.stage.get_or_insert_with(|| id.to_string());
     }
@@ -568,6 +665,62 @@ fn parse_on_error(v: &Spanned<DeValue<'_>>, on_error: &mut OnError, diags: &mut 
     }
 }
 
+/// `limits = { memory_mb = N, cpu_seconds = N, open_files = N }`; each one optional.
+fn parse_limits(v: &Spanned<DeValue<'_>>, diags: &mut Vec<Diagnostic>) -> Limits {
+    let mut limits = Limits::default();
+    let DeValue::Table(b) = v.get_ref() else {
+        diags.push(
+            Diagnostic::error("`limits` must be a table", v.span())
+                .label(format!("found {}", v.get_ref().type_str()))
+                .help("write limits = { memory_mb = 1024, cpu_seconds = 3600, open_files = 1024 }"),
+        );
+        return limits;
+    };
+    for (bk, bv) in b.iter() {
+        let key = bk.get_ref().as_ref();
+        let (slot, range) = match key {
+            "memory_mb" => (&mut limits.memory_mb, Limits::MEMORY_MB),
+            "cpu_seconds" => (&mut limits.cpu_seconds, Limits::CPU_SECONDS),
+            "open_files" => (&mut limits.open_files, Limits::OPEN_FILES),
+            other => {
+                diags.push(unknown_key(other, bk.span(), LIMITS_KEYS, "in `limits`"));
+                continue;
+            }
+        };
+        let (min, max, example) = range;
+        *slot = uint_with_help(bv, key, (min, max), diags, || {
+            format!("e.g. `{key} = {example}`; leave it out for no limit")
+        });
+    }
+    limits
+}
+
+/// Whether the stage runs in its own process: its `isolate`, else the pipeline's. A stage with
+/// `limits` must (they are applied to that process).
+fn parse_isolation(
+    t: &DeTable<'_>,
+    default_isolate: Option<bool>,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    let isolate = match t.get("isolate") {
+        None => default_isolate,
+        Some(v) => boolean(v, "isolate", diags),
+    };
+    if isolate == Some(false) {
+        if let Some((key, _)) = t.get_key_value("limits") {
+            diags.push(
+                Diagnostic::error(
+                    "`limits` on a stage that does not run in its own process",
+                    key.span(),
+                )
+                .label("this stage runs in the host's process")
+                .help("limits apply to a stage in its own process: add `isolate = true`"),
+            );
+        }
+    }
+    isolate.unwrap_or(false)
+}
+
 /// A TOML value as JSON, for the plugin's serde config.
 pub fn to_json(v: &DeValue<'_>) -> Value {
     match v {
@@ -586,5 +739,156 @@ pub fn to_json(v: &DeValue<'_>) -> Value {
                 .map(|(k, x)| (k.get_ref().to_string(), to_json(x.get_ref())))
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parsed file and its errors (message, the text under the span, help), in file order.
+    fn parse_text(text: &str) -> (PipelineFile, Vec<(String, String, String)>) {
+        let mut diags = Vec::new();
+        let file = parse(text, &mut diags).expect("valid TOML");
+        // In file order, as `load` gives them.
+        diags.sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+        let errors = diags
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| {
+                let span = d.span.clone().unwrap_or(0..0);
+                (
+                    d.message.clone(),
+                    text[span].to_string(),
+                    d.help.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        (file, errors)
+    }
+
+    fn stage<'a>(file: &'a PipelineFile, id: &str) -> &'a StageDecl {
+        file.stages.iter().find(|s| s.id == id).expect("the stage")
+    }
+
+    const TWO_STAGES: &str =
+        "[capture.t]\nplugin = \"tone\"\n[storage.n]\nplugin = \"null\"\ninputs = [\"t\"]\n";
+
+    #[test]
+    fn stages_run_in_process_without_limits_by_default() {
+        let (file, errors) = parse_text(&format!("version = 1\n{TWO_STAGES}"));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(!file.isolate);
+        for s in &file.stages {
+            assert!(!s.isolate, "{}", s.id);
+            assert_eq!(s.limits, Limits::default());
+            assert!(!s.config.contains_key("isolate") && !s.config.contains_key("limits"));
+        }
+    }
+
+    #[test]
+    fn the_pipelines_isolate_is_every_stages_default_and_a_stage_overrides_it() {
+        let text = "version = 1\n[pipeline]\nisolate = true\n[capture.t]\nplugin = \"tone\"\n\
+                    isolate = false\n[storage.n]\nplugin = \"null\"\ninputs = [\"t\"]\n\
+                    limits = { memory_mb = 512, open_files = 64 }\n";
+        let (file, errors) = parse_text(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(file.isolate);
+        assert!(!stage(&file, "t").isolate);
+        let n = stage(&file, "n");
+        assert!(n.isolate);
+        assert_eq!(
+            n.limits,
+            Limits {
+                memory_mb: Some(512),
+                cpu_seconds: None,
+                open_files: Some(64),
+            }
+        );
+        assert!(n.config.is_empty(), "host keys stay with the host");
+    }
+
+    #[test]
+    fn a_stage_can_be_isolated_on_its_own_with_every_limit() {
+        let text = "version = 1\n[capture.t]\nplugin = \"tone\"\nisolate = true\n\
+                    limits = { memory_mb = 16, cpu_seconds = 31536000, open_files = 1048576 }\n";
+        let (file, errors) = parse_text(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let t = stage(&file, "t");
+        assert!(t.isolate);
+        assert_eq!(
+            t.limits,
+            Limits {
+                memory_mb: Some(16),
+                cpu_seconds: Some(31_536_000),
+                open_files: Some(1_048_576),
+            }
+        );
+    }
+
+    #[test]
+    fn limits_on_a_stage_in_the_hosts_process_are_an_error_at_the_key() {
+        for text in [
+            "version = 1\n[capture.t]\nplugin = \"tone\"\nlimits = { memory_mb = 512 }\n",
+            "version = 1\n[pipeline]\nisolate = true\n[capture.t]\nplugin = \"tone\"\n\
+             isolate = false\nlimits = { memory_mb = 512 }\n",
+        ] {
+            let (_, errors) = parse_text(text);
+            assert_eq!(
+                errors,
+                [(
+                    "`limits` on a stage that does not run in its own process".to_string(),
+                    "limits".to_string(),
+                    "limits apply to a stage in its own process: add `isolate = true`".to_string(),
+                )],
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_misspelt_or_out_of_range_limit_is_reported_with_a_fix() {
+        let text = "version = 1\n[capture.t]\nplugin = \"tone\"\nisolate = true\n\
+                    limits = { memory = 512, cpu_seconds = 0, open_files = \"many\" }\n";
+        let (_, errors) = parse_text(text);
+        assert_eq!(
+            errors,
+            [
+                (
+                    "unknown key `memory` in `limits`".to_string(),
+                    "memory".to_string(),
+                    "did you mean `memory_mb`?".to_string(),
+                ),
+                (
+                    "`cpu_seconds` must be a whole number from 1 to 31536000".to_string(),
+                    "0".to_string(),
+                    "e.g. `cpu_seconds = 3600`; leave it out for no limit".to_string(),
+                ),
+                (
+                    "`open_files` must be a whole number from 16 to 1048576".to_string(),
+                    "\"many\"".to_string(),
+                    "e.g. `open_files = 1024`; leave it out for no limit".to_string(),
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_isolate_that_is_not_a_boolean_is_reported_once_and_blames_no_limits() {
+        for text in [
+            "version = 1\n[capture.t]\nplugin = \"tone\"\nisolate = \"yes\"\nlimits = { cpu_seconds = 5 }\n",
+            "version = 1\n[pipeline]\nisolate = \"yes\"\n[capture.t]\nplugin = \"tone\"\nlimits = { cpu_seconds = 5 }\n",
+        ] {
+            let (_, errors) = parse_text(text);
+            assert_eq!(
+                errors,
+                [(
+                    "`isolate` must be true or false".to_string(),
+                    "\"yes\"".to_string(),
+                    "write `isolate = true` or `isolate = false`, without quotes".to_string(),
+                )],
+                "{text}"
+            );
+        }
     }
 }

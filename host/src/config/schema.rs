@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 use tapeline_plugin_api::PluginKind;
 
-use super::parse::{Policy, WhenFull, SUPPORTED_VERSIONS};
+use super::parse::{Limits, Policy, WhenFull, SUPPORTED_VERSIONS};
 use crate::plugins::{PluginEntry, Registry};
 
 /// The schema, as JSON.
@@ -46,7 +46,11 @@ fn pipeline_table() -> Value {
             "sample_rate": { "type": "integer", "minimum": 1000, "maximum": 768000, "default": 48000 },
             "block_frames": { "type": "integer", "minimum": 16, "default": 480 },
             "monitor_interval_ms": { "type": "integer", "minimum": 10, "default": 500 },
-            "stall_timeout_ms": { "type": "integer", "minimum": 10, "default": 2000 }
+            "stall_timeout_ms": { "type": "integer", "minimum": 10, "default": 2000 },
+            "isolate": {
+                "type": "boolean", "default": false,
+                "description": "Run every stage's plugin in a child process (a stage's own `isolate` overrides it)."
+            }
         }
     })
 }
@@ -87,6 +91,8 @@ fn stage_schema(p: &PluginEntry, defs: &mut Map<String, Value>) -> Value {
         properties.insert("buffer".into(), json!({ "$ref": "#/$defs/buffer" }));
     }
     properties.insert("on_error".into(), json!({ "$ref": "#/$defs/on_error" }));
+    properties.insert("isolate".into(), json!({ "$ref": "#/$defs/isolate" }));
+    properties.insert("limits".into(), json!({ "$ref": "#/$defs/limits" }));
     if let Some(Value::Object(props)) = plugin_schema.get("properties") {
         for (k, v) in props {
             properties.insert(k.clone(), rewrite_refs(v.clone(), &prefix));
@@ -139,7 +145,37 @@ fn host_defs() -> Map<String, Value> {
             }
         }),
     );
+    defs.insert(
+        "isolate".into(),
+        json!({
+            "type": "boolean",
+            "description": "Run this stage's plugin in a child process: a crash, abort, exit, \
+                            out-of-memory or hung call then ends only that process and meets \
+                            `on_error` as a `crashed` error. Default: [pipeline] isolate (false)."
+        }),
+    );
+    defs.insert("limits".into(), limits_def());
     defs
+}
+
+/// `limits`: each a positive whole number within its range, each optional.
+fn limits_def() -> Value {
+    let limit = |(min, max, _): (u64, u64, u64), description: &str| {
+        json!({
+            "type": "integer", "minimum": min, "maximum": max,
+            "description": description
+        })
+    };
+    json!({
+        "type": "object", "additionalProperties": false,
+        "description": "Resource limits of an isolated stage's process (setrlimit); needs `isolate = true`. \
+                        Exceeding one is a `crashed` error naming the limit.",
+        "properties": {
+            "memory_mb": limit(Limits::MEMORY_MB, "Address space, in MiB."),
+            "cpu_seconds": limit(Limits::CPU_SECONDS, "CPU time, in seconds."),
+            "open_files": limit(Limits::OPEN_FILES, "Open file descriptors.")
+        }
+    })
 }
 
 fn rewrite_refs(v: Value, prefix: &str) -> Value {

@@ -11,7 +11,7 @@ use tapeline_plugin_api::abi::{OutputPort, PluginError, PortFormat, StageContext
 use tapeline_plugin_api::{ErrorKind, PluginKind};
 
 use super::diagnostic::Diagnostic;
-use super::parse::{OnError, PipelineFile, StageDecl, WhenFull, HOST_KEYS};
+use super::parse::{Limits, OnError, PipelineFile, StageDecl, WhenFull, HOST_KEYS};
 use crate::plugins::{closest, quote_list, PluginEntry, Registry};
 
 /// Blocks an edge holds when the file does not say.
@@ -26,6 +26,10 @@ pub struct PlannedStage {
     /// The plugin's config as JSON text.
     pub config: String,
     pub on_error: OnError,
+    /// The stage's plugin runs in a child process (its `isolate`, else the pipeline's).
+    pub isolate: bool,
+    /// Resource limits of that process (only an isolated stage has any).
+    pub limits: Limits,
     /// Edge indices feeding each input, in `inputs` order.
     pub inputs: Vec<usize>,
     pub input_formats: Vec<PortFormat>,
@@ -548,6 +552,8 @@ fn build_plan(
             entry,
             config: serde_json::Value::Object(s.config.clone()).to_string(),
             on_error: s.on_error.clone(),
+            isolate: s.isolate,
+            limits: s.limits,
             inputs,
             input_formats: wiring.resolved[i]
                 .iter()
