@@ -67,15 +67,18 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[test]
-fn the_host_does_not_allocate_while_blocks_flow() {
+const PIPELINE: &str = "version = 1\n[capture.t]\nplugin = \"tone\"\nchannels = 2\n[process.pace]\nplugin = \"mock-process\"\ninputs = [\"t\"]\nslow_us = 500\n[process.split]\nplugin = \"channel-split\"\ninputs = [\"pace\"]\n[process.merge]\nplugin = \"channel-merge\"\ninputs = [\"split.left\", \"split.right\"]\n[storage.n]\nplugin = \"null\"\ninputs = [\"merge\"]\n";
+
+/// Run `toml` and count the host's allocations on its stage threads in a window of its steady
+/// state: `(blocks the storage took, allocations)`.
+fn steady_window(toml: &str) -> (u64, u64) {
+    // One window at a time: the count is process-wide, and another test's run starting or
+    // stopping on its own stage threads would be counted in this one's window.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _window = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("steady-alloc");
     let pipeline = dir.path().join("p.toml");
-    std::fs::write(
-        &pipeline,
-        "version = 1\n[capture.t]\nplugin = \"tone\"\nchannels = 2\n[process.pace]\nplugin = \"mock-process\"\ninputs = [\"t\"]\nslow_us = 500\n[process.split]\nplugin = \"channel-split\"\ninputs = [\"pace\"]\n[process.merge]\nplugin = \"channel-merge\"\ninputs = [\"split.left\", \"split.right\"]\n[storage.n]\nplugin = \"null\"\ninputs = [\"merge\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&pipeline, toml).unwrap();
     let registry = Registry::discover(&[plugin_dir()]);
     let (plan, report) = config::load(&pipeline, &registry);
     let plan = plan.unwrap_or_else(|| panic!("{}", report.render(false)));
@@ -95,19 +98,40 @@ fn the_host_does_not_allocate_while_blocks_flow() {
     let after = ALLOCATIONS.load(Ordering::SeqCst);
     interrupts.store(1, Ordering::SeqCst);
     let summary = runner.join().expect("the run returns");
-
+    assert_eq!(summary.internal_errors, 0);
     let blocks = summary
         .stages
         .iter()
         .find(|s| s.id == "n")
         .map_or(0, |s| s.blocks);
+    (blocks, after - before)
+}
+
+#[test]
+fn the_host_does_not_allocate_while_blocks_flow() {
+    let (blocks, allocated) = steady_window(PIPELINE);
     assert!(
         blocks > 500,
         "blocks must have flowed during the window: {blocks}"
     );
-    let allocated = after - before;
     assert_eq!(
         allocated, 0,
         "the host allocated {allocated} time(s) while {blocks} blocks flowed through its audio path"
+    );
+}
+
+#[test]
+fn the_host_does_not_allocate_while_blocks_flow_through_an_isolated_stage() {
+    // The isolated stage's process is the tapeline binary (this test embeds the host library).
+    std::env::set_var("TAPELINE_STAGE_EXE", tapeline_tests::tapeline_bin());
+    let toml = PIPELINE.replace("slow_us = 500", "slow_us = 500\nisolate = true");
+    let (blocks, allocated) = steady_window(&toml);
+    assert!(
+        blocks > 500,
+        "blocks must have flowed during the window: {blocks}"
+    );
+    assert_eq!(
+        allocated, 0,
+        "the host allocated {allocated} time(s) while {blocks} blocks flowed through an isolated stage"
     );
 }

@@ -10,11 +10,13 @@
 //! - [`repair`]: fixing the header of a WAV file left by a crash.
 //! - [`discipline`]: state machine, buffers (edges), cleanup, lock order.
 //! - [`coordinator`]: components, the stage loop, the running graph, cleanup, the summary.
+//! - [`isolation`]: stages in their own process (`isolate = true`).
 //! - [`cli`]: the `tapeline` command line.
 
 pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod discipline;
+pub mod isolation;
 pub mod plugins;
 pub mod repair;

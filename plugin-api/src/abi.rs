@@ -64,6 +64,10 @@ pub enum ErrorKind {
     Panicked = 4,
     /// Anything else.
     Other = 5,
+    /// Set by the host, never by a plugin: a stage running in its own process (`isolate =
+    /// true`) died (a signal, an exit, a limit) or was killed by the watchdog in a call that
+    /// did not return. A restart starts a fresh process.
+    Crashed = 6,
 }
 
 impl ErrorKind {
@@ -76,6 +80,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::Panicked => "panicked",
             ErrorKind::Other => "other",
+            ErrorKind::Crashed => "crashed",
         }
     }
 }

@@ -1,6 +1,5 @@
 //! `tapeline graph FILE` and `tapeline schema`.
 
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,23 +64,27 @@ pub fn dot(plan: &Plan) -> String {
     let name = plan.file.name.as_deref().unwrap_or("pipeline");
     let mut s = format!("digraph \"{name}\" {{\n  rankdir=LR;\n  node [shape=box];\n");
     for st in &plan.stages {
-        let _ = writeln!(
-            s,
-            "  \"{}\" [label=\"{}\\n{} ({})\"];",
+        // An isolated stage (its own process) is drawn with a double border.
+        let (own, style) = if st.isolate {
+            (", own process", ", peripheries=2")
+        } else {
+            ("", "")
+        };
+        s.push_str(&format!(
+            "  \"{}\" [label=\"{}\\n{} ({}{own})\"{style}];\n",
             st.id,
             st.id,
             st.entry.name(),
             st.kind
-        );
+        ));
     }
     for e in &plan.edges {
-        let _ = writeln!(
-            s,
-            "  \"{}\" -> \"{}\" [label=\"{}\"];",
+        s.push_str(&format!(
+            "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
             plan.stages[e.from].id,
             plan.stages[e.to].id,
             edge_label(plan, e)
-        );
+        ));
     }
     s.push_str("}\n");
     s
@@ -91,22 +94,21 @@ pub fn dot(plan: &Plan) -> String {
 pub fn mermaid(plan: &Plan) -> String {
     let mut s = String::from("flowchart LR\n");
     for (i, st) in plan.stages.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "  s{i}[\"{}<br/>{} ({})\"]",
+        let own = if st.isolate { ", own process" } else { "" };
+        s.push_str(&format!(
+            "  s{i}[\"{}<br/>{} ({}{own})\"]\n",
             st.id,
             st.entry.name(),
             st.kind
-        );
+        ));
     }
     for e in &plan.edges {
-        let _ = writeln!(
-            s,
-            "  s{} -- \"{}\" --> s{}",
+        s.push_str(&format!(
+            "  s{} -- \"{}\" --> s{}\n",
             e.from,
             edge_label(plan, e),
             e.to
-        );
+        ));
     }
     s
 }

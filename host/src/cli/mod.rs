@@ -85,6 +85,10 @@ pub enum Command {
     /// Needs a build with audio-device support, which a plain `cargo build` leaves out:
     /// `bash scripts/build-devices.sh` builds it (see docs/devices.md).
     Devices(devices::DevicesArgs),
+    /// The process of one isolated stage (`isolate = true`), started by `tapeline run` with its
+    /// socket as standard input. Not for people.
+    #[command(name = "__stage", hide = true)]
+    Stage,
 }
 
 /// An error shown to the user: one line, then what to do. `code` is 2 for bad input, 1 for a
@@ -164,6 +168,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Schema(args) => graph::schema(&cli.global, args),
         Command::Repair(args) => repair::repair(&cli.global, args),
         Command::Devices(args) => devices::devices(&cli.global, args),
+        Command::Stage => Ok(crate::isolation::child::serve()),
     }
 }
 

@@ -8,14 +8,17 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 
 use super::component::{Component, Event, Identity, Setting};
-use super::factory::Factory;
+use super::factory::{Factory, Isolated};
 use super::lifecycle::InternalErrors;
 use super::process_stage::MAX_PORTS;
 use super::run_error::{RunError, StageFault};
 use super::stage_io::{IoSlot, StageIo};
 use super::stop::Stop;
+use crate::config::validate::PlannedStage;
 use crate::config::Plan;
 use crate::discipline::buffers::{self, EdgeSpec, EdgeStats};
+use crate::isolation::protocol::Init;
+use crate::isolation::proxy::Isolation;
 
 /// One stage, built and not started.
 pub struct BuiltStage {
@@ -88,6 +91,7 @@ pub fn build(plan: &Plan, shared: &Shared) -> Result<Graph, Vec<RunError>> {
         .zip(io)
         .enumerate()
         .map(|(i, (s, io))| {
+            let isolated = isolation_of(plan, s, &base_dir);
             let component = Component::new(
                 Identity {
                     index: i,
@@ -102,6 +106,7 @@ pub fn build(plan: &Plan, shared: &Shared) -> Result<Graph, Vec<RunError>> {
                     epoch: shared.epoch,
                     stall_timeout_ms: plan.file.stall_timeout_ms,
                     internal: shared.internal.clone(),
+                    isolation: isolated.as_ref().map(|i| i.iso.clone()),
                 },
             );
             component.loaded(&s.entry.library);
@@ -116,12 +121,65 @@ pub fn build(plan: &Plan, shared: &Shared) -> Result<Graph, Vec<RunError>> {
                     inputs: s.input_formats.clone(),
                     sample_rate: plan.file.sample_rate,
                     block_frames: plan.file.block_frames,
+                    isolated,
                 }),
                 slot: Arc::new(IoSlot::new(Box::new(io))),
             }
         })
         .collect();
     Ok(Graph { stages, edges })
+}
+
+/// For a stage with `isolate = true`: what its processes are started with.
+fn isolation_of(plan: &Plan, s: &PlannedStage, base_dir: &str) -> Option<Isolated> {
+    if !s.isolate {
+        return None;
+    }
+    // Inputs as large as their edges' blocks, or the silence a processor is given for an
+    // input that ended (up to 4 blocks).
+    let floor = 4 * plan.file.block_frames;
+    let in_samples = s
+        .inputs
+        .iter()
+        .map(|&e| {
+            let edge = &plan.edges[e];
+            edge.max_frames.max(floor) as usize * edge.format.channels as usize
+        })
+        .collect::<Vec<_>>();
+    let out_samples = s
+        .outputs
+        .iter()
+        .map(|o| o.max_frames as usize * o.format.channels as usize)
+        .collect::<Vec<_>>();
+    let init = Init {
+        library: s.entry.library.display().to_string(),
+        plugin: s.entry.name().to_string(),
+        kind: s.kind.as_str().to_string(),
+        config: s.config.clone(),
+        stage_id: s.id.clone(),
+        base_dir: base_dir.to_string(),
+        sample_rate: plan.file.sample_rate,
+        block_frames: plan.file.block_frames,
+        inputs: s
+            .input_formats
+            .iter()
+            .map(|f| (f.channels, f.sample_rate))
+            .collect(),
+        shm: String::new(),
+        in_samples: in_samples.clone(),
+        out_samples: out_samples.clone(),
+        limits: s.limits,
+    };
+    let iso = Isolation::new(
+        s.limits,
+        plan.file.stall_timeout_ms,
+        in_samples,
+        out_samples,
+    );
+    Some(Isolated {
+        iso: Arc::new(iso),
+        init,
+    })
 }
 
 /// What the plan promises and the builder relies on, checked for every stage at once.

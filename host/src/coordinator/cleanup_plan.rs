@@ -271,7 +271,9 @@ fn join_watching(g: &mut Running, i: usize, interrupts: &AtomicU32) -> Option<Op
         // downstream) under `restart` is given up and replaced, or this wait would never end.
         g.watch();
         let r = &g.stages[i];
-        let replaced_soon = r.component.on_error_policy().policy == Policy::Restart;
+        // Given up and replaced (restart), or killed with its process (isolated).
+        let replaced_soon = r.component.on_error_policy().policy == Policy::Restart
+            || r.component.isolation().is_some();
         if !replaced_soon && stuck_in_call(g, r) {
             g.stop.abandon();
             for e in &inputs {

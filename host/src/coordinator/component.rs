@@ -18,6 +18,7 @@ use super::stage_stats::{Call, StageStats};
 use super::stop::{Nap, Stop};
 use crate::config::parse::OnError;
 use crate::discipline::state_machine::State;
+use crate::isolation::proxy::Isolation;
 
 /// What a stage thread tells the coordinator.
 #[derive(Debug)]
@@ -70,6 +71,8 @@ pub struct Component {
     events: Sender<Event>,
     epoch: Instant,
     stall_timeout_ms: u64,
+    /// Set for a stage whose plugin runs in its own process.
+    isolation: Option<Arc<Isolation>>,
 }
 
 /// What a component is made of, besides its identity.
@@ -80,6 +83,7 @@ pub struct Setting {
     pub epoch: Instant,
     pub stall_timeout_ms: u64,
     pub internal: Arc<InternalErrors>,
+    pub isolation: Option<Arc<Isolation>>,
 }
 
 impl Component {
@@ -94,9 +98,14 @@ impl Component {
             events: s.events,
             epoch: s.epoch,
             stall_timeout_ms: s.stall_timeout_ms,
+            isolation: s.isolation,
         }
     }
 
+    /// The stage's process, when it runs isolated.
+    pub fn isolation(&self) -> Option<&Isolation> {
+        self.isolation.as_deref()
+    }
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
     }

@@ -1,9 +1,20 @@
 //! Builds instances of one stage's plugin through the ABI: at start, and again on restart.
 
+use std::sync::Arc;
+
 use abi_stable::std_types::{RSlice, RStr};
 use tapeline_plugin_api::abi::{
     CaptureBox, PluginError, PluginLibraryRef, PortFormat, ProcessorBox, StageContext, StorageBox,
 };
+
+use crate::isolation::protocol::Init;
+use crate::isolation::proxy::{ChildStage, Isolation};
+
+/// An isolated stage's instances are built in a child process.
+pub struct Isolated {
+    pub iso: Arc<Isolation>,
+    pub init: Init,
+}
 
 pub struct Factory {
     pub module: PluginLibraryRef,
@@ -14,6 +25,7 @@ pub struct Factory {
     pub inputs: Vec<PortFormat>,
     pub sample_rate: u32,
     pub block_frames: u32,
+    pub isolated: Option<Isolated>,
 }
 
 impl Factory {
@@ -27,12 +39,21 @@ impl Factory {
         }
     }
     pub fn capture(&self) -> Result<CaptureBox, PluginError> {
+        if let Some(i) = &self.isolated {
+            return ChildStage::new(i.init.clone(), i.iso.clone()).map(ChildStage::into_capture);
+        }
         (self.module.new_capture())(self.name(), self.config(), &self.ctx()).into_result()
     }
     pub fn processor(&self) -> Result<ProcessorBox, PluginError> {
+        if let Some(i) = &self.isolated {
+            return ChildStage::new(i.init.clone(), i.iso.clone()).map(ChildStage::into_processor);
+        }
         (self.module.new_processor())(self.name(), self.config(), &self.ctx()).into_result()
     }
     pub fn storage(&self) -> Result<StorageBox, PluginError> {
+        if let Some(i) = &self.isolated {
+            return ChildStage::new(i.init.clone(), i.iso.clone()).map(ChildStage::into_storage);
+        }
         (self.module.new_storage())(self.name(), self.config(), &self.ctx()).into_result()
     }
     fn name(&self) -> RStr<'_> {

@@ -134,6 +134,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
 /// After cleanup: late errors and failed finalisation make the run a failed one; the pipeline
 /// reaches `stopped`; everything is logged.
 fn settle(g: &mut Running, cleaned: &cleanup_plan::Cleaned, mut end: EndReason) -> EndReason {
+    // Errors the stages reported came before any finalisation failed.
+    g.drain_events();
     for (i, e) in &cleaned.finalize_errors {
         let c = g.stages[*i].component.clone();
         g.log.note_plugin(&c, policy::Severity::Fatal, e, g.epoch);
@@ -144,7 +146,6 @@ fn settle(g: &mut Running, cleaned: &cleanup_plan::Cleaned, mut end: EndReason) 
             });
         }
     }
-    g.drain_events();
     // A failure reported after the sources had ended (a race between a stage's error and the
     // end of its input) still makes the run a failed one.
     if g.failure.is_some() && end != EndReason::Failed {

@@ -51,6 +51,8 @@ pub struct StageSummary {
     pub latency_ms_max: Option<f64>,
     /// Plugin calls the watchdog gave up (under `restart`), each leaving a thread behind.
     pub abandoned_calls: Vec<AbandonedCall>,
+    /// The stage's plugin ran in its own process (`isolate = true`).
+    pub isolated: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -236,8 +238,9 @@ fn stage_line(st: &StageSummary) -> String {
     } else {
         String::new()
     };
+    let isolated = if st.isolated { ", own process" } else { "" };
     format!(
-        "  {:<12} {:<8} {:<12} {:>8} blocks  in {:>10}  out {:>10}  {:>8.1} µs/block (max {:.1})  state {}{restarts}",
+        "  {:<12} {:<8} {:<12} {:>8} blocks  in {:>10}  out {:>10}  {:>8.1} µs/block (max {:.1})  state {}{restarts}{isolated}",
         st.id, st.kind, st.plugin, st.blocks, st.frames_in, st.frames_out, st.mean_block_us,
         st.max_block_us, st.state
     )
@@ -407,6 +410,7 @@ fn stage_summary(plan: &Plan, r: &StageRun, edges: &[EdgeSnapshot]) -> StageSumm
             .then(|| load(&stats.latency_sum_us) as f64 / latency_blocks as f64 / 1000.0),
         latency_ms_max: (latency_blocks > 0).then(|| load(&stats.latency_max_us) as f64 / 1000.0),
         abandoned_calls: r.abandoned.clone(),
+        isolated: c.isolation().is_some(),
     }
 }
 

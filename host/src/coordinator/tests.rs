@@ -46,6 +46,7 @@ fn component(
             epoch: Instant::now(),
             stall_timeout_ms: 100,
             internal: internal.clone(),
+            isolation: None,
         },
     );
     c.loaded(std::path::Path::new("libfake.so"));

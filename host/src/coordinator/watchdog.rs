@@ -54,7 +54,10 @@ impl Watchdog {
                 if let Some(failure) = stalled(g, i, call, lasted) {
                     return Some(failure);
                 }
-            } else if policy == Policy::Restart && lasted > stall_us * ABANDON_AFTER_TIMEOUTS {
+            } else if policy == Policy::Restart
+                && g.stages[i].component.isolation().is_none()
+                && lasted > stall_us * ABANDON_AFTER_TIMEOUTS
+            {
                 abandon(g, i, call, lasted);
             }
         }
@@ -75,6 +78,11 @@ fn stalled(g: &mut Running, i: usize, call: Call, lasted_us: u64) -> Option<RunE
     let severity = c.severity();
     g.log.note(&c, severity, "stalled", &message, g.epoch);
     c.stats.errors.fetch_add(1, Ordering::Relaxed);
+    if let Some(iso) = c.isolation() {
+        // Its own process: killed, the call returns a `crashed` error, and the policy applies.
+        iso.kill_stuck();
+        return None;
+    }
     match c.on_error_policy().policy {
         Policy::Fail => {
             c.stalled_fatally(&message);

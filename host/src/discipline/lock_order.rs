@@ -33,6 +33,9 @@ pub enum LockLevel {
     /// The run's list of internal errors (transitions the state table refused). Taken only on
     /// that error path, right after the state machine's own lock was released. Leaf lock.
     InternalErrors = 40,
+    /// The last line an isolated stage's process wrote on stderr: set by the thread that passes
+    /// its output on, read when the process died. Leaf lock.
+    ChildOutput = 45,
     /// The `--log-json` file writer, taken inside `tracing` while an event is written. Leaf
     /// lock; stage threads do not log after start, so only the coordinator and the CLI take it.
     LogFile = 50,
@@ -40,10 +43,11 @@ pub enum LockLevel {
 
 impl LockLevel {
     /// Every level, in ascending order.
-    pub const ALL: [LockLevel; 4] = [
+    pub const ALL: [LockLevel; 5] = [
         LockLevel::StateMachine,
         LockLevel::Monitor,
         LockLevel::InternalErrors,
+        LockLevel::ChildOutput,
         LockLevel::LogFile,
     ];
 
@@ -58,6 +62,7 @@ impl LockLevel {
             LockLevel::StateMachine => "StateMachine",
             LockLevel::Monitor => "Monitor",
             LockLevel::InternalErrors => "InternalErrors",
+            LockLevel::ChildOutput => "ChildOutput",
             LockLevel::LogFile => "LogFile",
         }
     }

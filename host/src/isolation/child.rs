@@ -1,0 +1,267 @@
+//! The child side: `tapeline __stage`, started by the host with its socket as standard input.
+//! It applies the stage's limits to itself, loads the plugin library through the same checks
+//! as the host, builds the instance, and then makes each call the host asks for, with the
+//! samples in the shared memory.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::ExitCode;
+
+use abi_stable::std_types::{RSlice, RSliceMut, RStr};
+use arrayvec::ArrayVec;
+use tapeline_plugin_api::abi::{
+    CaptureBox, InputBlock, OutputBlock, PluginError, PortFormat, ProcessorBox, ReadStatus,
+    StageContext, StorageBox,
+};
+
+use super::protocol::{encode_error, tag, Channel, Fields, Init, Report};
+use super::shm::{Shared, MAX_PORTS};
+use crate::config::Limits;
+use crate::plugins::Registry;
+
+enum Instance {
+    Capture(CaptureBox),
+    Process(ProcessorBox),
+    Storage(StorageBox),
+}
+
+/// Serve one stage until the host closes the socket. Exit 0 then; 2 if it never could start.
+pub fn serve() -> ExitCode {
+    let Ok(fd) = io::stdin().as_fd().try_clone_to_owned() else {
+        eprintln!("error: `tapeline __stage` is started by `tapeline run` for an isolated stage");
+        return ExitCode::from(2);
+    };
+    let mut ch = Channel::new(UnixStream::from(fd));
+    let Some((mut instance, mut shm)) = setup(&mut ch) else {
+        return ExitCode::from(2);
+    };
+    // Requests are small headers: copied here so the reply can use the channel (no allocation).
+    let mut request = [0u8; 4096];
+    while let Ok((t, payload)) = ch.recv() {
+        let n = payload.len().min(request.len());
+        request[..n].copy_from_slice(&payload[..n]);
+        if answer(&mut ch, &mut instance, &mut shm, t, &request[..n]).is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// INIT: limits, library, instance, shared memory. The reply says whether it worked.
+fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared)> {
+    let init: Init = match ch.recv() {
+        Ok((tag::INIT, p)) => serde_json::from_slice(p).ok()?,
+        _ => return None,
+    };
+    let built = apply_limits(&init.limits)
+        .map_err(|e| PluginError::other(format!("cannot apply the stage's limits: {e}")))
+        .and_then(|()| build(&init))
+        .and_then(|i| {
+            let shm = Shared::open(Path::new(&init.shm), &init.in_samples, &init.out_samples)
+                .map_err(|e| PluginError::other(format!("cannot map the shared memory: {e}")))?;
+            Ok((i, shm))
+        });
+    let sent = match &built {
+        Ok(_) => ch.begin(tag::OK).send(),
+        Err(e) => ch.begin(tag::ERR).put(&encode_error(e)).send(),
+    };
+    sent.ok()?;
+    built.ok()
+}
+
+fn build(init: &Init) -> Result<Instance, PluginError> {
+    let mut reg = Registry::default();
+    reg.add_library(Path::new(&init.library))
+        .map_err(|e| PluginError::other(format!("{e}")))?;
+    let entry = reg
+        .get(&init.plugin)
+        .map_err(|e| PluginError::other(format!("{e}")))?;
+    let inputs: Vec<PortFormat> = init
+        .inputs
+        .iter()
+        .map(|&(channels, sample_rate)| PortFormat {
+            channels,
+            sample_rate,
+        })
+        .collect();
+    let ctx = StageContext {
+        stage_id: RStr::from_str(&init.stage_id),
+        sample_rate: init.sample_rate,
+        block_frames: init.block_frames,
+        base_dir: RStr::from_str(&init.base_dir),
+        inputs: RSlice::from_slice(&inputs),
+    };
+    let (name, config) = (RStr::from_str(&init.plugin), RStr::from_str(&init.config));
+    let m = entry.module;
+    Ok(match init.kind.as_str() {
+        "capture" => Instance::Capture((m.new_capture())(name, config, &ctx).into_result()?),
+        "process" => Instance::Process((m.new_processor())(name, config, &ctx).into_result()?),
+        _ => Instance::Storage((m.new_storage())(name, config, &ctx).into_result()?),
+    })
+}
+
+/// The stage's limits, applied to this process before the plugin is loaded.
+fn apply_limits(limits: &Limits) -> io::Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let set = |resource, n: u64| {
+        setrlimit(
+            resource,
+            Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            },
+        )
+        .map_err(io::Error::from)
+    };
+    if let Some(mb) = limits.memory_mb {
+        set(Resource::As, mb.saturating_mul(1 << 20))?;
+    }
+    if let Some(s) = limits.cpu_seconds {
+        set(Resource::Cpu, s)?;
+    }
+    if let Some(n) = limits.open_files {
+        set(Resource::Nofile, n)?;
+    }
+    Ok(())
+}
+
+/// One request, one reply.
+fn answer(
+    ch: &mut Channel<UnixStream>,
+    instance: &mut Instance,
+    shm: &mut Shared,
+    t: u8,
+    payload: &[u8],
+) -> io::Result<()> {
+    let mut f = Fields(payload);
+    let mut reply = [0u8; 17 + 8 * MAX_PORTS + 1 + 8 * MAX_PORTS];
+    let result: Result<usize, PluginError> = match (t, instance) {
+        (tag::START, Instance::Capture(c)) => c.start().into_result().map(|()| 0),
+        (tag::STOP, Instance::Capture(c)) => c.stop().into_result().map(|()| 0),
+        (tag::LENGTH, Instance::Capture(c)) => {
+            let n = c.length_frames().into_option();
+            reply[0] = u8::from(n.is_some());
+            reply[1..9].copy_from_slice(&n.unwrap_or(0).to_le_bytes());
+            Ok(9)
+        }
+        (tag::READ, Instance::Capture(c)) => read(c, shm, &mut f, &mut reply),
+        (tag::PROCESS, Instance::Process(p)) => process(p, shm, &mut f, &mut reply),
+        (tag::WRITE, Instance::Storage(s)) => write(s, shm, &mut f).map(|()| 0),
+        (tag::FLUSH, Instance::Storage(s)) => s.flush().into_result().map(|()| 0),
+        (tag::FINALIZE, Instance::Storage(s)) => {
+            let report = s.finalize().into_result();
+            return match report {
+                Ok(r) => {
+                    let json = serde_json::to_vec(&Report::from(&r)).unwrap_or_default();
+                    ch.begin(tag::OK).put(&json).send()
+                }
+                Err(e) => ch.begin(tag::ERR).put(&encode_error(&e)).send(),
+            };
+        }
+        _ => Err(PluginError::other(format!(
+            "request {t} does not fit this stage"
+        ))),
+    };
+    match result {
+        Ok(n) => ch.begin(tag::OK).put(&reply[..n]).send(),
+        Err(e) => ch.begin(tag::ERR).put(&encode_error(&e)).send(),
+    }
+}
+
+/// READ `frames channels position` → `frames flags position status`.
+fn read(
+    c: &mut CaptureBox,
+    shm: &mut Shared,
+    f: &mut Fields,
+    reply: &mut [u8],
+) -> Result<usize, PluginError> {
+    let (frames, channels, position) = (f.u32(), f.u32(), f.u64());
+    let out = shm.output(0);
+    let n = (frames as usize * channels as usize).min(out.len());
+    let mut block = OutputBlock {
+        samples: RSliceMut::from_mut_slice(&mut out[..n]),
+        frames,
+        channels,
+        position,
+        flags: 0,
+    };
+    let status = c.read(&mut block).into_result()?;
+    reply[0..4].copy_from_slice(&block.frames.to_le_bytes());
+    reply[4..8].copy_from_slice(&block.flags.to_le_bytes());
+    reply[8..16].copy_from_slice(&block.position.to_le_bytes());
+    reply[16] = u8::from(status == ReadStatus::Finished);
+    Ok(17)
+}
+
+/// PROCESS: each input's `frames flags position channels`, each output's
+/// `frames channels position flags` → each output's `frames flags`, then the levels.
+fn process(
+    p: &mut ProcessorBox,
+    shm: &mut Shared,
+    f: &mut Fields,
+    reply: &mut [u8],
+) -> Result<usize, PluginError> {
+    let (ins, outs) = shm.split();
+    let mut inputs: ArrayVec<InputBlock<'_>, MAX_PORTS> = ArrayVec::new();
+    for region in ins.iter().take(f.u8() as usize) {
+        let (frames, flags, position, channels) = (f.u32(), f.u32(), f.u64(), f.u32());
+        let n = (frames as usize * channels as usize).min(region.len());
+        inputs.push(InputBlock {
+            samples: RSlice::from_slice(&region[..n]),
+            frames,
+            channels,
+            position,
+            flags,
+        });
+    }
+    let mut outputs: ArrayVec<OutputBlock<'_>, MAX_PORTS> = ArrayVec::new();
+    let n_out = f.u8() as usize;
+    for region in outs.into_iter().take(n_out) {
+        let (frames, channels, position, flags) = (f.u32(), f.u32(), f.u64(), f.u32());
+        outputs.push(OutputBlock {
+            samples: RSliceMut::from_mut_slice(region),
+            frames,
+            channels,
+            position,
+            flags,
+        });
+    }
+    p.process(
+        RSlice::from_slice(&inputs),
+        RSliceMut::from_mut_slice(&mut outputs),
+    )
+    .into_result()?;
+    let mut at = 0;
+    for o in &outputs {
+        reply[at..at + 4].copy_from_slice(&o.frames.to_le_bytes());
+        reply[at + 4..at + 8].copy_from_slice(&o.flags.to_le_bytes());
+        at += 8;
+    }
+    let levels = p.levels();
+    let levels = &levels.as_slice()[..levels.len().min(MAX_PORTS)];
+    reply[at] = levels.len() as u8;
+    at += 1;
+    for l in levels {
+        reply[at..at + 4].copy_from_slice(&l.peak_db.to_le_bytes());
+        reply[at + 4..at + 8].copy_from_slice(&l.rms_db.to_le_bytes());
+        at += 8;
+    }
+    Ok(at)
+}
+
+/// WRITE `frames flags position channels`.
+fn write(s: &mut StorageBox, shm: &mut Shared, f: &mut Fields) -> Result<(), PluginError> {
+    let (frames, flags, position, channels) = (f.u32(), f.u32(), f.u64(), f.u32());
+    let region = shm.input(0);
+    let n = (frames as usize * channels as usize).min(region.len());
+    let block = InputBlock {
+        samples: RSlice::from_slice(&region[..n]),
+        frames,
+        channels,
+        position,
+        flags,
+    };
+    s.write(&block).into_result()
+}

@@ -1,0 +1,210 @@
+//! What the host and an isolated stage's process say to each other over their socket.
+//!
+//! Every message is a frame: `u32` length (little-endian, of what follows), a `u8` tag, then the
+//! payload. Samples never cross the socket: they are in the shared memory (`shm`). A per-block
+//! call is a fixed-size header each way, encoded into buffers allocated once, so the steady state
+//! neither allocates nor serialises audio; only setup, errors and the final report use JSON.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use tapeline_plugin_api::abi::{ErrorKind, PluginError, StorageReport};
+
+/// The longest frame either side accepts (a report with many file names fits).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Requests (host → child) and replies (child → host).
+pub mod tag {
+    pub const INIT: u8 = 1;
+    pub const START: u8 = 2;
+    pub const READ: u8 = 3;
+    pub const STOP: u8 = 4;
+    pub const PROCESS: u8 = 5;
+    pub const WRITE: u8 = 6;
+    pub const FLUSH: u8 = 7;
+    pub const FINALIZE: u8 = 8;
+    pub const LENGTH: u8 = 9;
+    pub const OK: u8 = 100;
+    pub const ERR: u8 = 101;
+}
+
+/// Everything the child needs to build the same instance the host would.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Init {
+    pub library: String,
+    pub plugin: String,
+    /// `capture`, `process` or `storage`.
+    pub kind: String,
+    pub config: String,
+    pub stage_id: String,
+    pub base_dir: String,
+    pub sample_rate: u32,
+    pub block_frames: u32,
+    /// Each input's channels and rate.
+    pub inputs: Vec<(u32, u32)>,
+    /// The shared memory file and its regions: each input's, then each output's capacity in
+    /// samples.
+    pub shm: String,
+    pub in_samples: Vec<usize>,
+    pub out_samples: Vec<usize>,
+    pub limits: crate::config::Limits,
+}
+
+/// Reads and writes frames on one stream, with buffers reused from call to call.
+pub struct Channel<S> {
+    pub stream: S,
+    out: Vec<u8>,
+    inp: Vec<u8>,
+}
+
+impl<S: Read + Write> Channel<S> {
+    pub fn new(stream: S) -> Self {
+        Channel {
+            stream,
+            out: Vec::with_capacity(4096),
+            inp: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Start a frame with `tag`; add the payload with [`Channel::put`], then [`Channel::send`].
+    pub fn begin(&mut self, tag: u8) -> &mut Self {
+        self.out.clear();
+        self.out.extend_from_slice(&[0, 0, 0, 0, tag]);
+        self
+    }
+
+    pub fn put(&mut self, bytes: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(bytes);
+        self
+    }
+
+    pub fn send(&mut self) -> io::Result<()> {
+        let len = (self.out.len() - 4) as u32;
+        self.out[..4].copy_from_slice(&len.to_le_bytes());
+        self.stream.write_all(&self.out)?;
+        self.stream.flush()
+    }
+
+    /// The next frame: its tag and payload.
+    pub fn recv(&mut self) -> io::Result<(u8, &[u8])> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len == 0 || len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad frame length",
+            ));
+        }
+        self.inp.resize(len, 0);
+        self.stream.read_exact(&mut self.inp)?;
+        Ok((self.inp[0], &self.inp[1..]))
+    }
+}
+
+/// Little-endian fields read in order from a payload.
+pub struct Fields<'a>(pub &'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        let n = N.min(self.0.len());
+        b[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        b
+    }
+    pub fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    pub fn f32(&mut self) -> f32 {
+        f32::from_le_bytes(self.take())
+    }
+}
+
+/// An error as the child sends it: kind, key, message.
+pub fn encode_error(e: &PluginError) -> Vec<u8> {
+    let mut b = vec![e.kind as u8];
+    let key = e.key.as_str().as_bytes();
+    b.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    b.extend_from_slice(key);
+    b.extend_from_slice(e.message.as_str().as_bytes());
+    b
+}
+
+pub fn decode_error(payload: &[u8]) -> PluginError {
+    let mut f = Fields(payload);
+    let kind = match f.u8() {
+        0 => ErrorKind::InvalidConfig,
+        1 => ErrorKind::UnsupportedFormat,
+        2 => ErrorKind::DeviceLost,
+        3 => ErrorKind::Io,
+        4 => ErrorKind::Panicked,
+        6 => ErrorKind::Crashed,
+        _ => ErrorKind::Other,
+    };
+    let key_len = (f.u32() as usize).min(f.0.len());
+    let key = String::from_utf8_lossy(&f.0[..key_len]).into_owned();
+    let message = String::from_utf8_lossy(&f.0[key_len..]).into_owned();
+    PluginError {
+        key: key.into(),
+        ..PluginError::new(kind, message)
+    }
+}
+
+/// The final report, as JSON.
+#[derive(Serialize, Deserialize)]
+pub struct Report {
+    pub frames_written: u64,
+    pub files: Vec<String>,
+}
+
+impl From<&StorageReport> for Report {
+    fn from(r: &StorageReport) -> Self {
+        Report {
+            frames_written: r.frames_written,
+            files: r.files.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+}
+
+impl From<Report> for StorageReport {
+    fn from(r: Report) -> Self {
+        let mut out = StorageReport {
+            frames_written: r.frames_written,
+            ..StorageReport::default()
+        };
+        for f in r.files {
+            out.files.push(f.into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_and_errors_round_trip() {
+        let mut ch = Channel::new(std::io::Cursor::new(Vec::new()));
+        ch.begin(tag::READ)
+            .put(&480u32.to_le_bytes())
+            .put(&7u64.to_le_bytes())
+            .send()
+            .unwrap();
+        ch.stream.set_position(0);
+        let (t, payload) = ch.recv().unwrap();
+        assert_eq!(t, tag::READ);
+        let mut f = Fields(payload);
+        assert_eq!((f.u32(), f.u64()), (480, 7));
+        let e = PluginError::config("gain_db", "too loud");
+        let back = decode_error(&encode_error(&e));
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,253 @@
+//! Stage isolation (`isolate = true`): a plugin that crashes, aborts, exits, overflows its stack,
+//! runs out of memory or never returns ends only its own process. The host lives, meets the
+//! fault with the stage's policy as an error of kind `crashed`, writes its summary (and a state
+//! dump on failure), and accounts for every frame. Real plugins, real child processes.
+
+use serde_json::Value;
+use tapeline_tests::{code, run_toml, state_dump_path, stderr, TempDir};
+
+const BLOCK: u64 = 480;
+const FRAMES: u64 = 100 * BLOCK;
+const AT: u64 = 10;
+
+/// mock-capture → mock-process (`mid`) → mock-storage, with `keys` in the stage named `at`,
+/// which runs isolated.
+fn pipeline(at: &str, keys: &str) -> String {
+    let pick = |s: &str| {
+        if s == at {
+            format!("isolate = true\n{keys}")
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        r#"version = 1
+[pipeline]
+stall_timeout_ms = 300
+
+[capture.src]
+plugin = "mock-capture"
+channels = 2
+frames = {FRAMES}
+{}
+
+[process.mid]
+plugin = "mock-process"
+inputs = ["src"]
+{}
+
+[storage.sink]
+plugin = "mock-storage"
+inputs = ["mid"]
+report = "report.json"
+{}
+"#,
+        pick("src"),
+        pick("mid"),
+        pick("sink")
+    )
+}
+
+struct Run {
+    out: std::process::Output,
+    summary: Value,
+    dir: TempDir,
+}
+
+fn run(what: &str, toml: &str) -> Run {
+    let dir = TempDir::new("isolation");
+    let (out, path) = run_toml(&dir, toml);
+    let summary = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{what}: no summary ({e})\n{}", stderr(&out)));
+    Run {
+        summary: serde_json::from_str(&summary).unwrap(),
+        out,
+        dir,
+    }
+}
+
+impl Run {
+    fn stage(&self, id: &str) -> &Value {
+        self.summary["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+    }
+    fn report(&self) -> Value {
+        let text = std::fs::read_to_string(self.dir.path().join("report.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+    fn lost(&self) -> u64 {
+        self.summary["lost_frames"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    }
+}
+
+fn on_error(policy: &str) -> String {
+    format!("on_error = {{ policy = \"{policy}\", backoff_ms = 10 }}")
+}
+
+/// What each crash looks like from the host.
+const CRASHES: [(&str, &str); 6] = [
+    ("segv", "killed by SIGSEGV"),
+    ("abort", "killed by SIGABRT"),
+    ("stack-overflow", "killed by SIGABRT"),
+    ("exit", "exited with status 3"),
+    ("hang", "killed by the watchdog"),
+    ("oom", "limit: memory_mb = 256"),
+];
+
+fn crash_keys(kind: &str) -> String {
+    let limits = if kind == "oom" {
+        "limits = { memory_mb = 256 }\n"
+    } else {
+        ""
+    };
+    format!("crash = \"{kind}\"\ncrash_at_block = {AT}\n{limits}")
+}
+
+#[test]
+fn every_crash_in_an_isolated_processor_is_restarted_and_the_recording_goes_on() {
+    for (kind, how) in CRASHES {
+        let what = format!("crash = {kind} in an isolated processor under restart");
+        let r = run(
+            &what,
+            &pipeline(
+                "mid",
+                &format!("{}{}", crash_keys(kind), on_error("restart")),
+            ),
+        );
+        assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
+        let e = &r.summary["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "crashed")
+            .unwrap_or_else(|| panic!("{what}: no crashed error: {:#}", r.summary["errors"]))
+            .clone();
+        let msg = e["message"].as_str().unwrap();
+        assert!(msg.contains(how), "{what}: {msg}");
+        assert!(
+            msg.contains(&format!("during `process` at block {AT}")),
+            "{what}: {msg}"
+        );
+        assert_eq!(e["severity"], "recoverable", "{what}");
+        assert_eq!(r.stage("mid")["restarts"], 1, "{what}");
+        // The block the crashed call held is the only loss, and it is counted.
+        assert_eq!(r.summary["lost_frames"]["stage-error"], BLOCK, "{what}");
+        assert_eq!(r.lost(), BLOCK, "{what}: {}", r.summary["lost_frames"]);
+        let report = r.report();
+        assert_eq!(
+            report["frames_written"],
+            FRAMES - BLOCK,
+            "{what}: {report:#}"
+        );
+        assert_eq!(report["gaps"], 1, "{what}: {report:#}");
+        assert_eq!(report["reordered"], 0, "{what}: {report:#}");
+        assert_eq!(report["corrupt_frames"], 0, "{what}: {report:#}");
+    }
+}
+
+#[test]
+fn a_crash_under_fail_ends_the_run_with_summary_and_state_dump() {
+    let what = "segv in an isolated processor under fail";
+    let r = run(
+        what,
+        &pipeline(
+            "mid",
+            &format!("{}{}", crash_keys("segv"), on_error("fail")),
+        ),
+    );
+    assert_eq!(code(&r.out), 1, "{what}\n{}", stderr(&r.out));
+    assert_eq!(r.summary["end"], "failed");
+    assert_eq!(r.summary["failure"]["stage"], "mid");
+    assert_eq!(r.summary["failure"]["kind"], "crashed");
+    let dump = state_dump_path(&stderr(&r.out)).expect("a state dump");
+    assert!(dump.is_file(), "{}", dump.display());
+    // Storage was finalised with every block before the crash, and nothing is unaccounted:
+    // what the source made is written, lost by reason, or never made (the run stopped).
+    let report = r.report();
+    assert_eq!(report["frames_written"], AT * BLOCK, "{report:#}");
+    let pushed = r.summary["edges"][0]["pushed_frames"].as_u64().unwrap();
+    let written = report["frames_written"].as_u64().unwrap();
+    assert_eq!(pushed, written + r.lost(), "{}", r.summary["lost_frames"]);
+}
+
+#[test]
+fn a_crash_under_ignore_starts_a_fresh_process_and_drops_only_the_block() {
+    let what = "abort in an isolated processor under ignore";
+    let r = run(
+        what,
+        &pipeline(
+            "mid",
+            &format!("{}{}", crash_keys("abort"), on_error("ignore")),
+        ),
+    );
+    assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
+    assert_eq!(r.lost(), BLOCK, "{}", r.summary["lost_frames"]);
+    assert_eq!(r.report()["frames_written"], FRAMES - BLOCK);
+}
+
+#[test]
+fn a_crashed_capture_is_restarted_and_its_signal_continues() {
+    let what = "segv in an isolated capture under restart";
+    let r = run(
+        what,
+        &pipeline(
+            "src",
+            &format!("{}{}", crash_keys("segv"), on_error("restart")),
+        ),
+    );
+    assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
+    assert_eq!(r.stage("src")["restarts"], 1);
+    // A failed read produced nothing: nothing is lost, the fresh process goes on where the
+    // timeline stands.
+    let report = r.report();
+    assert_eq!(report["frames_written"], FRAMES, "{report:#}");
+    assert_eq!(report["gaps"], 0, "{report:#}");
+    assert_eq!(r.lost(), 0);
+}
+
+#[test]
+fn a_crashed_storage_under_fail_still_ends_with_a_summary() {
+    let what = "exit in an isolated storage under fail";
+    let r = run(
+        what,
+        &pipeline(
+            "sink",
+            &format!("{}{}", crash_keys("exit"), on_error("fail")),
+        ),
+    );
+    assert_eq!(code(&r.out), 1, "{what}\n{}", stderr(&r.out));
+    assert_eq!(r.summary["failure"]["kind"], "crashed");
+    let msg = r.summary["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("exited with status 3") && msg.contains("`write`"),
+        "{msg}"
+    );
+    // Nothing the source made is unaccounted for.
+    let pushed = r.summary["edges"][1]["pushed_frames"].as_u64().unwrap();
+    let written = r.stage("sink")["frames_in"].as_u64().unwrap();
+    assert_eq!(pushed, written + r.lost(), "{:#}", r.summary["lost_frames"]);
+}
+
+#[test]
+fn isolated_stages_without_faults_record_exactly_what_in_process_ones_do() {
+    let keys = "";
+    let toml = pipeline("mid", keys).replace("[storage.sink]", "[storage.sink]\nisolate = true");
+    let r = run("all clean, two stages isolated", &toml);
+    assert_eq!(code(&r.out), 0, "{}", stderr(&r.out));
+    let report = r.report();
+    assert_eq!(report["frames_written"], FRAMES, "{report:#}");
+    assert_eq!(report["gaps"], 0);
+    assert_eq!(report["corrupt_frames"], 0);
+    assert_eq!(r.lost(), 0);
+    assert_eq!(r.stage("mid")["isolated"], true);
+    assert_eq!(r.stage("src")["isolated"], false);
+}
