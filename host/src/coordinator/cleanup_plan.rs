@@ -224,16 +224,21 @@ fn release_plugins(cx: &Cx) -> Result<String, CleanupError> {
     // Dropping an instance runs the plugin's own cleanup; captures first, storage last.
     let mut all = cx.released.borrow_mut();
     let n = all.len();
-    all.sort_by_key(|(kind, _)| match kind {
-        PluginKind::Capture => 0,
-        PluginKind::Process => 1,
-        PluginKind::Storage => 2,
-    });
+    all.sort_by_key(|(kind, _)| release_rank(*kind));
     all.clear();
     for r in &cx.g.borrow().stages {
         r.component.released();
     }
     Ok(format!("{n} instance(s) released"))
+}
+
+/// Plugins are released captures first, storage last (its file is complete by then).
+pub fn release_rank(kind: PluginKind) -> u8 {
+    match kind {
+        PluginKind::Capture => 0,
+        PluginKind::Process => 1,
+        PluginKind::Storage => 2,
+    }
 }
 
 /// Keep what a thread handed back for the "release plugins" step.

@@ -110,6 +110,11 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
         epoch,
     );
     let monitoring = monitor::spawn(monitor::Monitor::new(&g), options.monitor.clone(), epoch);
+    crate::isolation::crash_note::arm(
+        &outputs_folder(plan),
+        plan.file.name.as_deref().unwrap_or("pipeline"),
+        g.stages.iter().map(|r| r.component.clone()).collect(),
+    );
     tracing::info!(
         pipeline = plan.file.name.as_deref().unwrap_or(""),
         stages = plan.stages.len(),
@@ -129,6 +134,18 @@ pub fn run(plan: &Plan, options: &RunOptions) -> RunSummary {
     end = settle(&mut g, &cleaned, end);
     let totals = monitoring.finish(&g);
     summary::build(&g, cleaned, end, totals, &internal)
+}
+
+/// Where the run's outputs go: the folder of the first storage stage's `path`, else the
+/// pipeline file's (for the crash note, written before any file is reported).
+fn outputs_folder(plan: &Plan) -> std::path::PathBuf {
+    plan.stages
+        .iter()
+        .filter(|s| s.kind == tapeline_plugin_api::PluginKind::Storage)
+        .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.config).ok())
+        .find_map(|c| c.get("path")?.as_str().map(|p| plan.base_dir.join(p)))
+        .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| plan.base_dir.clone())
 }
 
 /// After cleanup: late errors and failed finalisation make the run a failed one; the pipeline

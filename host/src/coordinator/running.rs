@@ -116,7 +116,8 @@ impl<'p> Running<'p> {
     pub fn start(&mut self, options: &RunOptions) -> Option<EndReason> {
         self.pipeline.enter(State::Configured, "plan checked");
         self.pipeline.enter(State::Starting, "starting stages");
-        for i in start_order(self.plan) {
+        let kinds: Vec<PluginKind> = self.plan.stages.iter().map(|s| s.kind).collect();
+        for i in start_order(&kinds) {
             if let Err(e) = self.spawn(i, Begin::Start) {
                 self.fatal(i, &e);
                 return Some(EndReason::Failed);
@@ -305,11 +306,12 @@ impl<'p> Running<'p> {
     }
 }
 
-/// Storage, then processing, then captures; within a kind, downstream first.
-fn start_order(plan: &Plan) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..plan.stages.len()).collect();
+/// Storage, then processing, then captures; within a kind, downstream first (the plan lists
+/// every stage after its inputs). Stages stop the other way round.
+pub fn start_order(kinds: &[PluginKind]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..kinds.len()).collect();
     order.sort_by_key(|&i| {
-        let rank = match plan.stages[i].kind {
+        let rank = match kinds[i] {
             PluginKind::Storage => 0,
             PluginKind::Process => 1,
             PluginKind::Capture => 2,

@@ -5,6 +5,7 @@
 //! After start nothing here allocates, locks or logs on the per-block path; errors leave the
 //! thread through the coordinator's event channel.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tapeline_plugin_api::abi::{PluginError, StorageReport};
@@ -100,6 +101,10 @@ pub fn run<W: StageWork>(
     let Some(mut io) = slot.take() else {
         return StageExit::default();
     };
+    c.stats.thread_id.store(
+        crate::isolation::crash_note::this_thread_id(),
+        Ordering::Relaxed,
+    );
     let rebuild = || -> Result<W::Instance, PluginError> {
         let mut i = W::build(f)?;
         W::start(&mut i)?;

@@ -73,6 +73,8 @@ pub struct StageStats {
     /// Frames a storage stage took off its input and could not write (its plugin failed on
     /// them, or the stage had failed): the stage's own drops, as it has no output edge.
     pub dropped_frames: AtomicU64,
+    /// The kernel's id of the stage's thread, for the crash note.
+    pub thread_id: AtomicU32,
     /// Frames a finite capture will produce in all (`u64::MAX`: unknown or endless).
     pub length_frames: AtomicU64,
     /// Idle-time flushes of a storage stage that failed (finalise reports for good).
@@ -101,6 +103,7 @@ impl Default for StageStats {
             latency_blocks: AtomicU64::new(0),
             dropped_frames: AtomicU64::new(0),
             length_frames: AtomicU64::new(u64::MAX),
+            thread_id: AtomicU32::new(0),
             flush_failures: AtomicU64::new(0),
         }
     }

@@ -303,3 +303,20 @@ fn a_stuck_call_is_given_up_and_a_fresh_thread_goes_on_with_the_edges() {
     );
     assert_eq!(internal.count(), 0, "{:?}", internal.list());
 }
+
+#[test]
+fn stages_start_storage_first_and_downstream_first_and_are_released_captures_first() {
+    use PluginKind::*;
+    // mic → split → (left, right) → merge → wav ; tone → meter → null (plan order: inputs first).
+    let kinds = [
+        Capture, Process, Process, Storage, Capture, Process, Storage,
+    ];
+    let order = super::running::start_order(&kinds);
+    assert_eq!(order, [6, 3, 5, 2, 1, 4, 0]);
+    let mut released = kinds.to_vec();
+    released.sort_by_key(|k| super::cleanup_plan::release_rank(*k));
+    assert_eq!(
+        released,
+        [Capture, Capture, Process, Process, Process, Storage, Storage]
+    );
+}

@@ -15,6 +15,7 @@
 //! and `rustix` sets the limits (`setrlimit`) and sends the watchdog's SIGKILL.
 
 pub mod child;
+pub mod crash_note;
 pub mod exit;
 pub mod protocol;
 pub mod proxy;

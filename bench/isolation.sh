@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# What stage isolation costs (docs/isolation.md): the same jobs with stages in the host and with
+# stages in their own processes (`isolate = true`).
+#
+#   gain   a LENGTH_S-second 48 kHz stereo 16-bit WAV -> gain -6 dB -> 16-bit WAV, the gain stage
+#          in-process vs isolated, at block 480 (the default) and 4096
+#   chain  a CHAIN_S-second file through 16 gain stages at block 480, all in-process vs all
+#          isolated: the cost of one isolated stage per block
+#
+# Runs are interleaved (each repetition runs every variant once) after one untimed warm-up of
+# each; prints the machine, the median wall time of each variant, the ratios, and the cost per
+# block per isolated stage. Outputs are compared sample by sample (isolated = in-process).
+#
+# Usage: bash bench/isolation.sh        (from any folder)
+# Environment: REPS=5, LENGTH_S=600, CHAIN_S=60, SKIP_BUILD=1 (use the existing release build).
+# Exit codes: 0 success, 1 a run failed or outputs differ, 2 sox is missing and we are not root.
+set -euo pipefail
+
+REPS=${REPS:-5}
+LENGTH_S=${LENGTH_S:-600}
+CHAIN_S=${CHAIN_S:-60}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TAPELINE=$ROOT/target/release/tapeline
+
+if ! command -v sox >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sox >/dev/null
+    else
+        echo "error: bench/isolation.sh makes its input with sox" >&2
+        echo "  help: sudo apt-get install sox" >&2
+        exit 2
+    fi
+fi
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+sox -n -r 48000 -b 16 -c 2 "$WORK/in.wav" synth "$LENGTH_S" sine 997 sine 1499 gain -3
+sox -n -r 48000 -b 16 -c 2 "$WORK/short.wav" synth "$CHAIN_S" sine 997 sine 1499 gain -3
+
+# gain_pipeline NAME BLOCK ISOLATE
+gain_pipeline() {
+    cat >"$WORK/$1.toml" <<EOF
+version = 1
+[pipeline]
+block_frames = $2
+[capture.in]
+plugin = "wav-reader"
+path = "in.wav"
+[process.g]
+plugin = "gain"
+inputs = ["in"]
+gain_db = -6.0
+isolate = $3
+[storage.out]
+plugin = "wav-writer"
+inputs = ["g"]
+path = "$1.wav"
+format = "pcm16"
+overwrite = true
+EOF
+}
+
+# chain_pipeline NAME ISOLATE: 16 gain stages of -0.375 dB each (-6 dB in all).
+chain_pipeline() {
+    {
+        printf 'version = 1\n[capture.in]\nplugin = "wav-reader"\npath = "short.wav"\n'
+        local prev=in
+        for i in $(seq 1 16); do
+            printf '[process.g%d]\nplugin = "gain"\ninputs = ["%s"]\ngain_db = -0.375\nisolate = %s\n' "$i" "$prev" "$2"
+            prev=g$i
+        done
+        printf '[storage.out]\nplugin = "wav-writer"\ninputs = ["%s"]\npath = "%s.wav"\nformat = "pcm16"\noverwrite = true\n' "$prev" "$1"
+    } >"$WORK/$1.toml"
+}
+
+gain_pipeline gain480 480 false
+gain_pipeline gain480iso 480 true
+gain_pipeline gain4096 4096 false
+gain_pipeline gain4096iso 4096 true
+chain_pipeline chain false
+chain_pipeline chainiso true
+VARIANTS=(gain480 gain480iso gain4096 gain4096iso chain chainiso)
+
+# Seconds of one run (wall clock).
+run_once() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$TAPELINE" run "$WORK/$1.toml" --quiet >/dev/null 2>"$WORK/$1.err" || {
+        cat "$WORK/$1.err" >&2
+        exit 1
+    }
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }' 
+}
+
+declare -A TIMES
+for v in "${VARIANTS[@]}"; do run_once "$v" >/dev/null; done
+for _ in $(seq 1 "$REPS"); do
+    for v in "${VARIANTS[@]}"; do
+        TIMES[$v]+="$(run_once "$v") "
+    done
+done
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+cmp -s "$WORK/gain480.wav" "$WORK/gain480iso.wav" || { echo "isolated gain output differs" >&2; exit 1; }
+cmp -s "$WORK/chain.wav" "$WORK/chainiso.wav" || { echo "isolated chain output differs" >&2; exit 1; }
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
+echo "median of $REPS interleaved runs, wall seconds; outputs identical (cmp)"
+printf '%-34s %10s %10s %8s\n' job in-process isolated ratio
+for pair in "gain480 gain job, block 480 (${LENGTH_S} s)" "gain4096 gain job, block 4096 (${LENGTH_S} s)" "chain 16 gain stages, block 480 (${CHAIN_S} s)"; do
+    v=${pair%% *}
+    label=${pair#* }
+    a=$(median "${TIMES[$v]}")
+    b=$(median "${TIMES[${v}iso]}")
+    printf '%-34s %10.3f %10.3f %8.2f\n' "$label" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')"
+done
+blocks=$((CHAIN_S * 48000 / 480))
+a=$(median "${TIMES[chain]}")
+b=$(median "${TIMES[chainiso]}")
+printf 'cost of one isolated stage: %.1f us per block (%d blocks x 16 stages)\n' \
+    "$(awk -v a="$a" -v b="$b" -v n="$blocks" 'BEGIN { print (b - a) * 1e6 / (n * 16) }')" "$blocks"
