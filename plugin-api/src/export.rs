@@ -7,7 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 
 use abi_stable::{
     library::{CheckTypeLayout, LibHeader, RootModuleResult},
@@ -21,11 +22,61 @@ use crate::sdk::{parse_config, Capture, Describe, Processor, Storage};
 
 thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Inside a call from the host (a panic here becomes that call's error).
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
     static AUDIO_CALL: Cell<bool> = const { Cell::new(false) };
     static AUDIO_ALLOCS: Cell<u64> = const { Cell::new(0) };
 }
 
 static HOOK: Once = Once::new();
+
+/// A panic on a thread the plugin started itself (not inside a call from the host): kept here
+/// and returned as the error of the library's next call, so the host meets it with the stage's
+/// policy. `PENDING` keeps the check on every call to one atomic load.
+static THREAD_PANICS: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// The instances (their addresses) inside a call from the host right now. A thread panicking
+/// while exactly one is in a call is taken to be that instance's (it is typically waiting for
+/// it); otherwise the panic goes to the library's next call, whichever instance makes it.
+static ACTIVE: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+
+fn enter(instance: usize) -> Option<usize> {
+    (instance != 0).then_some(())?;
+    ACTIVE.iter().position(|slot| {
+        slot.compare_exchange(0, instance, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+fn owner_of_orphan_panic() -> usize {
+    let mut active = ACTIVE
+        .iter()
+        .map(|a| a.load(Ordering::Acquire))
+        .filter(|&a| a != 0);
+    match (active.next(), active.next()) {
+        (Some(one), None) => one,
+        _ => 0,
+    }
+}
+
+/// The panics of the plugin's own threads that belong to `instance` (or to nobody in
+/// particular), taken.
+fn thread_panics_of(instance: usize) -> Option<String> {
+    if !PENDING.swap(false, Ordering::AcqRel) {
+        return None;
+    }
+    let mut list = THREAD_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    let (mine, others): (Vec<_>, Vec<_>) = list
+        .drain(..)
+        .partition(|(owner, _)| *owner == 0 || *owner == instance);
+    *list = others;
+    if !list.is_empty() {
+        PENDING.store(true, Ordering::Release);
+    }
+    let texts: Vec<String> = mine.into_iter().map(|(_, t)| t).collect();
+    (!texts.is_empty()).then(|| texts.join("; "))
+}
 
 /// Replace this library's panic hook (each cdylib has its own copy of std) with one that records
 /// the message and location for [`guard`] instead of printing to the host's stderr.
@@ -37,7 +88,16 @@ pub fn install_panic_hook() {
                 Some(loc) => format!("{msg} (at {}:{}:{})", loc.file(), loc.line(), loc.column()),
                 None => msg,
             };
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+            if IN_CALL.with(Cell::get) {
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
+                return;
+            }
+            let thread = std::thread::current().name().map(str::to_string);
+            let thread = thread.map_or("a thread".to_string(), |n| format!("thread '{n}'"));
+            let owner = owner_of_orphan_panic();
+            let mut list = THREAD_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+            list.push((owner, format!("{thread} of the plugin panicked: {text}")));
+            PENDING.store(true, Ordering::Release);
         }));
     });
 }
@@ -54,7 +114,26 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Run plugin code, turning a panic into an error.
 pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
+    guard_in(0, f)
+}
+
+/// [`guard`] for a call into one instance (its address): a panic on a thread of the plugin's own
+/// that belongs to it is returned as this call's error, before the call is made.
+pub fn guard_in<T>(
+    instance: usize,
+    f: impl FnOnce() -> Result<T, PluginError>,
+) -> RResult<T, PluginError> {
+    if let Some(text) = thread_panics_of(instance) {
+        return RResult::RErr(PluginError::new(ErrorKind::Panicked, text));
+    }
+    let slot = enter(instance);
+    let outer = IN_CALL.with(|c| c.replace(true));
+    let caught = panic::catch_unwind(AssertUnwindSafe(f));
+    IN_CALL.with(|c| c.set(outer));
+    if let Some(i) = slot {
+        ACTIVE[i].store(0, Ordering::Release);
+    }
+    match caught {
         Ok(r) => r.into(),
         Err(payload) => {
             let text = LAST_PANIC
@@ -74,12 +153,21 @@ pub fn guard_audio<T>(
     what: &str,
     f: impl FnOnce() -> Result<T, PluginError>,
 ) -> RResult<T, PluginError> {
+    guard_audio_in(what, 0, f)
+}
+
+/// [`guard_audio`] for a call into one instance (its address), as [`guard_in`].
+pub fn guard_audio_in<T>(
+    what: &str,
+    instance: usize,
+    f: impl FnOnce() -> Result<T, PluginError>,
+) -> RResult<T, PluginError> {
     if !cfg!(debug_assertions) {
-        return guard(f);
+        return guard_in(instance, f);
     }
     AUDIO_ALLOCS.with(|c| c.set(0));
     AUDIO_CALL.with(|c| c.set(true));
-    let r = guard(f);
+    let r = guard_in(instance, f);
     AUDIO_CALL.with(|c| c.set(false));
     let allocs = AUDIO_ALLOCS.with(|c| c.get());
     match r {
@@ -330,13 +418,16 @@ struct StorageAdapter<S>(S);
 
 impl<C: Capture> CaptureObj for CaptureAdapter<C> {
     fn start(&mut self) -> RResult<(), PluginError> {
-        guard(|| self.0.start())
+        let me = self as *const Self as usize;
+        guard_in(me, || self.0.start())
     }
     fn read<'a>(&mut self, out: &mut OutputBlock<'a>) -> RResult<ReadStatus, PluginError> {
-        guard_audio("read", || self.0.read(out))
+        let me = self as *const Self as usize;
+        guard_audio_in("read", me, || self.0.read(out))
     }
     fn stop(&mut self) -> RResult<(), PluginError> {
-        guard(|| self.0.stop())
+        let me = self as *const Self as usize;
+        guard_in(me, || self.0.stop())
     }
     fn length_frames(&self) -> ROption<u64> {
         match guard(|| Ok(self.0.length_frames())) {
@@ -352,15 +443,18 @@ impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
         inputs: RSlice<'b, InputBlock<'a>>,
         mut outputs: RSliceMut<'b, OutputBlock<'a>>,
     ) -> RResult<(), PluginError> {
+        let me = self as *const Self as usize;
         let inputs = inputs.as_slice();
         let end = !inputs.is_empty()
             && inputs
                 .iter()
                 .all(|b| b.flags & crate::abi::FLAG_END_OF_STREAM != 0);
         if end {
-            guard_audio("finish", || self.0.finish(outputs.as_mut_slice()))
+            guard_audio_in("finish", me, || self.0.finish(outputs.as_mut_slice()))
         } else {
-            guard_audio("process", || self.0.process(inputs, outputs.as_mut_slice()))
+            guard_audio_in("process", me, || {
+                self.0.process(inputs, outputs.as_mut_slice())
+            })
         }
     }
     fn levels(&self) -> RSlice<'_, Level> {
@@ -373,13 +467,16 @@ impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
 
 impl<S: Storage> StorageObj for StorageAdapter<S> {
     fn write<'a>(&mut self, block: &InputBlock<'a>) -> RResult<(), PluginError> {
-        guard_audio("write", || self.0.write(block))
+        let me = self as *const Self as usize;
+        guard_audio_in("write", me, || self.0.write(block))
     }
     fn flush(&mut self) -> RResult<(), PluginError> {
-        guard(|| self.0.flush())
+        let me = self as *const Self as usize;
+        guard_in(me, || self.0.flush())
     }
     fn finalize(&mut self) -> RResult<StorageReport, PluginError> {
-        guard(|| self.0.finalize())
+        let me = self as *const Self as usize;
+        guard_in(me, || self.0.finalize())
     }
 }
 
