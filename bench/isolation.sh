@@ -52,7 +52,7 @@ path = "in.wav"
 [process.g]
 plugin = "gain"
 inputs = ["in"]
-gain_db = -6.0
+db = -6.0
 isolate = $3
 [storage.out]
 plugin = "wav-writer"
@@ -69,7 +69,7 @@ chain_pipeline() {
         printf 'version = 1\n[capture.in]\nplugin = "wav-reader"\npath = "short.wav"\n'
         local prev=in
         for i in $(seq 1 16); do
-            printf '[process.g%d]\nplugin = "gain"\ninputs = ["%s"]\ngain_db = -0.375\nisolate = %s\n' "$i" "$prev" "$2"
+            printf '[process.g%d]\nplugin = "gain"\ninputs = ["%s"]\ndb = -0.375\nisolate = %s\n' "$i" "$prev" "$2"
             prev=g$i
         done
         printf '[storage.out]\nplugin = "wav-writer"\ninputs = ["%s"]\npath = "%s.wav"\nformat = "pcm16"\noverwrite = true\n' "$prev" "$1"

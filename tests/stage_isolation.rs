@@ -4,7 +4,7 @@
 //! dump on failure), and accounts for every frame. Real plugins, real child processes.
 
 use serde_json::Value;
-use tapeline_tests::{code, run_toml, state_dump_path, stderr, TempDir};
+use tapeline_tests::{code, mock_chain, run_toml, state_dump_path, stderr, TempDir};
 
 const BLOCK: u64 = 480;
 const FRAMES: u64 = 100 * BLOCK;
@@ -20,31 +20,12 @@ fn pipeline(at: &str, keys: &str) -> String {
             String::new()
         }
     };
-    format!(
-        r#"version = 1
-[pipeline]
-stall_timeout_ms = 300
-
-[capture.src]
-plugin = "mock-capture"
-channels = 2
-frames = {FRAMES}
-{}
-
-[process.mid]
-plugin = "mock-process"
-inputs = ["src"]
-{}
-
-[storage.sink]
-plugin = "mock-storage"
-inputs = ["mid"]
-report = "report.json"
-{}
-"#,
-        pick("src"),
-        pick("mid"),
-        pick("sink")
+    mock_chain(
+        FRAMES,
+        "stall_timeout_ms = 300",
+        &pick("src"),
+        &pick("mid"),
+        &pick("sink"),
     )
 }
 

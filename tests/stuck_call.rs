@@ -4,7 +4,7 @@
 //! stuck call held (counted as lost), the summary names the call given up, and the run exits 1.
 
 use serde_json::Value;
-use tapeline_tests::{code, run_toml, stderr, TempDir};
+use tapeline_tests::{code, mock_chain, run_toml, stderr, TempDir};
 
 const BLOCK: u64 = 480;
 const FRAMES: u64 = 100 * BLOCK;
@@ -15,31 +15,8 @@ fn pipeline(stuck_in: &str) -> String {
         "stall_at_block = {STUCK_BLOCK}\nstall_ms = 3600000\non_error = {{ policy = \"restart\", backoff_ms = 10 }}"
     );
     let pick = |s: &str| if s == stuck_in { stuck.as_str() } else { "" };
-    format!(
-        r#"version = 1
-[pipeline]
-stall_timeout_ms = 300
-monitor_interval_ms = 100
-
-[capture.src]
-plugin = "mock-capture"
-channels = 2
-frames = {FRAMES}
-
-[process.mid]
-plugin = "mock-process"
-inputs = ["src"]
-{}
-
-[storage.sink]
-plugin = "mock-storage"
-inputs = ["mid"]
-report = "report.json"
-{}
-"#,
-        pick("mid"),
-        pick("sink")
-    )
+    let pipeline = "stall_timeout_ms = 300\nmonitor_interval_ms = 100";
+    mock_chain(FRAMES, pipeline, "", pick("mid"), pick("sink"))
 }
 
 fn n(v: &Value) -> u64 {

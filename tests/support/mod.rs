@@ -325,6 +325,35 @@ pub fn run_toml_with(dir: &TempDir, toml: &str, more: &[&str]) -> (Output, PathB
     (out, summary)
 }
 
+/// The mock chain most fault tests run: `mock-capture` (`src`, stereo, `frames` frames) →
+/// `mock-process` (`mid`) → `mock-storage` (`sink`, its report in `report.json`), with extra
+/// lines for `[pipeline]` and for each stage's table.
+pub fn mock_chain(frames: u64, pipeline: &str, src: &str, mid: &str, sink: &str) -> String {
+    format!(
+        r#"version = 1
+[pipeline]
+{pipeline}
+
+[capture.src]
+plugin = "mock-capture"
+channels = 2
+frames = {frames}
+{src}
+
+[process.mid]
+plugin = "mock-process"
+inputs = ["src"]
+{mid}
+
+[storage.sink]
+plugin = "mock-storage"
+inputs = ["mid"]
+report = "report.json"
+{sink}
+"#
+    )
+}
+
 /// The state dump a failed run announced in its error's help line
 /// (`  help: state dump: PATH (…)`), if any.
 pub fn state_dump_path(stderr: &str) -> Option<PathBuf> {
