@@ -120,6 +120,8 @@ fn every_crash_in_an_isolated_processor_is_restarted_and_the_recording_goes_on()
         );
         assert_eq!(e["severity"], "recoverable", "{what}");
         assert_eq!(r.stage("mid")["restarts"], 1, "{what}");
+        let how = if kind == "oom" { "setrlimit".into() } else { Value::Null };
+        assert_eq!(r.stage("mid")["limits_applied_with"], how, "{what}");
         // The block the crashed call held is the only loss, and it is counted.
         assert_eq!(r.summary["lost_frames"]["stage-error"], BLOCK, "{what}");
         assert_eq!(r.lost(), BLOCK, "{what}: {}", r.summary["lost_frames"]);
@@ -231,4 +233,54 @@ fn isolated_stages_without_faults_record_exactly_what_in_process_ones_do() {
     assert_eq!(r.lost(), 0);
     assert_eq!(r.stage("mid")["isolated"], true);
     assert_eq!(r.stage("src")["isolated"], false);
+}
+
+/// Every crash kind in each kind of stage under each policy: the host never dies, the exit code
+/// is the policy's, a summary is always written (and a state dump under `fail`), and every frame
+/// the source made is written or counted lost, exactly.
+#[test]
+fn the_crash_matrix_holds_for_capture_process_and_storage_under_every_policy() {
+    for at in ["src", "mid", "sink"] {
+        for kind in ["segv", "abort", "exit", "hang"] {
+            for policy in ["fail", "restart", "ignore"] {
+                let what = format!("crash = {kind} in isolated `{at}` under {policy}");
+                let r = run(
+                    &what,
+                    &pipeline(at, &format!("{}{}", crash_keys(kind), on_error(policy))),
+                );
+                let err = stderr(&r.out);
+                let want = if policy == "fail" { 1 } else { 0 };
+                assert_eq!(code(&r.out), want, "{what}\n{err}");
+                let crashed = r.summary["errors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["stage"] == at && e["kind"] == "crashed");
+                assert!(crashed, "{what}: {:#}", r.summary["errors"]);
+                assert_eq!(
+                    state_dump_path(&err).is_some(),
+                    policy == "fail",
+                    "{what}\n{err}"
+                );
+                let made = r.stage("src")["frames_out"].as_u64().unwrap();
+                let written = r.stage("sink")["frames_in"].as_u64().unwrap();
+                let lost: u64 = r.summary["lost_frames"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(reason, _)| *reason != "device-gap")
+                    .map(|(_, v)| v.as_u64().unwrap())
+                    .sum();
+                assert_eq!(
+                    made,
+                    written + lost,
+                    "{what}: {:#}",
+                    r.summary["lost_frames"]
+                );
+                if policy != "fail" {
+                    assert_eq!(made, FRAMES, "{what}: the source ran to its end");
+                }
+            }
+        }
+    }
 }

@@ -53,6 +53,8 @@ pub struct StageSummary {
     pub abandoned_calls: Vec<AbandonedCall>,
     /// The stage's plugin ran in its own process (`isolate = true`).
     pub isolated: bool,
+    /// How its `limits` were applied (`setrlimit`; cgroups are not used), when it has any.
+    pub limits_applied_with: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,7 +240,11 @@ fn stage_line(st: &StageSummary) -> String {
     } else {
         String::new()
     };
-    let isolated = if st.isolated { ", own process" } else { "" };
+    let isolated = match (st.isolated, st.limits_applied_with) {
+        (true, Some(how)) => format!(", own process, limits by {how}"),
+        (true, None) => ", own process".to_string(),
+        _ => String::new(),
+    };
     format!(
         "  {:<12} {:<8} {:<12} {:>8} blocks  in {:>10}  out {:>10}  {:>8.1} µs/block (max {:.1})  state {}{restarts}{isolated}",
         st.id, st.kind, st.plugin, st.blocks, st.frames_in, st.frames_out, st.mean_block_us,
@@ -411,6 +417,10 @@ fn stage_summary(plan: &Plan, r: &StageRun, edges: &[EdgeSnapshot]) -> StageSumm
         latency_ms_max: (latency_blocks > 0).then(|| load(&stats.latency_max_us) as f64 / 1000.0),
         abandoned_calls: r.abandoned.clone(),
         isolated: c.isolation().is_some(),
+        limits_applied_with: c
+            .isolation()
+            .filter(|i| i.limits != crate::config::Limits::default())
+            .map(|_| "setrlimit"),
     }
 }
 
