@@ -11,6 +11,7 @@
 //! - [`discipline`]: state machine, buffers (edges), cleanup, lock order.
 //! - [`coordinator`]: components, the stage loop, the running graph, cleanup, the summary.
 //! - [`isolation`]: stages in their own process (`isolate = true`).
+//! - [`testing`]: `tapeline test`, pipeline tests for testers.
 //! - [`cli`]: the `tapeline` command line.
 
 pub mod cli;
@@ -20,3 +21,4 @@ pub mod discipline;
 pub mod isolation;
 pub mod plugins;
 pub mod repair;
+pub mod testing;
