@@ -120,3 +120,65 @@ fn the_mock_restart_example_recovered_and_accounted_for_the_lost_block(s: &Value
     assert_eq!(lost, 480, "the block that panicked");
     assert_eq!(written + lost, 48_000);
 }
+
+/// `tapeline test pipelines/tests/`: every example's test file passes, one line per test.
+#[test]
+fn the_example_pipelines_pass_their_test_files() {
+    let dir = TempDir::new("pipeline-tests");
+    let junit = dir.path().join("junit.xml");
+    let tests = workspace_root().join("pipelines/tests");
+    let out = run([
+        "test".as_ref(),
+        tests.as_os_str(),
+        "--junit".as_ref(),
+        junit.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    let files = std::fs::read_dir(&tests).unwrap().count();
+    assert!(text.ends_with(&format!("{files} passed, 0 failed\n")), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("ok ")).count(), files, "{text}");
+    // JUnit XML that an XML parser reads, one test case per file, no failure.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    let suite = doc.root_element();
+    assert_eq!(suite.tag_name().name(), "testsuite");
+    assert_eq!(suite.attribute("tests"), Some(files.to_string().as_str()));
+    assert_eq!(suite.attribute("failures"), Some("0"));
+    assert_eq!(suite.children().filter(|n| n.has_tag_name("testcase")).count(), files);
+}
+
+/// A wrong expectation fails the test, names what differs and by how much, and exit is 1; the
+/// JUnit file carries the failure.
+#[test]
+fn a_wrong_expectation_fails_with_a_diff() {
+    let dir = TempDir::new("pipeline-test-wrong");
+    let pipeline = workspace_root().join("pipelines/mock-restart.toml");
+    let file = dir.path().join("wrong.test.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "pipeline = {:?}\nname = \"wrong on purpose\"\n[expect.stages.flaky]\nrestarts = 5\n\
+             [expect.json]\n\"lost_frames.stage-error\" = 0\n",
+            pipeline.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let junit = dir.path().join("junit.xml");
+    let out = run([
+        "test".as_ref(),
+        file.as_os_str(),
+        "--junit".as_ref(),
+        junit.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 1, "{text}");
+    assert!(text.contains("FAIL wrong on purpose"), "{text}");
+    assert!(text.contains("stages.flaky.restarts: expected 5, got 1"), "{text}");
+    assert!(text.contains("lost_frames.stage-error: expected 0, got 480"), "{text}");
+    assert!(text.ends_with("0 passed, 1 failed\n"), "{text}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let failure = doc.descendants().find(|n| n.has_tag_name("failure")).expect("a <failure>");
+    assert!(failure.text().unwrap_or("").contains("expected 5, got 1"), "{xml}");
+}
