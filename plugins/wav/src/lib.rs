@@ -1,6 +1,7 @@
 //! WAV files: `wav-reader` plays one, `wav-writer` records one (or one per channel) that stays
 //! readable after a crash and turns into RF64 past 4 GiB.
 
+mod files;
 mod header;
 mod reader;
 mod writer;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use hound::{SampleFormat, WavReader as Decoder};
 use tapeline_plugin_api::prelude::*;
 
+use crate::files::open_to_read;
+
 const READ_BUFFER: usize = 256 * 1024;
 
 #[derive(Deserialize, JsonSchema, Debug)]
@@ -311,10 +313,9 @@ fn open(
 ) -> PluginResult<(PathBuf, Decoder<BufReader<File>>, Kind)> {
     let path = ctx.resolve(&config.path);
     let shown = path.display();
-    let file = File::open(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => PluginError::config("path", format!("`{shown}` not found")),
-        _ => PluginError::config("path", format!("cannot open `{shown}`: {e}")),
-    })?;
+    // A regular file only (never a FIFO, a device, a folder, a /proc file), opened without
+    // blocking: validation must end even when `path` names something that would not.
+    let file = open_to_read(WavFileReader::NAME, &path)?;
     let decoder = Decoder::new(BufReader::with_capacity(READ_BUFFER, file))
         .map_err(|e| header_error(&path, e))?;
     let spec = decoder.spec();
@@ -362,7 +363,6 @@ fn header_error(path: &Path, e: hound::Error) -> PluginError {
 
 fn starts_with(path: &Path, magic: &[u8; 4]) -> bool {
     let mut head = [0u8; 4];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| &head == magic)
+    open_to_read(WavFileReader::NAME, path)
+        .is_ok_and(|mut f| f.read_exact(&mut head).is_ok() && &head == magic)
 }

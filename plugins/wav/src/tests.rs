@@ -605,3 +605,148 @@ fn integer_rounding_is_half_away_from_zero_exactly_like_f32_round() {
         );
     }
 }
+
+// ---- special files and symlinks ----
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
+/// `f` on another thread; panics if it has not returned within a second (it would block).
+fn within_a_second<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(1))
+        .expect("returned within a second instead of blocking")
+}
+
+fn check_writer(dir: &TempDir, json: &str) -> PluginResult<()> {
+    let cfg = parse_config(&format!("{{{json}}}"))?;
+    WavWriter::check(&cfg, &ctx(dir.base(), &input(1)))
+}
+
+#[test]
+fn a_fifo_is_refused_by_reader_and_writer_without_blocking() {
+    let dir = TempDir::new("fifo");
+    let fifo = dir.path("pipe.wav");
+    mkfifo(&fifo);
+    let base = dir.base().to_string();
+    // The reader, in validation (outputs) and construction alike.
+    let e = within_a_second(move || {
+        let cfg: crate::WavReaderConfig = parse_config(r#"{"path": "pipe.wav"}"#).unwrap();
+        WavFileReader::outputs(&cfg, &ctx(&base, &[])).unwrap_err()
+    });
+    assert_eq!(e.key(), Some("path"));
+    assert!(e.message().contains("FIFO"), "{e}");
+    // The writer's check, with and without overwrite, and its constructor.
+    for extra in ["", r#", "overwrite": true"#, r#", "follow_symlinks": true"#] {
+        let e = check_writer(&dir, &format!(r#""path": "pipe.wav"{extra}"#)).unwrap_err();
+        assert_eq!(e.key(), Some("path"), "{extra}");
+        assert!(e.message().contains("FIFO"), "{extra}: {e}");
+    }
+    let base = dir.base().to_string();
+    let e = within_a_second(move || {
+        let cfg = parse_config(r#"{"path": "pipe.wav", "overwrite": true}"#).unwrap();
+        WavWriter::new(cfg, &ctx(&base, &input(1))).err().unwrap()
+    });
+    assert_eq!(e.key(), Some("path"));
+    assert!(e.message().contains("FIFO"), "{e}");
+    assert!(rustix::fs::stat(&fifo).is_ok(), "the FIFO is left alone");
+}
+
+#[test]
+fn devices_folders_and_proc_files_are_not_regular_files() {
+    let dir = TempDir::new("special");
+    for (path, words) in [
+        ("/dev/null", "character device"),
+        ("/proc/self/status", "procfs"),
+        ("/proc/uptime", "procfs"),
+    ] {
+        let reader = format!(r#""path": "{path}""#);
+        let e = open_reader(&dir, &reader).err().unwrap();
+        assert_eq!(e.key(), Some("path"), "{path}");
+        assert!(e.message().contains(words), "{path}: {e}");
+        let e = check_writer(&dir, &format!(r#""path": "{path}", "overwrite": true"#)).unwrap_err();
+        assert_eq!(e.key(), Some("path"), "{path}");
+        assert!(e.message().contains(words), "{path}: {e}");
+        let e = new_writer(&dir, &format!(r#""path": "{path}", "overwrite": true"#), 1)
+            .err()
+            .unwrap();
+        assert_eq!(e.key(), Some("path"), "{path}");
+    }
+    fs::create_dir(dir.path("folder.wav")).unwrap();
+    let e = open_reader(&dir, r#""path": "folder.wav""#).err().unwrap();
+    assert_eq!(e.key(), Some("path"));
+    assert!(e.message().contains("folder"), "{e}");
+}
+
+#[test]
+fn writer_refuses_a_symlink_unless_follow_symlinks_and_never_replaces_its_target() {
+    let dir = TempDir::new("symlink");
+    let target = dir.path("precious.wav");
+    fs::write(&target, b"a past recording").unwrap();
+    std::os::unix::fs::symlink(&target, dir.path("link.wav")).unwrap();
+
+    for extra in ["", r#", "overwrite": true"#] {
+        let e = check_writer(&dir, &format!(r#""path": "link.wav"{extra}"#)).unwrap_err();
+        assert_eq!(e.key(), Some("path"));
+        assert!(e.message().contains("symbolic link"), "{e}");
+        assert!(e.message().contains("follow_symlinks = true"), "{e}");
+        let e = new_writer(&dir, &format!(r#""path": "link.wav"{extra}"#), 1)
+            .err()
+            .unwrap();
+        assert_eq!(e.key(), Some("path"));
+        assert!(e.message().contains("symbolic link"), "{e}");
+    }
+    assert_eq!(fs::read(&target).unwrap(), b"a past recording");
+    assert!(fs::symlink_metadata(dir.path("link.wav"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // Allowed: the target is written, the link stays.
+    let json = r#""path": "link.wav", "overwrite": true, "follow_symlinks": true"#;
+    check_writer(&dir, json).unwrap();
+    let mut w = new_writer(&dir, json, 1).unwrap();
+    write_block(&mut w, &[0.5; 10], 1);
+    w.finalize().unwrap();
+    assert_eq!(read_all(&target).1.len(), 10);
+    assert!(fs::symlink_metadata(dir.path("link.wav"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn a_dangling_symlink_is_refused_by_reader_and_writer() {
+    let dir = TempDir::new("dangling");
+    std::os::unix::fs::symlink(dir.path("gone.wav"), dir.path("link.wav")).unwrap();
+    let e = open_reader(&dir, r#""path": "link.wav""#).err().unwrap();
+    assert_eq!(e.key(), Some("path"));
+    assert!(e.message().contains("does not exist"), "{e}");
+    for extra in ["", r#", "overwrite": true, "follow_symlinks": true"#] {
+        let e = check_writer(&dir, &format!(r#""path": "link.wav"{extra}"#)).unwrap_err();
+        assert_eq!(e.key(), Some("path"));
+        assert!(e.message().contains("does not exist"), "{e}");
+    }
+    assert!(!dir.path("gone.wav").exists());
+}
+
+#[test]
+fn reader_follows_a_symlink_to_a_wav_file() {
+    let dir = TempDir::new("reader-link");
+    write_fixture(&dir.path("real.wav"), int_spec(1, 16, RATE), &[100; 48]);
+    std::os::unix::fs::symlink(dir.path("real.wav"), dir.path("link.wav")).unwrap();
+    let mut r = open_reader(&dir, r#""path": "link.wav""#).unwrap();
+    let (samples, _) = read_blocks(&mut r, 1, 480, 2);
+    assert_eq!(samples.len(), 48);
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tapeline_plugin_api::prelude::*;
 use tapeline_plugin_api::serde::Serialize;
 
+use crate::files;
 use crate::header::{write_header, Layout, MAX_HEADER};
 
 /// Bytes buffered per file before a write reaches the OS.
@@ -58,6 +59,11 @@ pub struct WavWriterConfig {
     /// Write one mono file per channel, named `<stem>-<channel>.wav` (rec-0.wav, rec-1.wav, ...).
     #[serde(default)]
     pub per_channel: bool,
+    /// Write through a symbolic link at `path` to the file it points to. Off by default: a
+    /// symlink there is refused, so that a link planted in the output folder can neither
+    /// redirect the recording nor, with `overwrite`, replace the file it points to.
+    #[serde(default)]
+    pub follow_symlinks: bool,
     /// How often the header is updated and the file synced to disk, in milliseconds: the most
     /// audio a crash can lose. 0 syncs after every block.
     #[serde(default = "default_sync_interval_ms")]
@@ -105,7 +111,7 @@ impl Storage for WavWriter {
         let input = single_input(ctx)?;
         check_channels(input.channels)?;
         for path in output_paths(config, ctx, input.channels)? {
-            check_target(&path, config.overwrite)?;
+            check_target(&path, config.overwrite, config.follow_symlinks)?;
         }
         Ok(())
     }
@@ -128,7 +134,12 @@ impl Storage for WavWriter {
         let header_len = write_header(&layout, 0, false, &mut header);
         let mut outs = Vec::with_capacity(paths.len());
         for path in paths {
-            let file = create(&path, config.overwrite, &header[..header_len])?;
+            let file = create(
+                &path,
+                config.overwrite,
+                config.follow_symlinks,
+                &header[..header_len],
+            )?;
             outs.push(Out {
                 path,
                 w: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
@@ -435,36 +446,34 @@ pub(crate) fn output_paths(
         .collect())
 }
 
-/// Refuse a target that would be clobbered or cannot be created, creating nothing.
-fn check_target(path: &Path, overwrite: bool) -> PluginResult<()> {
+/// Refuse a target that would be clobbered, is not a regular file (a FIFO, a device, a
+/// kernel interface), is a symlink (unless `follow`) or dangling one, or cannot be created,
+/// creating nothing and opening nothing.
+fn check_target(path: &Path, overwrite: bool, follow: bool) -> PluginResult<()> {
     let shown = path.display();
-    match fs::metadata(path) {
-        Ok(m) if m.is_dir() => Err(PluginError::config(
+    match files::existing(path, follow)? {
+        Some(m) if m.is_dir() => Err(PluginError::config(
             "path",
             format!("`{shown}` is a folder; name a file"),
         )),
-        Ok(_) if !overwrite => Err(PluginError::config(
-            "path",
-            format!("`{shown}` already exists: set `overwrite = true` or pick another path"),
-        )),
-        Ok(_) => writable(path).map_err(|e| {
-            PluginError::config(
+        Some(m) if !overwrite => {
+            files::require_regular(WavWriter::NAME, path, &m, None)?;
+            Err(PluginError::config(
                 "path",
-                format!("`{shown}` exists and cannot be written: {e}"),
-            )
-        }),
-        // Not found, or a file where a folder should be: the folder check names the cause.
-        Err(e) => {
-            check_folder(path)?;
-            if e.kind() == io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(PluginError::config(
-                    "path",
-                    format!("cannot check `{shown}`: {e}"),
-                ))
-            }
+                format!("`{shown}` already exists: set `overwrite = true` or pick another path"),
+            ))
         }
+        Some(m) => {
+            files::require_regular(WavWriter::NAME, path, &m, None)?;
+            writable(path).map_err(|e| {
+                PluginError::config(
+                    "path",
+                    format!("`{shown}` exists and cannot be written: {e}"),
+                )
+            })
+        }
+        // Not found, or a file where a folder should be: the folder check names the cause.
+        None => check_folder(path),
     }
 }
 
@@ -533,7 +542,10 @@ fn writable(path: &Path) -> io::Result<()> {
 }
 
 /// Create the folders and the file, write a valid empty header and make both durable.
-fn create(path: &Path, overwrite: bool, header: &[u8]) -> PluginResult<File> {
+///
+/// The file is opened without blocking, without following a symlink (unless `follow`) and
+/// without truncating; only once it is known to be a regular file is it cut to nothing.
+fn create(path: &Path, overwrite: bool, follow: bool, header: &[u8]) -> PluginResult<File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| {
             PluginError::config(
@@ -545,21 +557,34 @@ fn create(path: &Path, overwrite: bool, header: &[u8]) -> PluginResult<File> {
     let mut options = OpenOptions::new();
     options.write(true);
     if overwrite {
-        options.create(true).truncate(true);
+        // Truncated only once it is known to be a regular file.
+        options.create(true).truncate(false);
     } else {
-        // Atomic: a file that appeared since check() is still not clobbered.
+        // Atomic: a file that appeared since check() is still not clobbered (and a symlink is
+        // never followed).
         options.create_new(true);
     }
-    let mut file = options.open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => PluginError::config(
-            "path",
-            format!(
-                "`{}` already exists: set `overwrite = true` or pick another path",
-                path.display()
+    let mut file =
+        files::open(WavWriter::NAME, path, &mut options, follow)?.map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists
+                if !follow
+                    && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                files::symlink_refused(path)
+            }
+            io::ErrorKind::AlreadyExists => PluginError::config(
+                "path",
+                format!(
+                    "`{}` already exists: set `overwrite = true` or pick another path",
+                    path.display()
+                ),
             ),
-        ),
-        _ => io_error("creating", path, &e),
-    })?;
+            _ => io_error("creating", path, &e),
+        })?;
+    if overwrite {
+        file.set_len(0)
+            .map_err(|e| io_error("truncating", path, &e))?;
+    }
     file.write_all(header)
         .and_then(|()| file.sync_data())
         .map_err(|e| io_error("writing", path, &e))?;
