@@ -262,6 +262,7 @@ pub struct StageState {
     pub announced_missing_frames: AtomicU64,
     pub reordered: AtomicU64,
     pub corrupt_frames: AtomicU64,
+    pub swapped_channels: AtomicU64,
 }
 
 impl StageState {

@@ -4,6 +4,10 @@
 //! divided by a power of two, so the `f32` holds it exactly and [`decode`] recovers both parts.
 //! Values lie in [0, 1). Any stage that changes sample values (a gain, a resampler) makes the
 //! signal unreadable; routing stages that move whole channels (a channel split) keep it readable.
+//!
+//! Every sample carries its channel number, so the verifier also sees channels that arrive out
+//! of order: a frame whose channel numbers do not rise from left to right (channel 3 before
+//! channel 2) has swapped channels. A subset in order (channel 2 alone, out of a split) is fine.
 
 use tapeline_plugin_api::{InputBlock, FLAG_DISCONTINUITY};
 
@@ -43,12 +47,16 @@ pub struct BlockCheck {
     pub reordered: u64,
     /// Frames whose samples are not the mock signal, or whose channels moved.
     pub corrupt_frames: u64,
+    /// Frames of the signal whose channels arrived out of order: some channel came before one
+    /// with a lower number (e.g. `[0, 1, 3, 2]`), as wrongly wired routing delivers them.
+    pub swapped_channels: u64,
 }
 
 impl BlockCheck {
-    /// True when the block shows loss, reordering or corruption that nobody announced.
+    /// True when the block shows loss, reordering, corruption or swapped channels that nobody
+    /// announced.
     pub fn is_bad(&self) -> bool {
-        self.gaps + self.reordered + self.corrupt_frames > 0
+        self.gaps + self.reordered + self.corrupt_frames + self.swapped_channels > 0
     }
 }
 
@@ -60,6 +68,8 @@ pub struct Verifier {
     /// The channel numbers seen in the first frame; later frames must carry the same.
     channel_map: [u8; MAX_CHANNELS as usize],
     channels: usize,
+    /// The channel map is out of order (some channel before a lower-numbered one).
+    swapped: bool,
 }
 
 impl Verifier {
@@ -69,6 +79,7 @@ impl Verifier {
             expected,
             channel_map: [0; MAX_CHANNELS as usize],
             channels: 0,
+            swapped: false,
         }
     }
 
@@ -88,6 +99,9 @@ impl Verifier {
                 self.expected += 1;
                 continue;
             };
+            if self.swapped {
+                found.swapped_channels += 1;
+            }
             let want = self.expected % FRAME_PERIOD;
             let ahead = (low + FRAME_PERIOD - want) % FRAME_PERIOD;
             if ahead == 0 {
@@ -121,6 +135,9 @@ impl Verifier {
                 *slot = decode(*s)?.1 as u8;
             }
             self.channels = frame.len();
+            self.swapped = self.channel_map[..frame.len()]
+                .windows(2)
+                .any(|w| w[0] > w[1]);
         }
         let mut number = None;
         for (s, want_channel) in frame.iter().zip(&self.channel_map) {

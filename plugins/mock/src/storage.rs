@@ -14,9 +14,11 @@ mock_config! {
     /// `mock-storage` settings.
     pub struct MockStorageConfig {
         /// Write a JSON report of what arrived (frames, gaps, missing frames, reordered and
-        /// corrupt frames, totals for the stage) to this file when finalised.
+        /// corrupt frames, frames with swapped channels, totals for the stage) to this file
+        /// when finalised. Missing folders are created.
         pub report: Option<String>,
-        /// Fail `write` at the first gap, reordering or corrupt frame nobody announced.
+        /// Fail `write` at the first gap, reordering, corrupt frame or frame with swapped
+        /// channels nobody announced.
         #[serde(default)]
         pub fail_on_gap: bool,
         /// Make `finalize` fail (after writing the report). Fires once per stage.
@@ -49,6 +51,7 @@ struct Report<'a> {
     announced_missing_frames: u64,
     reordered: u64,
     corrupt_frames: u64,
+    swapped_channels: u64,
     next_expected_frame: u64,
 }
 
@@ -96,8 +99,13 @@ impl Storage for MockStorage {
         if self.fail_on_gap && found.is_bad() {
             return Err(PluginError::other(format!(
                 "mock-storage: the sequence broke in the block at frame {expected}: \
-                 {} gap(s), {} missing, {} reordered, {} corrupt frame(s)",
-                found.gaps, found.missing_frames, found.reordered, found.corrupt_frames
+                 {} gap(s), {} missing, {} reordered, {} corrupt frame(s), {} frame(s) with \
+                 swapped channels",
+                found.gaps,
+                found.missing_frames,
+                found.reordered,
+                found.corrupt_frames,
+                found.swapped_channels
             )));
         }
         Ok(())
@@ -116,10 +124,19 @@ impl Storage for MockStorage {
                 announced_missing_frames: s.announced_missing_frames.load(Ordering::Relaxed),
                 reordered: s.reordered.load(Ordering::Relaxed),
                 corrupt_frames: s.corrupt_frames.load(Ordering::Relaxed),
+                swapped_channels: s.swapped_channels.load(Ordering::Relaxed),
                 next_expected_frame: s.next_frame.load(Ordering::Relaxed),
             };
             let text = serde_json::to_string_pretty(&report)
                 .map_err(|e| PluginError::other(e.to_string()))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    PluginError::io(format!(
+                        "mock-storage: creating the folder {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
             std::fs::write(path, text + "\n").map_err(|e| {
                 PluginError::io(format!("mock-storage: writing {}: {e}", path.display()))
             })?;
@@ -153,6 +170,7 @@ impl MockStorage {
         add(&s.announced_missing_frames, found.announced_missing_frames);
         add(&s.reordered, found.reordered);
         add(&s.corrupt_frames, found.corrupt_frames);
+        add(&s.swapped_channels, found.swapped_channels);
         s.next_frame
             .store(self.verifier.expected, Ordering::Relaxed);
     }

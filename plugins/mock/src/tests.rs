@@ -108,6 +108,43 @@ mod verifier {
         let mut v = Verifier::new(0);
         assert!(!v.check(&block(&right, 1, 0)).is_bad());
     }
+
+    /// A 4-channel stream rewired so that its channels arrive in `order`.
+    fn rewired(frames: std::ops::Range<u64>, order: &[u32]) -> Vec<f32> {
+        frames
+            .flat_map(|f| order.iter().map(move |&c| encode(f, c)))
+            .collect()
+    }
+
+    #[test]
+    fn channels_swapped_from_the_first_frame_are_counted_per_frame() {
+        let mut v = Verifier::new(0);
+        let found = v.check(&block(&rewired(0..480, &[0, 1, 3, 2]), 4, 0));
+        assert_eq!(found.swapped_channels, 480);
+        assert_eq!(
+            (found.gaps, found.reordered, found.corrupt_frames),
+            (0, 0, 0)
+        );
+        assert!(found.is_bad());
+        // The sequence checks still work on a swapped stream.
+        let found = v.check(&block(&rewired(960..1440, &[0, 1, 3, 2]), 4, 0));
+        assert_eq!((found.gaps, found.missing_frames), (1, 480));
+        assert_eq!(found.swapped_channels, 480);
+        assert_eq!(v.expected, 1440);
+    }
+
+    #[test]
+    fn channels_in_order_or_an_ordered_subset_are_not_swapped() {
+        for order in [&[0, 1, 2, 3][..], &[2, 3], &[3], &[0, 2], &[1, 1]] {
+            let n = order.len() as u32;
+            let mut v = Verifier::new(0);
+            let found = v.check(&block(&rewired(0..480, order), n, 0));
+            assert_eq!(found, Default::default(), "{order:?}");
+        }
+        let mut v = Verifier::new(0);
+        let found = v.check(&block(&rewired(0..480, &[1, 0]), 2, 0));
+        assert_eq!(found.swapped_channels, 480);
+    }
 }
 
 mod config {
