@@ -21,8 +21,13 @@ pub type Sink = Arc<dyn Fn(&Snapshot) + Send + Sync>;
 /// One meter reading of one channel, in dBFS.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct LevelReading {
+    /// The highest peak the meter measured since the previous snapshot, over every block in
+    /// between (the last block's when there was none since).
     pub peak_db: f32,
+    /// The meter's last RMS, never above `peak_db`.
     pub rms_db: f32,
+    /// The highest peak since the run started (peak-hold).
+    pub peak_hold_db: f32,
 }
 
 /// A stage at one instant.
@@ -83,7 +88,8 @@ pub struct MonitorTotals {
     pub snapshots: u64,
     /// Per stage (same order as the summary's stages): the largest budget share seen.
     pub max_budget_share: Vec<f64>,
-    /// Per stage: the loudest peak seen on any channel, in dBFS (None: no meter).
+    /// Per stage: the loudest peak measured on any channel over the whole run (every block,
+    /// not only those at a snapshot), in dBFS (None: no meter).
     pub max_peak_db: Vec<Option<f32>>,
 }
 
@@ -183,13 +189,24 @@ impl Monitor {
                 0.0
             };
             let levels: Vec<LevelReading> = st
-                .levels()
+                .take_levels()
                 .into_iter()
-                .map(|(peak_db, rms_db)| LevelReading { peak_db, rms_db })
+                .map(|l| LevelReading {
+                    peak_db: l.peak_db,
+                    rms_db: l.rms_db,
+                    peak_hold_db: l.hold_db,
+                })
                 .collect();
             let totals = &mut self.totals;
             totals.max_budget_share[i] = totals.max_budget_share[i].max(budget_share);
-            if let Some(p) = levels.iter().map(|l| l.peak_db).reduce(f32::max) {
+            // The stage thread's peak-hold: every block counts, not only the last before a
+            // snapshot.
+            let held = levels
+                .iter()
+                .map(|l| l.peak_hold_db)
+                .chain(st.max_peak_db())
+                .reduce(f32::max);
+            if let Some(p) = held {
                 totals.max_peak_db[i] = Some(totals.max_peak_db[i].map_or(p, |q| q.max(p)));
             }
             let latency_blocks = st.latency_blocks.load(Ordering::Relaxed);

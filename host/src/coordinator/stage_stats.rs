@@ -63,6 +63,12 @@ pub struct StageStats {
     /// Meter levels (peak, RMS in dBFS as f32 bits), `levels_len` pairs, from `levels()`.
     pub levels: [AtomicU32; 2 * MAX_LEVELS],
     pub levels_len: AtomicU32,
+    /// Per channel, the highest peak published since the run started (a peak-hold over every
+    /// block, whatever the monitoring interval), as [`ordered`] bits; 0: none yet.
+    pub peak_hold: [AtomicU32; MAX_LEVELS],
+    /// Per channel, the highest peak published since monitoring last took it
+    /// ([`StageStats::take_levels`]), as [`ordered`] bits; 0: none since.
+    pub peak_since: [AtomicU32; MAX_LEVELS],
     /// Frames a capture's source skipped (a device gap), and silence inserted for them.
     pub gap_frames: AtomicU64,
     pub gaps: AtomicU64,
@@ -96,6 +102,8 @@ impl Default for StageStats {
             restart_after_stall: AtomicBool::new(false),
             levels: std::array::from_fn(|_| AtomicU32::new(0)),
             levels_len: AtomicU32::new(0),
+            peak_hold: std::array::from_fn(|_| AtomicU32::new(0)),
+            peak_since: std::array::from_fn(|_| AtomicU32::new(0)),
             gap_frames: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
@@ -130,27 +138,54 @@ impl StageStats {
         (since != 0).then(|| (Call::from_u8(self.call.load(Ordering::Relaxed)), since - 1))
     }
 
-    /// Publish a processor's meter levels (no allocation: fixed slots).
+    /// Publish a processor's meter levels after a block, and fold each peak into the
+    /// peak-holds (no allocation, no lock: fixed slots, `fetch_max`).
     pub(crate) fn publish_levels(&self, levels: &[tapeline_plugin_api::Level]) {
         let n = levels.len().min(MAX_LEVELS);
         for (i, l) in levels[..n].iter().enumerate() {
+            if !l.peak_db.is_nan() {
+                let peak = ordered(l.peak_db);
+                self.peak_hold[i].fetch_max(peak, Ordering::Relaxed);
+                self.peak_since[i].fetch_max(peak, Ordering::Relaxed);
+            }
             self.levels[2 * i].store(l.peak_db.to_bits(), Ordering::Relaxed);
-            self.levels[2 * i + 1].store(l.rms_db.to_bits(), Ordering::Relaxed);
+            // Release: whoever reads this RMS sees the peaks folded above.
+            self.levels[2 * i + 1].store(l.rms_db.to_bits(), Ordering::Release);
         }
         self.levels_len.store(n as u32, Ordering::Release);
     }
 
-    /// The last published levels as (peak dBFS, RMS dBFS) per channel.
-    pub fn levels(&self) -> Vec<(f32, f32)> {
+    /// The levels per channel for one monitoring snapshot: the highest peak published since
+    /// the previous call (the last block's, if none was since), the last RMS (never above that
+    /// peak) and the highest peak of the run. Only the monitor calls it: it resets the
+    /// since-last-call peaks.
+    pub fn take_levels(&self) -> Vec<TakenLevel> {
         let n = self.levels_len.load(Ordering::Acquire) as usize;
         (0..n)
             .map(|i| {
-                (
-                    f32::from_bits(self.levels[2 * i].load(Ordering::Relaxed)),
-                    f32::from_bits(self.levels[2 * i + 1].load(Ordering::Relaxed)),
-                )
+                // The RMS first: the peaks taken after it include the peak of its block.
+                let rms_db = f32::from_bits(self.levels[2 * i + 1].load(Ordering::Acquire));
+                let last = f32::from_bits(self.levels[2 * i].load(Ordering::Relaxed));
+                let since = unordered(self.peak_since[i].swap(0, Ordering::AcqRel));
+                let peak_db = since.map_or(last, |p| p.max(last));
+                let hold_db = unordered(self.peak_hold[i].load(Ordering::Relaxed))
+                    .map_or(peak_db, |h| h.max(peak_db));
+                TakenLevel {
+                    peak_db,
+                    rms_db: rms_db.min(peak_db),
+                    hold_db,
+                }
             })
             .collect()
+    }
+
+    /// The loudest peak published on any channel since the run started, in dBFS.
+    pub fn max_peak_db(&self) -> Option<f32> {
+        let n = self.levels_len.load(Ordering::Acquire) as usize;
+        self.peak_hold[..n.min(MAX_LEVELS)]
+            .iter()
+            .filter_map(|p| unordered(p.load(Ordering::Relaxed)))
+            .reduce(f32::max)
     }
 
     pub(crate) fn record_latency(&self, us: u64) {
@@ -173,10 +208,105 @@ impl StageStats {
     }
 }
 
+/// One channel's levels as [`StageStats::take_levels`] gives them, in dBFS.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TakenLevel {
+    /// The highest peak since the previous snapshot.
+    pub peak_db: f32,
+    /// The last RMS, never above `peak_db`.
+    pub rms_db: f32,
+    /// The highest peak since the run started.
+    pub hold_db: f32,
+}
+
+/// `x`'s bits mapped so that unsigned order is the order of the floats (not NaN), and never
+/// 0 (which stands for "none").
+fn ordered(x: f32) -> u32 {
+    let bits = x.to_bits();
+    let key = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
+    key.max(1)
+}
+
+/// The float [`ordered`] made `key` from; `None` for 0.
+fn unordered(key: u32) -> Option<f32> {
+    if key == 0 {
+        return None;
+    }
+    let bits = if key >> 31 == 1 {
+        key & !(1 << 31)
+    } else {
+        !key
+    };
+    Some(f32::from_bits(bits))
+}
+
 impl StageStats {
     /// A capture's source skipped `frames` (a device gap), filled with silence or skipped.
     pub(crate) fn count_gap(&self, frames: u64) {
         self.gaps.fetch_add(1, Ordering::Relaxed);
         self.gap_frames.fetch_add(frames, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapeline_plugin_api::Level;
+
+    fn level(peak_db: f32, rms_db: f32) -> Level {
+        Level { peak_db, rms_db }
+    }
+
+    #[test]
+    fn ordered_keys_sort_like_the_floats_and_round_trip() {
+        let xs = [
+            f32::NEG_INFINITY,
+            -200.0,
+            -40.0,
+            -1.0,
+            -f32::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            f32::MIN_POSITIVE,
+            6.0,
+            f32::INFINITY,
+        ];
+        for w in xs.windows(2) {
+            assert!(ordered(w[0]) <= ordered(w[1]), "{} {}", w[0], w[1]);
+        }
+        for x in xs {
+            assert_eq!(unordered(ordered(x)).map(f32::to_bits), Some(x.to_bits()));
+        }
+        assert_eq!(unordered(0), None);
+    }
+
+    #[test]
+    fn peaks_are_held_over_every_block_between_snapshots_and_over_the_run() {
+        let s = StageStats::default();
+        assert_eq!(s.max_peak_db(), None);
+        s.publish_levels(&[level(-1.0, -4.0), level(-50.0, -53.0)]);
+        s.publish_levels(&[level(-40.0, -43.0), level(-10.0, -13.0)]);
+        s.publish_levels(&[level(-40.0, -43.0), level(-60.0, -63.0)]);
+        let taken = s.take_levels();
+        assert_eq!(
+            (taken[0].peak_db, taken[0].rms_db, taken[0].hold_db),
+            (-1.0, -43.0, -1.0)
+        );
+        assert_eq!(
+            (taken[1].peak_db, taken[1].rms_db, taken[1].hold_db),
+            (-10.0, -63.0, -10.0)
+        );
+        // Nothing new: the last block's peak; the run's peak is still held.
+        let taken = s.take_levels();
+        assert_eq!((taken[0].peak_db, taken[0].hold_db), (-40.0, -1.0));
+        s.publish_levels(&[level(-30.0, -20.0), level(-70.0, -73.0)]);
+        let taken = s.take_levels();
+        // An RMS above its peak (a plugin's rounding, or its own windows) reads as the peak.
+        assert_eq!((taken[0].peak_db, taken[0].rms_db), (-30.0, -30.0));
+        assert_eq!(s.max_peak_db(), Some(-1.0));
     }
 }

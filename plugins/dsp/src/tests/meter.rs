@@ -61,8 +61,9 @@ fn windowed_rms_spans_blocks() {
         "{} vs {expected}",
         levels[0].rms_db
     );
-    // The peak is per block: the last block is silent.
-    assert!(levels[0].peak_db <= -200.0);
+    // The peak covers the window too (the last block alone is silent): RMS never above peak.
+    assert!((levels[0].peak_db - gain_to_db(0.5)).abs() < 1e-4);
+    assert!(levels[0].rms_db <= levels[0].peak_db);
 
     // Before the window fills, the RMS covers what has arrived.
     let (_, levels) = levels_after(r#"{"window_ms": 100}"#, &[0.25f32; 960], 1, BLOCK);
@@ -81,4 +82,59 @@ fn bad_window_is_refused() {
         assert_eq!(e.key(), Some("window_ms"), "{json}");
     }
     assert!(parse_config::<crate::MeterConfig>(r#"{"window": 5}"#).is_err());
+}
+
+#[test]
+fn a_windowed_peak_forgets_what_left_the_window_and_never_reads_below_the_rms() {
+    // 100 ms window = 4800 frames, peak kept in 64 chunks of 75 frames. A 0.9 spike, then
+    // 0.1 DC: while the spike is in the window the peak shows it; a chunk after it has left,
+    // the peak is the DC's.
+    let mut signal = vec![0.1f32; 2000];
+    signal[1000] = 0.9;
+    signal.extend(std::iter::repeat_n(0.1, 4800 + 75 - 1000));
+    let (_, levels) = levels_after(r#"{"window_ms": 100}"#, &signal[..5760], 1, BLOCK);
+    assert!(
+        (levels[0].peak_db - gain_to_db(0.9)).abs() < 1e-4,
+        "{levels:?}"
+    );
+    let (_, levels) = levels_after(r#"{"window_ms": 100}"#, &signal, 1, 35);
+    assert!(
+        (levels[0].peak_db - gain_to_db(0.1)).abs() < 1e-4,
+        "{levels:?}"
+    );
+    // Random blocks of a noisy signal with bursts: at every block, RMS <= peak, and the peak
+    // is at least the true peak of the window and at most that of the window plus one chunk.
+    let input = [format(1, RATE)];
+    let c = ctx(&input);
+    let ports = Meter::outputs(&config(r#"{"window_ms": 10}"#), &c).unwrap();
+    let mut meter: Meter = build(r#"{"window_ms": 10}"#, &c);
+    let mut x = noise(20_000, 1, 0.2, 3);
+    for (i, s) in x.iter_mut().enumerate() {
+        if (i / 1500) % 3 == 0 {
+            *s *= 4.0;
+        }
+    }
+    let (len, chunk) = (480, 8);
+    let mut at = 0;
+    for n in [1usize, 7, 480, 33, 1000, 2, 479, 481].iter().cycle() {
+        if at + n > x.len() {
+            break;
+        }
+        run(&mut meter, &[(&x[at..at + n], 1)], &ports, *n);
+        at += n;
+        let l = meter.levels()[0];
+        assert!(l.rms_db <= l.peak_db, "at {at}: {l:?}");
+        let max = |from: usize| x[from..at].iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        let (lo, hi) = (
+            max(at.saturating_sub(len)),
+            max(at.saturating_sub(len + chunk)),
+        );
+        assert!(
+            l.peak_db >= gain_to_db(lo) - 1e-4 && l.peak_db <= gain_to_db(hi) + 1e-4,
+            "at {at}: peak {} dB, window {} dB, window + chunk {} dB",
+            l.peak_db,
+            gain_to_db(lo),
+            gain_to_db(hi)
+        );
+    }
 }
