@@ -7,6 +7,12 @@ use std::process::Command;
 
 use tapeline_tests::{code, run, stderr, tapeline_bin, workspace_root, TempDir};
 
+/// The examples write to `recordings/` in the checkout: one test at a time uses them.
+fn examples_lock() -> std::sync::MutexGuard<'static, ()> {
+    static EXAMPLES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    EXAMPLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn run_example(name: &str) -> Value {
     let dir = TempDir::new(&format!("example-{name}"));
     let sum = dir.path().join("summary.json");
@@ -43,6 +49,7 @@ fn run_example(name: &str) -> Value {
 
 #[test]
 fn every_example_pipeline_runs_to_the_end() {
+    let _examples = examples_lock();
     let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("pipelines"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -124,6 +131,7 @@ fn the_mock_restart_example_recovered_and_accounted_for_the_lost_block(s: &Value
 /// `tapeline test pipelines/tests/`: every example's test file passes, one line per test.
 #[test]
 fn the_example_pipelines_pass_their_test_files() {
+    let _examples = examples_lock();
     let dir = TempDir::new("pipeline-tests");
     let junit = dir.path().join("junit.xml");
     let tests = workspace_root().join("pipelines/tests");
@@ -136,8 +144,15 @@ fn the_example_pipelines_pass_their_test_files() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
     let files = std::fs::read_dir(&tests).unwrap().count();
-    assert!(text.ends_with(&format!("{files} passed, 0 failed\n")), "{text}");
-    assert_eq!(text.lines().filter(|l| l.starts_with("ok ")).count(), files, "{text}");
+    assert!(
+        text.ends_with(&format!("{files} passed, 0 failed\n")),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        files,
+        "{text}"
+    );
     // JUnit XML that an XML parser reads, one test case per file, no failure.
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
@@ -145,13 +160,20 @@ fn the_example_pipelines_pass_their_test_files() {
     assert_eq!(suite.tag_name().name(), "testsuite");
     assert_eq!(suite.attribute("tests"), Some(files.to_string().as_str()));
     assert_eq!(suite.attribute("failures"), Some("0"));
-    assert_eq!(suite.children().filter(|n| n.has_tag_name("testcase")).count(), files);
+    assert_eq!(
+        suite
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .count(),
+        files
+    );
 }
 
 /// A wrong expectation fails the test, names what differs and by how much, and exit is 1; the
 /// JUnit file carries the failure.
 #[test]
 fn a_wrong_expectation_fails_with_a_diff() {
+    let _examples = examples_lock();
     let dir = TempDir::new("pipeline-test-wrong");
     let pipeline = workspace_root().join("pipelines/mock-restart.toml");
     let file = dir.path().join("wrong.test.toml");
@@ -174,11 +196,23 @@ fn a_wrong_expectation_fails_with_a_diff() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(code(&out), 1, "{text}");
     assert!(text.contains("FAIL wrong on purpose"), "{text}");
-    assert!(text.contains("stages.flaky.restarts: expected 5, got 1"), "{text}");
-    assert!(text.contains("lost_frames.stage-error: expected 0, got 480"), "{text}");
+    assert!(
+        text.contains("stages.flaky.restarts: expected 5, got 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lost_frames.stage-error: expected 0, got 480"),
+        "{text}"
+    );
     assert!(text.ends_with("0 passed, 1 failed\n"), "{text}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
-    let failure = doc.descendants().find(|n| n.has_tag_name("failure")).expect("a <failure>");
-    assert!(failure.text().unwrap_or("").contains("expected 5, got 1"), "{xml}");
+    let failure = doc
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .expect("a <failure>");
+    assert!(
+        failure.text().unwrap_or("").contains("expected 5, got 1"),
+        "{xml}"
+    );
 }

@@ -6,6 +6,7 @@
 use crate::discipline::lock_order::{LockLevel, OrderedMutex, OrderedMutexGuard};
 
 mod devices;
+mod test;
 mod graph;
 mod live;
 mod plugins;
@@ -85,6 +86,11 @@ pub enum Command {
     /// Needs a build with audio-device support, which a plain `cargo build` leaves out:
     /// `bash scripts/build-devices.sh` builds it (see docs/devices.md).
     Devices(devices::DevicesArgs),
+    /// Run pipeline tests: `*.test.toml` files that name a pipeline, replace stages and say
+    /// what must hold (exit code, stage and edge counters, summary fields, WAV files read back).
+    /// One line per test; `--junit FILE` for CI. Exit 0 if all pass, 1 if one fails, 2 if a
+    /// test file cannot be used. See docs/testing-with-mocks.md.
+    Test(test::TestArgs),
     /// The process of one isolated stage (`isolate = true`), started by `tapeline run` with its
     /// socket as standard input. Not for people.
     #[command(name = "__stage", hide = true)]
@@ -168,6 +174,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Schema(args) => graph::schema(&cli.global, args),
         Command::Repair(args) => repair::repair(&cli.global, args),
         Command::Devices(args) => devices::devices(&cli.global, args),
+        Command::Test(args) => test::test(&cli.global, args),
         Command::Stage => Ok(crate::isolation::child::serve()),
     }
 }
