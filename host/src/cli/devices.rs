@@ -21,7 +21,7 @@ use super::{CliError, CliResult, GlobalArgs};
 #[derive(Args, Debug)]
 pub struct DevicesArgs {
     /// Audio backend to list: "alsa" (the default, and what cpal-capture uses unless its `host`
-    /// says otherwise).
+    /// says otherwise); an unknown name is an error that lists the backends of this build.
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
     /// Output format.
@@ -53,6 +53,9 @@ pub fn devices(_global: &GlobalArgs, _args: DevicesArgs) -> CliResult {
 /// List the input devices. Exit 0; 2 if the backend is unavailable or there is no input device.
 #[cfg(feature = "devices")]
 pub fn devices(_global: &GlobalArgs, args: DevicesArgs) -> CliResult {
+    if let Some(name) = &args.host {
+        check_backend(name)?;
+    }
     let host = tapeline_devices::host(args.host.as_deref()).map_err(no_backend)?;
     let list = tapeline_devices::input_devices(&host).map_err(no_backend)?;
     if list.is_empty() {
@@ -100,6 +103,39 @@ pub fn devices(_global: &GlobalArgs, args: DevicesArgs) -> CliResult {
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The backends this build knows (whether or not they are usable on this machine), as `--host`
+/// takes them.
+#[cfg(feature = "devices")]
+fn known_backends() -> Vec<String> {
+    tapeline_devices::cpal::ALL_HOSTS
+        .iter()
+        .map(|h| h.name().to_lowercase())
+        .collect()
+}
+
+/// `--host NAME` names a backend of this build (any case).
+#[cfg(feature = "devices")]
+fn check_backend(name: &str) -> Result<(), CliError> {
+    let known = known_backends();
+    if known.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+        return Ok(());
+    }
+    let list = known
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let suggestion =
+        crate::plugins::closest(&name.to_lowercase(), known.iter().map(String::as_str));
+    let help = match suggestion.first() {
+        Some(s) => {
+            format!("did you mean `{s}`? Known backends: {list} (leave out --host for alsa)")
+        }
+        None => format!("known backends: {list} (leave out --host for alsa)"),
+    };
+    Err(CliError::input(format!("unknown backend `{name}`"), help))
 }
 
 #[cfg(feature = "devices")]

@@ -20,13 +20,16 @@ pub enum GraphFormat {
 
 #[derive(Args, Debug)]
 pub struct GraphArgs {
-    /// The pipeline file.
+    /// The pipeline file; `-` reads it from standard input.
     pub file: PathBuf,
     #[arg(long, value_enum, default_value_t)]
     pub format: GraphFormat,
 }
 
 pub fn graph(global: &GlobalArgs, args: GraphArgs) -> CliResult {
+    if config::is_stdin(&args.file) {
+        super::note_reading_stdin();
+    }
     let reg = registry(global);
     let (plan, report) = config::load(&args.file, &reg);
     if !report.diagnostics.is_empty() {
@@ -34,7 +37,7 @@ pub fn graph(global: &GlobalArgs, args: GraphArgs) -> CliResult {
     }
     let Some(plan) = plan else {
         return Err(CliError::input(
-            format!("{} is not a valid pipeline", args.file.display()),
+            format!("{} is not a valid pipeline", report.source.name),
             "fix the errors above; `tapeline validate FILE` checks a file on its own",
         ));
     };

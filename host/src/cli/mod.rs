@@ -6,12 +6,12 @@
 use crate::discipline::lock_order::{LockLevel, OrderedMutex, OrderedMutexGuard};
 
 mod devices;
-mod test;
 mod graph;
 mod live;
 mod plugins;
 mod repair;
 mod run;
+mod test;
 mod validate;
 
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub struct GlobalArgs {
     /// Also search this folder for plugins (repeatable; searched before TAPELINE_PLUGIN_PATH and
-    /// the folder of the tapeline executable).
+    /// the folder of the tapeline executable). It must exist.
     #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
     pub plugin_dirs: Vec<PathBuf>,
     /// Show full reports (e.g. abi_stable's layout report) in errors.
@@ -53,13 +53,17 @@ pub enum Command {
     /// counters and every cleanup step. When a stage fails, a state dump (JSON) is written next
     /// to the outputs and its path printed. A plugin call that lasts longer than the pipeline's
     /// `stall_timeout_ms` is reported by the watchdog and handled by the stage's `on_error`.
+    ///
+    /// `tapeline run -` reads the pipeline from standard input; `--summary-json -` writes the
+    /// summary JSON to stdout (the human summary then goes to stderr).
     Run(run::RunArgs),
-    /// List installed plugins (name, kind, version, library file).
+    /// List installed plugins (name, kind, version, library file, what each does).
     Plugins(plugins::PluginsArgs),
     /// Load one library file and explain, step by step, why it is or is not a usable plugin.
     Doctor(plugins::DoctorArgs),
-    /// Check pipeline files (syntax, keys, plugins, inputs, cycles, formats, plugin configs)
-    /// without starting anything. Exits 0 only if every file is valid.
+    /// Check pipeline files (syntax, keys, plugins, inputs, cycles, formats, plugin configs,
+    /// size limits) without starting anything. Exits 0 only if every file is valid; `-` reads
+    /// one from standard input.
     Validate(validate::ValidateArgs),
     /// Print a pipeline's stages, ports and edges (with each edge's buffer policy) as Graphviz
     /// dot or Mermaid.
@@ -165,6 +169,9 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> CliResult {
+    if !matches!(cli.command, Command::Stage) {
+        check_plugin_dirs(&cli.global)?;
+    }
     match cli.command {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Plugins(args) => plugins::plugins(&cli.global, args),
@@ -177,6 +184,81 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Test(args) => test::test(&cli.global, args),
         Command::Stage => Ok(crate::isolation::child::serve()),
     }
+}
+
+/// Every `--plugin-dir` is an existing folder.
+fn check_plugin_dirs(global: &GlobalArgs) -> Result<(), CliError> {
+    for dir in &global.plugin_dirs {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(CliError::input(
+                    format!("--plugin-dir: {} is not a folder", dir.display()),
+                    "give the folder that holds the plugin libraries; `tapeline doctor FILE` \
+                     checks one library file",
+                ))
+            }
+            Err(e) => {
+                let what = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("--plugin-dir: the folder {} does not exist", dir.display())
+                } else {
+                    format!("--plugin-dir: cannot use the folder {}: {e}", dir.display())
+                };
+                return Err(CliError::input(
+                    what,
+                    "check the path: it names a folder of plugin libraries, e.g. target/release",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Before reading a pipeline from a terminal's standard input, say so: it waits for the text.
+pub(crate) fn note_reading_stdin() {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("reading the pipeline from standard input (end it with Ctrl-D)");
+    }
+}
+
+/// Write `text` to stdout; a closed pipe (`| head`) is not an error worth a panic.
+pub(crate) fn print_out(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Columns to wrap text to: the terminal's when stdout is one (`COLUMNS` if it cannot be
+/// asked), else 100.
+pub(crate) fn text_width() -> usize {
+    const NOT_A_TERMINAL: usize = 100;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return NOT_A_TERMINAL;
+    }
+    terminal_columns()
+        .or_else(|| std::env::var("COLUMNS").ok()?.trim().parse().ok())
+        .filter(|&w| w > 0)
+        .unwrap_or(NOT_A_TERMINAL)
+}
+
+/// The width of the terminal on stdout, as the kernel reports it.
+#[cfg(unix)]
+fn terminal_columns() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which is valid and
+    // exclusively borrowed for the call.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(size.ws_col as usize)
+}
+
+#[cfg(not(unix))]
+fn terminal_columns() -> Option<usize> {
+    None
 }
 
 /// Find every plugin on the search path.

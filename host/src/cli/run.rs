@@ -20,15 +20,17 @@ use crate::discipline::lock_order::{LockLevel, OrderedMutex};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The pipeline file.
+    /// The pipeline file; `-` reads it from standard input (relative paths in it then resolve
+    /// against the current folder).
     pub file: PathBuf,
     /// Stop after this long, in wall-clock time (e.g. `30s`, `5m`, `1h`, `1500ms`; a bare number
-    /// is seconds); default: until every source ends. Generators and files run faster than real
-    /// time: `--for 2s` on an endless `tone` records far more than 2 s of audio (give it
-    /// `seconds` instead).
+    /// is seconds; longer than 0); default: until every source ends. Generators and files run
+    /// faster than real time: `--for 2s` on an endless `tone` records far more than 2 s of audio
+    /// (give it `seconds` instead).
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Also write the run summary as JSON to this file.
+    /// Also write the run summary as JSON to this file. `-` writes it to stdout instead of the
+    /// human summary, which then goes to stderr (stdout holds only the JSON).
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
     /// Write a monitoring snapshot every `monitor_interval_ms` (default 500) to this file, one
@@ -47,7 +49,7 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-/// `90`, `90s`, `1500ms`, `5m`, `1h`.
+/// `90`, `90s`, `1500ms`, `5m`, `1h`; longer than 0.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -66,7 +68,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{s}` is not a duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d.is_zero() => Err("--for must be longer than 0".to_string()),
+        Ok(d) => Ok(d),
+        Err(_) => Err(format!("`{s}` is longer than this host can wait")),
+    }
 }
 
 /// Create `path` for writing, or a one-line error naming the option.
@@ -101,7 +107,10 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
 
 /// The checked plan, or exit 2 with every mistake shown.
 fn load_plan(global: &GlobalArgs, args: &RunArgs) -> Result<Plan, CliError> {
-    if let Err(e) = std::fs::metadata(&args.file) {
+    let stdin = config::is_stdin(&args.file);
+    if stdin {
+        super::note_reading_stdin();
+    } else if let Err(e) = std::fs::metadata(&args.file) {
         return Err(CliError::input(
             format!("cannot read {}: {e}", args.file.display()),
             "check the path; pipeline files are TOML, e.g. pipelines/demo.toml",
@@ -116,15 +125,33 @@ fn load_plan(global: &GlobalArgs, args: &RunArgs) -> Result<Plan, CliError> {
         CliError::input(
             format!(
                 "{} is not a valid pipeline; nothing was started",
-                args.file.display()
+                report.source.name
             ),
             "fix the errors above (`tapeline validate FILE` checks a file on its own)",
         )
     })
 }
 
+/// `--summary-json -`: the JSON goes to stdout, the human summary to stderr.
+fn summary_to_stdout(args: &RunArgs) -> bool {
+    args.summary_json.as_deref().is_some_and(config::is_stdin)
+}
+
+/// The pipeline file as the state dump names it (`stdin` for `-`).
+fn dump_name(args: &RunArgs) -> &Path {
+    if config::is_stdin(&args.file) {
+        Path::new("stdin")
+    } else {
+        &args.file
+    }
+}
+
 fn check_summary_path(args: &RunArgs) -> Result<(), CliError> {
-    let Some(path) = &args.summary_json else {
+    let Some(path) = args
+        .summary_json
+        .as_ref()
+        .filter(|_| !summary_to_stdout(args))
+    else {
         return Ok(());
     };
     match path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -149,14 +176,15 @@ fn monitor_sink(
         )),
         None => None,
     };
-    // The live view's title, when there is one.
-    let live = (!args.quiet && std::io::stdout().is_terminal()).then(|| {
-        plan.file.name.clone().unwrap_or_else(|| {
-            args.file
-                .file_stem()
-                .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
-        })
-    });
+    // The live view's title, when there is one (none when stdout carries the JSON summary).
+    let live =
+        (!args.quiet && !summary_to_stdout(args) && std::io::stdout().is_terminal()).then(|| {
+            plan.file.name.clone().unwrap_or_else(|| {
+                dump_name(args)
+                    .file_stem()
+                    .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
+            })
+        });
     if metrics.is_none() && live.is_none() {
         return Ok(None);
     }
@@ -202,16 +230,26 @@ fn count_signals() -> Arc<AtomicU32> {
 }
 
 fn print_summary(args: &RunArgs, summary: &RunSummary) {
+    let mut human = String::new();
     if args.quiet {
         for line in summary.written() {
-            println!("{line}");
+            human += &format!("{line}\n");
         }
         if summary.lost_frames.values().any(|&n| n > 0) {
-            println!("{}", summary.lost_line());
+            human += &format!("{}\n", summary.lost_line());
         }
     } else {
-        print!("{}", summary.render());
+        human = summary.render();
     }
+    if summary_to_stdout(args) {
+        eprint!("{human}");
+        match serde_json::to_string_pretty(summary) {
+            Ok(json) => super::print_out(&(json + "\n")),
+            Err(e) => eprintln!("error: cannot write the summary as JSON: {e}"),
+        }
+        return;
+    }
+    print!("{human}");
     if let Some(path) = &args.summary_json {
         let written = serde_json::to_string_pretty(summary)
             .map_err(std::io::Error::other)
@@ -241,7 +279,7 @@ fn outcome(plan: &Plan, args: &RunArgs, summary: &RunSummary) -> CliResult {
     if !summary.failed() {
         return Ok(ExitCode::SUCCESS);
     }
-    let dump = match write_state_dump(plan, &args.file, summary) {
+    let dump = match write_state_dump(plan, dump_name(args), summary) {
         Ok(path) => format!(
             "state dump: {} (state histories, errors, counters, the resolved pipeline)",
             path.display()

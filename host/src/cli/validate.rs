@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::{registry, CliResult, GlobalArgs};
+use super::{print_out, registry, CliError, CliResult, GlobalArgs};
 use crate::config;
 
 #[derive(Clone, Copy, Debug, ValueEnum, Default)]
@@ -20,7 +20,8 @@ pub enum DiagnosticFormat {
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Pipeline files to check.
+    /// Pipeline files to check; `-` reads one from standard input (relative paths in it resolve
+    /// against the current folder).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// How to print diagnostics.
@@ -29,6 +30,16 @@ pub struct ValidateArgs {
 }
 
 pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> CliResult {
+    let stdin_count = args.files.iter().filter(|f| config::is_stdin(f)).count();
+    if stdin_count > 1 {
+        return Err(CliError::input(
+            format!("`-` (standard input) is given {stdin_count} times"),
+            "standard input holds one pipeline: give `-` once",
+        ));
+    }
+    if stdin_count == 1 {
+        super::note_reading_stdin();
+    }
     let reg = registry(global);
     let mut failed = false;
     let mut json = Vec::new();
@@ -44,12 +55,12 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> CliResult {
                     eprint!("{}", report.render(std::io::stderr().is_terminal()));
                 }
                 if let Some(plan) = plan {
-                    println!(
-                        "{}: ok ({} stages, {} edges)",
-                        file.display(),
+                    print_out(&format!(
+                        "{}: ok ({} stages, {} edges)\n",
+                        report.source.name,
                         plan.stages.len(),
                         plan.edges.len()
-                    );
+                    ));
                 }
             }
         }
@@ -59,7 +70,7 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> CliResult {
             .into_iter()
             .flat_map(|v| v.as_array().cloned().unwrap_or_default())
             .collect();
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        print_out(&(serde_json::to_string_pretty(&all).unwrap_or_default() + "\n"));
     }
     Ok(if failed {
         ExitCode::from(2)

@@ -34,6 +34,13 @@ const ON_ERROR_KEYS: &[&str] = &["policy", "max_restarts", "backoff_ms", "reset_
 const LIMITS_KEYS: &[&str] = &["memory_mb", "cpu_seconds", "open_files"];
 const TOP_KEYS: &[&str] = &["version", "pipeline", "capture", "process", "storage"];
 
+/// The largest pipeline file read, in bytes (1 MiB); a larger one is refused unread.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The most stages a pipeline may have.
+pub const MAX_STAGES: usize = 1024;
+/// The most edges into one stage (its `inputs`), and out of one (inputs naming it).
+pub const MAX_EDGES_PER_STAGE: usize = 256;
+
 pub use crate::discipline::buffers::WhenFull;
 
 /// A stage's reaction to an error from its plugin.
@@ -139,7 +146,8 @@ pub struct PipelineFile {
 }
 
 /// Parse `text`, appending every problem to `diags`. Returns `None` only when the TOML itself
-/// does not parse.
+/// does not parse, or the file is over one of the limits ([`MAX_STAGES`],
+/// [`MAX_EDGES_PER_STAGE`]): then nothing more is checked.
 pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
     let root = parse_toml(text, diags)?;
     let root_span = root.span();
@@ -155,6 +163,9 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
     };
     check_top_keys(&root, diags);
     check_version(&root, root_span, diags);
+    if !check_stage_count(&root, diags) {
+        return None;
+    }
     if let Some(p) = root.get("pipeline") {
         match p.get_ref() {
             DeValue::Table(t) => parse_pipeline(t, &mut file, diags),
@@ -165,7 +176,100 @@ pub fn parse(text: &str, diags: &mut Vec<Diagnostic>) -> Option<PipelineFile> {
         }
     }
     file.stages = parse_stages(&root, default_isolation(&root), diags);
-    Some(file)
+    check_fan(&file.stages, diags).then_some(file)
+}
+
+/// At most [`MAX_STAGES`] stages; if there are more, an error at the first one over the limit.
+fn check_stage_count(root: &DeTable<'_>, diags: &mut Vec<Diagnostic>) -> bool {
+    let mut ids: Vec<Range<usize>> = [
+        PluginKind::Capture,
+        PluginKind::Process,
+        PluginKind::Storage,
+    ]
+    .iter()
+    .filter_map(|kind| match root.get(kind.as_str())?.get_ref() {
+        DeValue::Table(t) => Some(t.iter().map(|(id, _)| id.span())),
+        _ => None,
+    })
+    .flatten()
+    .collect();
+    if ids.len() <= MAX_STAGES {
+        return true;
+    }
+    ids.sort_by_key(|s| s.start);
+    diags.push(
+        Diagnostic::error(
+            format!(
+                "{} stages, over the limit of {MAX_STAGES} stages in a pipeline",
+                ids.len()
+            ),
+            ids[MAX_STAGES].clone(),
+        )
+        .label(format!("stage {}", MAX_STAGES + 1))
+        .help(format!(
+            "a pipeline may have at most {MAX_STAGES} stages: run the work as several \
+             pipelines (its stages were not checked further)"
+        )),
+    );
+    false
+}
+
+/// At most [`MAX_EDGES_PER_STAGE`] edges into a stage (its `inputs`) and out of a stage
+/// (inputs naming it); errors at the first input over the limit.
+fn check_fan(stages: &[StageDecl], diags: &mut Vec<Diagnostic>) -> bool {
+    let mut ok = true;
+    let limit = MAX_EDGES_PER_STAGE;
+    for s in stages.iter().filter(|s| s.inputs.len() > limit) {
+        ok = false;
+        diags.push(
+            Diagnostic::error(
+                format!(
+                    "stage `{}` has {} inputs, over the limit of {limit} edges into a stage",
+                    s.id,
+                    s.inputs.len()
+                ),
+                s.inputs[limit].span.clone(),
+            )
+            .label(format!("input {}", limit + 1))
+            .help(format!(
+                "a stage may take at most {limit} inputs: merge them in steps \
+                 (`channel-merge` stages feeding one another)"
+            ))
+            .stage(&s.id),
+        );
+    }
+    let mut refs: Vec<(&InputRef, &str)> = stages
+        .iter()
+        .flat_map(|s| s.inputs.iter().map(move |r| (r, s.id.as_str())))
+        .collect();
+    refs.sort_by_key(|(r, _)| r.span.start);
+    let mut fan_out: BTreeMap<&str, Vec<(&InputRef, &str)>> = BTreeMap::new();
+    for (r, consumer) in refs {
+        fan_out
+            .entry(r.stage.as_str())
+            .or_default()
+            .push((r, consumer));
+    }
+    for (producer, uses) in fan_out.iter().filter(|(_, u)| u.len() > limit) {
+        ok = false;
+        let (first_over, consumer) = uses[limit];
+        diags.push(
+            Diagnostic::error(
+                format!(
+                    "stage `{producer}` feeds {} inputs, over the limit of {limit} edges out \
+                     of a stage",
+                    uses.len()
+                ),
+                first_over.span.clone(),
+            )
+            .label(format!("edge {} out of `{producer}`", limit + 1))
+            .help(format!(
+                "at most {limit} inputs may name one stage: feed fewer stages from `{producer}`"
+            ))
+            .stage(consumer),
+        );
+    }
+    ok
 }
 
 /// The TOML document, or `None` with every syntax error reported.
@@ -890,5 +994,96 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// Errors of a file that may not parse to a `PipelineFile`: (message, text under the span).
+    fn errors_of(text: &str) -> (bool, Vec<(String, String)>) {
+        let mut diags = Vec::new();
+        let parsed = parse(text, &mut diags).is_some();
+        let errors = diags
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| {
+                let span = d.span.clone().unwrap_or(0..0);
+                (d.message.clone(), text[span].to_string())
+            })
+            .collect();
+        (parsed, errors)
+    }
+
+    #[test]
+    fn more_than_the_most_stages_is_an_error_at_the_first_one_over_and_nothing_else_is_parsed() {
+        let mut text = String::from("version = 1\n[capture.t]\nplugin = \"tone\"\n");
+        // A chain: t → s1 → s2 → …
+        for i in 1..=MAX_STAGES + 5 {
+            let input = if i == 1 {
+                "t".to_string()
+            } else {
+                format!("s{}", i - 1)
+            };
+            text += &format!("[process.s{i}]\nplugin = \"gain\"\ninputs = [\"{input}\"]\n");
+        }
+        let (parsed, errors) = errors_of(&text);
+        assert!(!parsed);
+        assert_eq!(
+            errors,
+            [(
+                format!(
+                    "{} stages, over the limit of 1024 stages in a pipeline",
+                    MAX_STAGES + 6
+                ),
+                format!("s{MAX_STAGES}"),
+            )]
+        );
+        // Exactly the limit is fine.
+        let at_limit: String = text.split("[process.s1024]").next().unwrap().to_string();
+        let (parsed, errors) = errors_of(&at_limit);
+        assert!(parsed && errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn more_edges_into_or_out_of_a_stage_than_the_limit_is_an_error_at_the_first_edge_over() {
+        let limit = MAX_EDGES_PER_STAGE;
+        let inputs: Vec<String> = (0..=limit).map(|_| "\"t\"".to_string()).collect();
+        let text = format!(
+            "version = 1\n[capture.t]\nplugin = \"tone\"\n[process.m]\nplugin = \"channel-merge\"\n\
+             inputs = [{}]\n",
+            inputs.join(", ")
+        );
+        let (parsed, errors) = errors_of(&text);
+        assert!(!parsed);
+        let messages: Vec<&str> = errors.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "stage `m` has 257 inputs, over the limit of 256 edges into a stage",
+                "stage `t` feeds 257 inputs, over the limit of 256 edges out of a stage",
+            ]
+        );
+        // Both at the 257th entry.
+        let at = text.match_indices("\"t\"").nth(limit).unwrap().0;
+        let mut diags = Vec::new();
+        parse(&text, &mut diags);
+        for d in &diags {
+            assert_eq!(d.span.as_ref().map(|s| s.start), Some(at), "{}", d.message);
+        }
+        // 256 consumers of one stage, each with one input: the limit, allowed.
+        let mut fine = String::from("version = 1\n[capture.t]\nplugin = \"tone\"\n");
+        for i in 0..limit {
+            fine += &format!("[storage.s{i}]\nplugin = \"null\"\ninputs = [\"t\"]\n");
+        }
+        let (parsed, errors) = errors_of(&fine);
+        assert!(parsed && errors.is_empty(), "{errors:?}");
+        let over = fine + "[storage.last]\nplugin = \"null\"\ninputs = [\"t.out\"]\n";
+        let (parsed, errors) = errors_of(&over);
+        assert!(!parsed);
+        assert_eq!(
+            errors,
+            [(
+                "stage `t` feeds 257 inputs, over the limit of 256 edges out of a stage"
+                    .to_string(),
+                "\"t.out\"".to_string()
+            )]
+        );
     }
 }

@@ -371,7 +371,10 @@ fn ask_plugins(
         consumed: BTreeMap::new(),
         maybe_consumed: vec![false; file.stages.len()],
     };
-    let in_order: Vec<bool> = (0..file.stages.len()).map(|i| order.contains(&i)).collect();
+    let mut in_order = vec![false; file.stages.len()];
+    for &i in order {
+        in_order[i] = true;
+    }
     for (i, s) in file.stages.iter().enumerate() {
         if entries[i].is_none() || !in_order[i] || inputs.bad_count[i] {
             for r in &s.inputs {
@@ -609,6 +612,11 @@ fn plan_input_edges(
 
 fn lookup(s: &StageDecl, registry: &Registry, diags: &mut Vec<Diagnostic>) -> Option<PluginEntry> {
     if s.plugin.is_empty() {
+        // `plugin = ""`: the span is the string's (a missing or non-string `plugin` keeps the
+        // header's, and is reported where it is parsed).
+        if s.plugin_span != s.header_span {
+            diags.push(empty_plugin(s, registry));
+        }
         return None;
     }
     match registry.get(&s.plugin) {
@@ -640,6 +648,28 @@ fn lookup(s: &StageDecl, registry: &Registry, diags: &mut Vec<Diagnostic>) -> Op
             None
         }
     }
+}
+
+/// `plugin = ""`, with the installed plugins of the stage's kind to choose from.
+fn empty_plugin(s: &StageDecl, registry: &Registry) -> Diagnostic {
+    let names: Vec<String> = registry
+        .plugins()
+        .filter(|p| p.kind() == s.kind)
+        .map(|p| p.name().to_string())
+        .collect();
+    let help = if names.is_empty() {
+        "write the plugin's name; `tapeline plugins` lists the installed ones".to_string()
+    } else {
+        format!(
+            "write the name of a {} plugin: {} (`tapeline plugins` lists every installed plugin)",
+            s.kind,
+            quote_list(&names)
+        )
+    };
+    Diagnostic::error("`plugin` is empty", s.plugin_span.clone())
+        .label("no plugin name")
+        .help(help)
+        .stage(&s.id)
 }
 
 /// Index of the port `name` (or alias) in `ports`; with no name, the only port.
