@@ -159,7 +159,7 @@ fn with_replacements(pipeline: &Path, test: &TestFile) -> Result<String, String>
         let Some(stage) = stage else {
             return Err(format!("replace.{id}: the pipeline has no stage `{id}`"));
         };
-        stage.retain(|k, _| KEPT.contains(&k.as_ref()));
+        stage.retain(|k, _| KEPT.contains(&k));
         stage.extend(replacement.clone());
     }
     toml::to_string(&doc).map_err(|e| format!("cannot write the replaced pipeline: {e}"))
