@@ -120,7 +120,11 @@ fn every_crash_in_an_isolated_processor_is_restarted_and_the_recording_goes_on()
         );
         assert_eq!(e["severity"], "recoverable", "{what}");
         assert_eq!(r.stage("mid")["restarts"], 1, "{what}");
-        let how = if kind == "oom" { "setrlimit".into() } else { Value::Null };
+        let how = if kind == "oom" {
+            "setrlimit".into()
+        } else {
+            Value::Null
+        };
         assert_eq!(r.stage("mid")["limits_applied_with"], how, "{what}");
         // The block the crashed call held is the only loss, and it is counted.
         assert_eq!(r.summary["lost_frames"]["stage-error"], BLOCK, "{what}");
