@@ -120,7 +120,6 @@ corpus! {
     misspelt_inputs => "misspelt-inputs";
     misspelt_isolate => "misspelt-isolate";
     misspelt_plugin => "misspelt-plugin";
-    output_file_exists_without_overwrite => "output-file-exists-without-overwrite";
     plugin_bad_enum_value => "plugin-bad-enum-value";
     plugin_config_out_of_range => "plugin-config-out-of-range";
     plugin_config_wrong_type => "plugin-config-wrong-type";

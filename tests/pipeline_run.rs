@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapeline_tests::{code, run_toml, stderr, tapeline_bin, TempDir};
+use tapeline_tests::{code, run_in, run_toml, stderr, tapeline_bin, TempDir};
 
 fn read_i16(path: &Path) -> (hound::WavSpec, Vec<i16>) {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -394,4 +394,34 @@ path = "rec.wav"
             .count(),
         1
     );
+}
+
+/// An output file that already exists does not stop anyone looking at the pipeline (`validate`
+/// and `graph` pass): `run` refuses it at the `path` key with exit 2 and leaves the file as it
+/// was; nothing is recorded.
+#[test]
+fn an_existing_output_is_refused_by_run_at_its_key_not_by_validate_or_graph() {
+    let dir = TempDir::new("output-exists");
+    let toml = "version = 1\n[capture.t]\nplugin = \"tone\"\nchannels = 2\nseconds = 0.1\n\
+                [storage.w]\nplugin = \"wav-writer\"\ninputs = [\"t\"]\npath = \"take.wav\"\n";
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    std::fs::write(dir.path().join("take.wav"), "the last take").unwrap();
+    for command in ["validate", "graph"] {
+        let out = run_in(dir.path(), [command, "p.toml"]);
+        assert_eq!(code(&out), 0, "{command}: {}", stderr(&out));
+    }
+    let out = run_in(dir.path(), ["run", "p.toml", "--quiet"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.starts_with("p.toml:9:1: error: wav-writer:"), "{err}");
+    assert!(
+        err.contains("already exists: set `overwrite = true`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: stage `w` refused its config; nothing was recorded"),
+        "{err}"
+    );
+    let kept = std::fs::read_to_string(dir.path().join("take.wav")).unwrap();
+    assert_eq!(kept, "the last take");
 }

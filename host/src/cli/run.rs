@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Args;
+use tapeline_plugin_api::abi::{ErrorKind, PluginError};
 
 use super::live::LiveView;
 use super::{registry, CliError, CliResult, GlobalArgs};
@@ -86,7 +87,7 @@ pub(super) fn create(path: &Path, option: &str) -> Result<File, CliError> {
 }
 
 pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
-    let plan = load_plan(global, &args)?;
+    let (plan, source) = load_plan(global, &args)?;
     check_summary_path(&args)?;
     let view: Arc<OnceLock<LiveView>> = Arc::new(OnceLock::new());
     let sink = monitor_sink(&args, &plan, view.clone())?;
@@ -102,11 +103,36 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> CliResult {
         v.finish();
     }
     print_summary(&args, &summary);
+    if let Some(refused) = refused_config(&source, &summary) {
+        return Err(refused);
+    }
     outcome(&plan, &args, &summary)
 }
 
-/// The checked plan, or exit 2 with every mistake shown.
-fn load_plan(global: &GlobalArgs, args: &RunArgs) -> Result<Plan, CliError> {
+/// A stage that refused its config when it was built (what only its constructor can know, e.g.
+/// an output file that already exists): shown at the key like `validate` shows errors, exit 2.
+fn refused_config(source: &config::Report, summary: &RunSummary) -> Option<CliError> {
+    let f = summary
+        .failure
+        .as_ref()
+        .filter(|f| f.kind == "invalid-config")?;
+    let error = match &f.key {
+        Some(key) => PluginError::config(key, f.message.clone()),
+        None => PluginError::new(ErrorKind::InvalidConfig, f.message.clone()),
+    };
+    let report = config::build_error(source, &f.stage, &error);
+    eprint!("{}", report.render(std::io::stderr().is_terminal()));
+    Some(CliError::input(
+        format!(
+            "stage `{}` refused its config; nothing was recorded",
+            f.stage
+        ),
+        "fix the error above and run again",
+    ))
+}
+
+/// The checked plan (and the file it came from), or exit 2 with every mistake shown.
+fn load_plan(global: &GlobalArgs, args: &RunArgs) -> Result<(Plan, config::Report), CliError> {
     let stdin = config::is_stdin(&args.file);
     if stdin {
         super::note_reading_stdin();
@@ -121,15 +147,16 @@ fn load_plan(global: &GlobalArgs, args: &RunArgs) -> Result<Plan, CliError> {
     if !report.diagnostics.is_empty() {
         eprint!("{}", report.render(std::io::stderr().is_terminal()));
     }
-    plan.ok_or_else(|| {
-        CliError::input(
+    match plan {
+        Some(plan) => Ok((plan, report)),
+        None => Err(CliError::input(
             format!(
                 "{} is not a valid pipeline; nothing was started",
                 report.source.name
             ),
             "fix the errors above (`tapeline validate FILE` checks a file on its own)",
-        )
-    })
+        )),
+    }
 }
 
 /// `--summary-json -`: the JSON goes to stdout, the human summary to stderr.

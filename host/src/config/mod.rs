@@ -15,6 +15,7 @@ pub use parse::{Limits, PipelineFile, WhenFull, MAX_EDGES_PER_STAGE, MAX_FILE_BY
 pub use validate::{Plan, PlannedEdge, PlannedStage};
 
 use crate::plugins::Registry;
+use tapeline_plugin_api::abi::PluginError;
 
 /// The path that stands for standard input (`tapeline validate -`, `tapeline run -`).
 pub const STDIN: &str = "-";
@@ -87,6 +88,27 @@ fn load_bytes(input: Input, registry: &Registry) -> (Option<Plan>, Report) {
         });
     }
     (plan, report(name, text, diags))
+}
+
+/// A stage's config error that only its constructor could find (e.g. an output file that
+/// already exists: `validate` does not refuse it, `run` does), shown like `validate` shows the
+/// errors it finds: at the key, in `source`'s file.
+pub fn build_error(source: &Report, stage: &str, error: &PluginError) -> Report {
+    let text = &source.source.text;
+    let mut diags = Vec::new();
+    let diag = parse::parse(text, &mut diags).and_then(|file| {
+        let decl = file.stages.iter().find(|s| s.id == stage)?;
+        Some(validate::plugin_diagnostic(decl, error, &[], &[], &file))
+    });
+    let diag = diag.unwrap_or_else(|| Diagnostic {
+        severity: Severity::Error,
+        message: format!("stage `{stage}`: {}", error.message()),
+        span: None,
+        label: String::new(),
+        help: None,
+        stage: Some(stage.to_string()),
+    });
+    report(source.source.name.clone(), text.clone(), vec![diag])
 }
 
 /// A report of `diags`, in file order, as a person reads and fixes them.

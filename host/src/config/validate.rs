@@ -820,7 +820,7 @@ fn check_manifest_formats(
     None
 }
 
-fn plugin_diagnostic(
+pub(crate) fn plugin_diagnostic(
     s: &StageDecl,
     e: &PluginError,
     formats: &[PortFormat],

@@ -8,7 +8,12 @@ use tapeline_plugin_api::abi::PluginError;
 pub enum StageFault {
     /// The plugin returned an error (or panicked); `kind` is the plugin error's kind.
     #[error("{message}")]
-    Plugin { kind: String, message: String },
+    Plugin {
+        kind: String,
+        message: String,
+        /// The config key a config error is about.
+        key: Option<String>,
+    },
     /// A plugin call lasted longer than `stall_timeout_ms` under `on_error = fail`.
     #[error("{0}")]
     Stalled(String),
@@ -18,6 +23,14 @@ pub enum StageFault {
 }
 
 impl StageFault {
+    /// The config key a plugin's config error is about.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            StageFault::Plugin { key, .. } => key.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The kind as the summary says it: a plugin error kind, `stalled` or `setup`.
     pub fn kind(&self) -> &str {
         match self {
@@ -33,6 +46,7 @@ impl From<&PluginError> for StageFault {
         StageFault::Plugin {
             kind: e.kind.as_str().to_string(),
             message: e.message().to_string(),
+            key: e.key().map(str::to_string),
         }
     }
 }

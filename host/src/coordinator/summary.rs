@@ -72,6 +72,9 @@ pub struct FailureSummary {
     pub stage: String,
     pub kind: String,
     pub message: String,
+    /// The config key of a config error (`kind` = "invalid-config").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -355,6 +358,7 @@ fn failure_summary(plan: &Plan, f: &RunError) -> FailureSummary {
         stage: plan.stages[f.stage].id.clone(),
         kind: f.fault.kind().to_string(),
         message: f.fault.to_string(),
+        key: f.fault.key().map(str::to_string),
     }
 }
 
