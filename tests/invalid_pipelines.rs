@@ -133,6 +133,7 @@ corpus! {
     remap_matrix_wrong_width => "remap-matrix-wrong-width";
     self_loop => "self-loop";
     several_mistakes_in_one_file => "several-mistakes-in-one-file", at_least 5;
+    seven_independent_mistakes => "seven-independent-mistakes", at_least 7;
     split_without_port => "split-without-port";
     stage_id_with_dot => "stage-id-with-dot";
     stage_not_a_table => "stage-not-a-table";

@@ -60,6 +60,7 @@ pub use abi::{
 };
 pub use sdk::{
     db_to_gain, gain_to_db, single_input, Capture, Describe, PluginResult, Processor, Storage,
+    ERROR_SEPARATOR,
 };
 
 /// Everything a plugin usually needs.

@@ -182,24 +182,63 @@ impl OutputBlock<'_> {
     }
 }
 
+/// Separates the errors of one config when [`parse_config`] found several: the host shows each
+/// at its own key. (One `PluginError` carries them, so the ABI does not change; a host that does
+/// not split shows them on one line.)
+pub const ERROR_SEPARATOR: char = '\u{1e}';
+
 /// Deserialize a plugin config from the JSON text the host passes, naming the offending key.
+/// Every key that is wrong is reported, not only the first: after an error the key is set aside
+/// and the rest read again (an unknown key, a value of the wrong type or out of its enum each
+/// count once; a key the config cannot do without ends the search).
 pub fn parse_config<C: DeserializeOwned>(text: &str) -> PluginResult<C> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        let message = e.inner().to_string();
-        // serde_json appends " at line 1 column N" which means nothing to a TOML author.
-        let message = match message.find(" at line ") {
-            Some(i) => message[..i].to_string(),
-            None => message,
-        };
-        PluginError {
-            kind: ErrorKind::InvalidConfig,
-            message: message.into(),
-            key: key.into(),
+    let mut errors: Vec<(String, String)> = Vec::new();
+    let mut value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return Err(config_error(String::new(), e.to_string())),
+    };
+    loop {
+        match serde_path_to_error::deserialize::<_, C>(&value) {
+            Ok(c) if errors.is_empty() => return Ok(c),
+            Ok(_) => break,
+            Err(e) => {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                let top = key.split(['.', '[']).next().unwrap_or("").to_string();
+                let message = e.inner().to_string();
+                let message = match message.find(" at line ") {
+                    Some(i) => message[..i].to_string(),
+                    None => message,
+                };
+                errors.push((key, message));
+                // Set the key aside and look for more; without a key to set aside (a missing
+                // key, a config that is not a table) the search ends here.
+                let removed = value.as_object_mut().and_then(|o| o.remove(&top));
+                if top.is_empty() || removed.is_none() || errors.len() >= 32 {
+                    break;
+                }
+            }
         }
-    })
+    }
+    // A key the config needs (it was set aside above) is only a consequence: not reported.
+    let first_keys: Vec<String> = errors.iter().map(|(k, _)| k.clone()).collect();
+    errors.retain(|(k, m)| {
+        !(k.is_empty()
+            && m.starts_with("missing field `")
+            && first_keys.iter().any(|f| m.contains(&format!("`{f}`"))))
+    });
+    let sep = ERROR_SEPARATOR.to_string();
+    let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+    let messages: Vec<&str> = errors.iter().map(|(_, m)| m.as_str()).collect();
+    Err(config_error(keys.join(&sep), messages.join(&sep)))
+}
+
+fn config_error(key: String, message: String) -> PluginError {
+    PluginError {
+        kind: ErrorKind::InvalidConfig,
+        message: message.into(),
+        key: key.into(),
+    }
 }
 
 /// Convert decibels to a linear factor.
@@ -213,5 +252,66 @@ pub fn gain_to_db(gain: f32) -> f32 {
         -200.0
     } else {
         20.0 * gain.log10()
+    }
+}
+
+#[cfg(test)]
+mod parse_config_tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Config {
+        level: Option<f32>,
+        mode: Option<Mode>,
+        seconds: f64,
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[serde(rename_all = "lowercase")]
+    enum Mode {
+        Fast,
+    }
+
+    #[test]
+    fn every_wrong_key_is_reported_at_once_each_with_its_key() {
+        let e =
+            parse_config::<Config>(r#"{"levle": 1, "level": "x", "mode": "slow", "seconds": 1}"#)
+                .unwrap_err();
+        let keys: Vec<&str> = e.key.as_str().split(ERROR_SEPARATOR).collect();
+        let messages: Vec<&str> = e.message.as_str().split(ERROR_SEPARATOR).collect();
+        let mut pairs: Vec<(&str, &str)> = keys.into_iter().zip(messages).collect();
+        pairs.sort();
+        assert_eq!(pairs.len(), 3, "{pairs:?}");
+        assert!(
+            pairs[0].0 == "level" && pairs[0].1.starts_with("invalid type"),
+            "{pairs:?}"
+        );
+        assert!(
+            pairs[1].0 == "levle" && pairs[1].1.starts_with("unknown field"),
+            "{pairs:?}"
+        );
+        assert!(
+            pairs[2].0 == "mode" && pairs[2].1.starts_with("unknown variant"),
+            "{pairs:?}"
+        );
+    }
+
+    #[test]
+    fn one_error_reads_as_before_and_a_missing_key_is_said_once() {
+        let e = parse_config::<Config>(r#"{"level": 1}"#).unwrap_err();
+        assert_eq!(e.key.as_str(), "");
+        assert_eq!(e.message.as_str(), "missing field `seconds`");
+        // A required key of the wrong type: reported as such, not also as missing.
+        let e = parse_config::<Config>(r#"{"seconds": "one"}"#).unwrap_err();
+        assert_eq!(e.key.as_str(), "seconds");
+        assert!(
+            !e.message.as_str().contains(ERROR_SEPARATOR),
+            "{}",
+            e.message
+        );
+        assert!(parse_config::<Config>(r#"{"seconds": 2}"#).is_ok());
     }
 }

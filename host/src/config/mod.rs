@@ -96,19 +96,26 @@ fn load_bytes(input: Input, registry: &Registry) -> (Option<Plan>, Report) {
 pub fn build_error(source: &Report, stage: &str, error: &PluginError) -> Report {
     let text = &source.source.text;
     let mut diags = Vec::new();
-    let diag = parse::parse(text, &mut diags).and_then(|file| {
+    let found = parse::parse(text, &mut diags).and_then(|file| {
         let decl = file.stages.iter().find(|s| s.id == stage)?;
-        Some(validate::plugin_diagnostic(decl, error, &[], &[], &file))
+        let each = validate::split_errors(error);
+        Some(
+            each.iter()
+                .map(|e| validate::plugin_diagnostic(decl, e, &[], &[], &file))
+                .collect(),
+        )
     });
-    let diag = diag.unwrap_or_else(|| Diagnostic {
-        severity: Severity::Error,
-        message: format!("stage `{stage}`: {}", error.message()),
-        span: None,
-        label: String::new(),
-        help: None,
-        stage: Some(stage.to_string()),
+    let diags = found.unwrap_or_else(|| {
+        vec![Diagnostic {
+            severity: Severity::Error,
+            message: format!("stage `{stage}`: {}", error.message()),
+            span: None,
+            label: String::new(),
+            help: None,
+            stage: Some(stage.to_string()),
+        }]
     });
-    report(source.source.name.clone(), text.clone(), vec![diag])
+    report(source.source.name.clone(), text.clone(), diags)
 }
 
 /// A report of `diags`, in file order, as a person reads and fixes them.

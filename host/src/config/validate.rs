@@ -101,6 +101,7 @@ pub fn plan(
     let inputs = check_inputs(&index, &entries, diags);
     let order = order_stages(file, &inputs.deps, diags);
     let wiring = ask_plugins(&index, base_dir, &entries, &inputs, &order, diags);
+    check_unreached_configs(file, base_dir, &entries, &wiring.asked, diags);
     check_source_rates(file, &order, &wiring.outputs, &wiring.resolved, diags);
     warn_unconsumed(&index, &inputs, &wiring, diags);
     if error_count(diags) > errors_before {
@@ -350,6 +351,8 @@ struct Wiring {
     /// Producers named by an input that was not resolved (its consumer failed, or the port is
     /// wrong): whether they are consumed is unknown, so no warning about them.
     maybe_consumed: Vec<bool>,
+    /// The stages whose plugin was asked about its config (with their real input formats).
+    asked: Vec<bool>,
 }
 
 /// Formats, in dependency order: each stage's inputs resolved to ports, their formats checked
@@ -370,6 +373,7 @@ fn ask_plugins(
         resolved: vec![Vec::new(); file.stages.len()],
         consumed: BTreeMap::new(),
         maybe_consumed: vec![false; file.stages.len()],
+        asked: vec![false; file.stages.len()],
     };
     let mut in_order = vec![false; file.stages.len()];
     for &i in order {
@@ -402,6 +406,7 @@ fn ask_plugins(
         }
         let config = serde_json::Value::Object(s.config.clone()).to_string();
         let ctx = context(&s.id, file, &base, &formats);
+        wiring.asked[i] = true;
         let result =
             (entry.module.layout())(RStr::from_str(&s.plugin), RStr::from_str(&config), &ctx)
                 .into_result();
@@ -413,16 +418,63 @@ fn ask_plugins(
                 }
                 wiring.outputs[i] = Some(ports);
             }
-            Err(e) => diags.push(plugin_diagnostic(
-                s,
-                &e,
-                &formats,
-                &wiring.resolved[i],
-                file,
-            )),
+            Err(e) => diags.extend(
+                split_errors(&e)
+                    .iter()
+                    .map(|e| plugin_diagnostic(s, e, &formats, &wiring.resolved[i], file)),
+            ),
         }
     }
     wiring
+}
+
+/// Stages the plugins could not be asked about in earnest (an input is broken, a cycle, an
+/// upstream stage failed): their own config is still read, so that a file's mistakes all show in
+/// one round. With the real formats unknown, only what reading the config finds is reported (an
+/// unknown key, a value of the wrong type, an unknown choice), never a format question.
+fn check_unreached_configs(
+    file: &PipelineFile,
+    base_dir: &Path,
+    entries: &[Option<PluginEntry>],
+    asked: &[bool],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let base = base_dir.to_string_lossy().to_string();
+    for (i, s) in file.stages.iter().enumerate() {
+        let Some(entry) = entries[i].as_ref().filter(|_| !asked[i]) else {
+            continue;
+        };
+        let placeholder = PortFormat {
+            channels: 2,
+            sample_rate: file.sample_rate,
+        };
+        let formats = vec![placeholder; s.inputs.len()];
+        let config = serde_json::Value::Object(s.config.clone()).to_string();
+        let ctx = context(&s.id, file, &base, &formats);
+        let result =
+            (entry.module.layout())(RStr::from_str(&s.plugin), RStr::from_str(&config), &ctx)
+                .into_result();
+        let Err(e) = result else { continue };
+        let read_errors = split_errors(&e).into_iter().filter(|e| {
+            e.kind == ErrorKind::InvalidConfig
+                && [
+                    "unknown field",
+                    "invalid type",
+                    "unknown variant",
+                    "invalid value",
+                    "invalid length",
+                ]
+                .iter()
+                .any(|w| e.message().starts_with(w))
+        });
+        for d in read_errors.map(|e| plugin_diagnostic(s, &e, &[], &[], file)) {
+            // A key the host already named (a misspelt host key lands in the plugin's config).
+            let said = diags.iter().any(|o| o.is_error() && o.span == d.span);
+            if !said {
+                diags.push(d);
+            }
+        }
+    }
 }
 
 /// The formats of stage `i`'s inputs, each resolved to a port of an accepted producer (recorded
@@ -818,6 +870,24 @@ fn check_manifest_formats(
         }
     }
     None
+}
+
+/// The errors one `PluginError` carries: a plugin's config parser reports every wrong key at
+/// once, separated by [`tapeline_plugin_api::ERROR_SEPARATOR`] in its key and message.
+pub fn split_errors(e: &PluginError) -> Vec<PluginError> {
+    let sep = tapeline_plugin_api::ERROR_SEPARATOR;
+    if !e.message().contains(sep) {
+        return vec![e.clone()];
+    }
+    let keys: Vec<&str> = e.key.as_str().split(sep).collect();
+    e.message()
+        .split(sep)
+        .enumerate()
+        .map(|(i, m)| PluginError {
+            key: keys.get(i).copied().unwrap_or("").into(),
+            ..PluginError::new(e.kind, m)
+        })
+        .collect()
 }
 
 pub(crate) fn plugin_diagnostic(

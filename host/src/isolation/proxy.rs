@@ -287,11 +287,17 @@ fn spawn(init: &Init) -> std::io::Result<(Child, UnixStream)> {
 
 /// The program that serves an isolated stage: the `tapeline` binary itself, or the one
 /// `TAPELINE_STAGE_EXE` names (for a program that embeds the host library, such as a test).
+/// On Linux the running binary itself (`/proc/self/exe`), so that a binary replaced on disk
+/// during a long recording (an upgrade, a rebuild) does not stop restarts.
 fn stage_program() -> std::io::Result<std::path::PathBuf> {
-    match std::env::var_os("TAPELINE_STAGE_EXE") {
-        Some(p) => Ok(p.into()),
-        None => std::env::current_exe(),
+    if let Some(p) = std::env::var_os("TAPELINE_STAGE_EXE") {
+        return Ok(p.into());
     }
+    let own = std::path::Path::new("/proc/self/exe");
+    if own.exists() {
+        return Ok(own.to_path_buf());
+    }
+    std::env::current_exe()
 }
 
 /// Pass the process's stderr on, each line marked with the stage, and keep the last line.

@@ -301,21 +301,24 @@ fn conversion_clamps_and_rounds() {
 }
 
 #[test]
-fn check_refuses_an_existing_file_and_creates_nothing() {
+fn check_leaves_an_existing_file_to_new_which_refuses_it_and_creates_nothing() {
     let dir = TempDir::new("check");
     let inputs = input(2);
     let c = ctx(dir.base(), &inputs);
     let existing = dir.path("take1.wav");
     fs::write(&existing, b"old recording").unwrap();
 
+    // check() (validate, graph) does not fail because a take was already recorded...
     let cfg = parse_config(&format!(r#"{{"path": {}}}"#, json_path(&existing))).unwrap();
-    let e = WavWriter::check(&cfg, &c).unwrap_err();
+    WavWriter::check(&cfg, &c).unwrap();
+    // ...new() (run) refuses it, at the key, and leaves the old file alone.
+    let cfg = parse_config(&format!(r#"{{"path": {}}}"#, json_path(&existing))).unwrap();
+    let e = WavWriter::new(cfg, &c)
+        .err()
+        .expect("new refuses an existing file");
     assert_eq!(e.key(), Some("path"));
     assert!(e.message().contains("overwrite = true"), "{e}");
     assert!(e.message().contains("take1.wav"), "{e}");
-    // new() refuses too, and leaves the old file alone.
-    let cfg = parse_config(&format!(r#"{{"path": {}}}"#, json_path(&existing))).unwrap();
-    assert!(WavWriter::new(cfg, &c).is_err());
     assert_eq!(fs::read(&existing).unwrap(), b"old recording");
 
     let cfg = parse_config(&format!(
@@ -333,7 +336,9 @@ fn check_refuses_an_existing_file_and_creates_nothing() {
     // per_channel checks the files it would write.
     fs::write(dir.path("multi-1.wav"), b"x").unwrap();
     let cfg = parse_config(r#"{"path": "multi.wav", "per_channel": true}"#).unwrap();
-    let e = WavWriter::check(&cfg, &c).unwrap_err();
+    let e = WavWriter::new(cfg, &c)
+        .err()
+        .expect("new refuses an existing file");
     assert!(e.message().contains("multi-1.wav"), "{e}");
 
     // A file where a folder is needed.
