@@ -842,3 +842,31 @@ buffer = { capacity_blocks = 64, when_full = "block" }
         recovered.duration_since(killed).as_secs_f64() * 1000.0
     );
 }
+
+/// A device given with its channels and rate needs no device to validate (it may be on the
+/// machine that runs the pipeline): one that matches nothing here is a warning listing what is
+/// here, and validation passes.
+#[test]
+fn a_device_absent_here_is_a_warning_listing_the_present_ones_when_its_format_is_given() {
+    let dir = TempDir::new("devcap-absent");
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        stereo_i16_pipeline(480, "").replace("tapeline_test", "no-such-device-xyz"),
+    )
+    .unwrap();
+    let out = tapeline(
+        Path::new("/dev/null"),
+        &["validate", pipeline.to_str().unwrap()],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(
+        text.contains("warning: cpal-capture: no input device here matches `no-such-device-xyz`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tapeline_test"),
+        "lists the devices there are: {text}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Pipeline files: TOML → [`parse::PipelineFile`] → checked [`validate::Plan`], with every
 //! mistake reported at its file:line:column, with the stage id and a fix to try.
 
+pub mod device_check;
 pub mod diagnostic;
 pub mod parse;
 pub mod schema;

@@ -102,6 +102,7 @@ pub fn plan(
     let order = order_stages(file, &inputs.deps, diags);
     let wiring = ask_plugins(&index, base_dir, &entries, &inputs, &order, diags);
     check_unreached_configs(file, base_dir, &entries, &wiring.asked, diags);
+    super::device_check::warn_absent_devices(file, diags);
     check_source_rates(file, &order, &wiring.outputs, &wiring.resolved, diags);
     warn_unconsumed(&index, &inputs, &wiring, diags);
     if error_count(diags) > errors_before {
