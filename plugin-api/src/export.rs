@@ -568,7 +568,7 @@ macro_rules! export_plugin {
             $crate::abi_stable::library::__call_root_module_loader(__tapeline_root_module)
         }
         /// The symbol abi_stable's loader looks up (what `#[export_root_module]` would emit).
-        #[no_mangle]
+        #[unsafe(no_mangle)]
         #[allow(non_upper_case_globals)]
         pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::abi_stable::library::LibHeader =
             $crate::export::lib_header(__tapeline_erased_root);
