@@ -30,6 +30,14 @@ step cargo build --workspace --all-targets
 step cargo clippy --workspace --all-targets -- -D warnings
 step cargo test --workspace
 
+# The loom model of the edges' wake-up protocol (host/src/discipline/buffers/wake_slot.rs): the
+# host's unit tests built with `--cfg loom` for the host crate alone (`cargo rustc`, so that no
+# dependency is rebuilt), of which only the `loom_` tests run.
+echo "==> loom model of the wake-up protocol: cargo rustc -p tapeline --lib --profile test -- --cfg loom, then its loom_ tests"
+loom_tests=$(cargo rustc -p tapeline --lib --profile test --message-format=json-render-diagnostics -- --cfg loom |
+  sed -n 's/^{"reason":"compiler-artifact".*"executable":"\([^"]*\)".*/\1/p')
+"${loom_tests:?cargo rustc named no test binary}" loom_ --test-threads=1
+
 # The README's main command as a fresh machine runs it: the default members must build with no
 # system library (a `pkg-config` that always fails stands in for a machine without any), and the
 # demo must run. Debug profile and the same target folder, so only the host is rebuilt (without

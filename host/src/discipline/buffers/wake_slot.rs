@@ -1,11 +1,32 @@
 //! Waiting without allocating: the slot one end of an edge parks in, woken by the other end.
 
-use std::sync::atomic::{fence, AtomicBool};
 use std::sync::OnceLock;
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::ORD;
+use sync::{fence, AtomicBool, Thread};
+
+/// What the protocol is built from: std's atomics and threads, or, in the model test
+/// (`--cfg loom`, see `loom_tests` below), loom's, so that the model checks this very code.
+#[cfg(not(all(test, loom)))]
+mod sync {
+    pub(super) use std::hint::spin_loop;
+    pub(super) use std::sync::atomic::{fence, AtomicBool};
+    pub(super) use std::thread::{current, park, park_timeout, Thread};
+}
+
+#[cfg(all(test, loom))]
+mod sync {
+    pub(super) use loom::hint::spin_loop;
+    pub(super) use loom::sync::atomic::{fence, AtomicBool};
+    pub(super) use loom::thread::{current, park, Thread};
+
+    /// loom has no timed park. A timed park may return early anyway, so a yield is one of the
+    /// behaviours the real one has (the model tests wait without a deadline).
+    pub(super) fn park_timeout(_: std::time::Duration) {
+        loom::thread::yield_now();
+    }
+}
 
 /// One side's place to wait without allocating: the thread that waits there, and whether it is
 /// waiting now. The other side calls [`WakeSlot::wake`] after every change the waiter may be
@@ -25,7 +46,9 @@ pub(crate) struct WakeSlot {
 }
 
 /// How many times a waiter retries before parking (a block often arrives within microseconds).
-const SPINS: u32 = 64;
+/// Once in the model test: every retry would multiply the interleavings it explores, and the
+/// retries before parking are not part of the protocol.
+const SPINS: u32 = if cfg!(all(test, loom)) { 1 } else { 64 };
 /// How often a waiter that is not the slot's registered thread checks again.
 const POLL: Duration = Duration::from_millis(1);
 
@@ -42,9 +65,9 @@ impl WakeSlot {
             if let Some(v) = attempt() {
                 return Some(v);
             }
-            std::hint::spin_loop();
+            sync::spin_loop();
         }
-        let me = std::thread::current();
+        let me = sync::current();
         let registered = self.thread.get_or_init(|| me.clone()).id() == me.id();
         loop {
             self.waiting.store(true, ORD);
@@ -63,8 +86,8 @@ impl WakeSlot {
                 nap = Some(nap.map_or(d - now, |n| n.min(d - now)));
             }
             match nap {
-                Some(n) => std::thread::park_timeout(n),
-                None => std::thread::park(),
+                Some(n) => sync::park_timeout(n),
+                None => sync::park(),
             }
             self.waiting.store(false, ORD);
         }
@@ -78,5 +101,193 @@ impl WakeSlot {
                 t.unpark();
             }
         }
+    }
+}
+
+/// The model test of the wake-up protocol, built only with `--cfg loom` for this crate's unit
+/// tests. scripts/test.sh passes the flag to the host crate alone, so no dependency is rebuilt:
+///
+/// ```sh
+/// cargo rustc -p tapeline --lib --profile test --message-format=json -- --cfg loom \
+///   | grep -o '"executable":"[^"]*"'      # the test binary
+/// target/debug/deps/tapeline-<hash> loom_ --test-threads=1
+/// ```
+///
+/// loom runs each body under every interleaving of its threads (up to a bound on preemptions)
+/// and every reordering of memory operations the orderings allow; a waiter that stays parked
+/// for good ends the model with "deadlock", which fails the test. (The slot's `OnceLock` stays
+/// std's: it is set by the waiter before it first announces itself, so it is not part of the
+/// race the model explores.)
+///
+/// Weaken either `fence(ORD)` above (`AcqRel`, or no fence) and these tests fail: the waiter's
+/// announcement and the waker's change can then each miss the other.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::WakeSlot;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize};
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+    /// At most this many preemptions per execution (`LOOM_MAX_PREEMPTIONS` overrides): a lost
+    /// wake-up needs one or two; 5 takes a few seconds for all three models in a debug build
+    /// (6 takes about 4 times that, 8 about 30 times).
+    const PREEMPTIONS: usize = 5;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound.get_or_insert(PREEMPTIONS);
+        builder.check(f);
+    }
+
+    #[test]
+    fn loom_a_waiter_always_sees_the_change_or_is_woken() {
+        model(|| {
+            let slot = Arc::new(WakeSlot::default());
+            let flag = Arc::new(AtomicBool::new(false));
+            let waker = {
+                let (slot, flag) = (Arc::clone(&slot), Arc::clone(&flag));
+                thread::spawn(move || {
+                    flag.store(true, Release);
+                    slot.wake();
+                })
+            };
+            assert_eq!(
+                slot.wait(None, || flag.load(Acquire).then_some(())),
+                Some(())
+            );
+            waker.join().unwrap();
+        });
+    }
+
+    /// Blocks a queue of this many holds at once: one, so the producer waits for room as
+    /// often as the consumer waits for data.
+    const CAP: usize = 1;
+
+    /// An edge reduced to its protocol, used the way `Producer` and `Consumer` use theirs
+    /// (`Block` policy): a single-producer single-consumer ring whose indices are published
+    /// with release/acquire only (weaker than the crossbeam channel of a real edge, so what
+    /// holds here holds there), the `producer_gone` and `closed` flags, and two wake slots.
+    #[derive(Default)]
+    struct Edge {
+        slots: [AtomicUsize; CAP],
+        head: AtomicUsize,
+        tail: AtomicUsize,
+        producer_gone: AtomicBool,
+        closed: AtomicBool,
+        consumer_wake: WakeSlot,
+        producer_wake: WakeSlot,
+    }
+
+    // `% CAP` stays for a larger `CAP`.
+    #[allow(clippy::modulo_one)]
+    impl Edge {
+        fn try_push(&self, v: usize) -> bool {
+            let tail = self.tail.load(Relaxed);
+            if tail - self.head.load(Acquire) == CAP {
+                return false;
+            }
+            self.slots[tail % CAP].store(v, Relaxed);
+            self.tail.store(tail + 1, Release);
+            true
+        }
+
+        fn try_pop(&self) -> Option<usize> {
+            let head = self.head.load(Relaxed);
+            if self.tail.load(Acquire) == head {
+                return None;
+            }
+            let v = self.slots[head % CAP].load(Relaxed);
+            self.head.store(head + 1, Release);
+            Some(v)
+        }
+
+        /// `Producer::push`: wait for room (or for the consumer to leave), then wake it.
+        fn push(&self, v: usize) -> Result<(), ()> {
+            let sent = self.producer_wake.wait(None, || {
+                if self.closed.load(SeqCst) {
+                    return Some(false);
+                }
+                self.try_push(v).then_some(true)
+            });
+            if sent != Some(true) {
+                return Err(());
+            }
+            self.consumer_wake.wake();
+            Ok(())
+        }
+
+        /// Dropping the `Producer`.
+        fn producer_leaves(&self) {
+            self.producer_gone.store(true, SeqCst);
+            self.consumer_wake.wake();
+        }
+
+        /// `Consumer::recv`: the next value, `None` once the producer is gone and all is taken.
+        fn recv(&self) -> Option<usize> {
+            self.consumer_wake
+                .wait(None, || {
+                    let gone = self.producer_gone.load(SeqCst);
+                    match self.try_pop() {
+                        Some(v) => {
+                            self.producer_wake.wake();
+                            Some(Some(v))
+                        }
+                        None if gone => Some(None),
+                        None => None,
+                    }
+                })
+                .flatten()
+        }
+
+        /// Dropping the `Consumer`: close, discard what is queued, wake the producer.
+        fn close(&self) {
+            self.closed.store(true, SeqCst);
+            while self.try_pop().is_some() {}
+            self.producer_wake.wake();
+        }
+    }
+
+    #[test]
+    fn loom_edge_delivers_every_block_in_order_and_both_ends_finish() {
+        const N: usize = 3;
+        model(|| {
+            let edge = Arc::new(Edge::default());
+            let producer = {
+                let edge = Arc::clone(&edge);
+                thread::spawn(move || {
+                    for v in 0..N {
+                        edge.push(v).expect("the consumer stays");
+                    }
+                    edge.producer_leaves();
+                })
+            };
+            let got: Vec<usize> = std::iter::from_fn(|| edge.recv()).collect();
+            assert_eq!(got, (0..N).collect::<Vec<_>>());
+            producer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_edge_closing_the_consumer_releases_a_waiting_producer() {
+        model(|| {
+            let edge = Arc::new(Edge::default());
+            let producer = {
+                let edge = Arc::clone(&edge);
+                thread::spawn(move || {
+                    // Queued: the one taken, one before the close drains it, one that slips
+                    // in between the close and the drain; the next push must fail.
+                    let mut queued = 0;
+                    while edge.push(queued).is_ok() {
+                        queued += 1;
+                        assert!(queued <= CAP + 2, "pushes kept succeeding after the close");
+                    }
+                    edge.producer_leaves();
+                })
+            };
+            assert_eq!(edge.recv(), Some(0));
+            edge.close();
+            producer.join().unwrap();
+        });
     }
 }
