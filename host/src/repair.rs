@@ -192,7 +192,9 @@ fn repair_in(m: &mut impl Medium) -> Result<RepairReport, RepairError> {
     let available = len - body;
 
     let declared_fits = l.data_size <= available && l.data_size % l.block_align == 0;
-    let riff_matches = l.riff_size + 8 == len || l.riff_size + 8 == len + 1;
+    // A RIFF size near u64::MAX (a damaged ds64) matches nothing rather than overflowing.
+    let riff_end = l.riff_size.checked_add(8);
+    let riff_matches = riff_end == Some(len) || riff_end == len.checked_add(1);
     if declared_fits
         && riff_matches
         && chunks_fill_to_end(m, body + l.data_size + (l.data_size & 1), len)?
