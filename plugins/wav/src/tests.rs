@@ -755,3 +755,77 @@ fn reader_follows_a_symlink_to_a_wav_file() {
     let (samples, _) = read_blocks(&mut r, 1, 480, 2);
     assert_eq!(samples.len(), 48);
 }
+
+/// The f32 quantizer gives, for every one of the 2^32 f32 bit patterns (NaNs, infinities,
+/// subnormals included), the same pcm16 and pcm24 bytes as rounding `x * 2^(N-1)` half away
+/// from zero in f64 and clamping, as the writer did before; pcm32 on a dense sample.
+mod quantize_is_exact {
+    use crate::writer::{encode, encode_slice, SampleFormat};
+
+    fn reference(x: f32, scale: f64, lo: i64, hi: i64) -> i64 {
+        let v = f64::from(x) * scale;
+        ((v + 0.5f64.copysign(v)) as i64).clamp(lo, hi)
+    }
+
+    fn encoded<const W: usize>(format: SampleFormat, x: f32) -> [u8; W] {
+        let mut out = [0u8; W];
+        assert_eq!(encode(format, &mut std::iter::once(x), &mut out), W);
+        out
+    }
+
+    /// Every f32 from `from` to `to`, in batches through the writer's own slice encoder.
+    fn check_range(from: u32, to: u32) {
+        const BATCH: u32 = 1 << 16;
+        let mut xs = vec![0f32; BATCH as usize];
+        let (mut b16, mut b24) = (vec![0u8; 2 * BATCH as usize], vec![0u8; 3 * BATCH as usize]);
+        let mut start = from;
+        loop {
+            let n = (to - start).min(BATCH - 1) + 1;
+            for (i, x) in xs[..n as usize].iter_mut().enumerate() {
+                *x = f32::from_bits(start + i as u32);
+            }
+            let xs = &xs[..n as usize];
+            encode_slice(SampleFormat::Pcm16, xs, &mut b16);
+            encode_slice(SampleFormat::Pcm24, xs, &mut b24);
+            for (i, &x) in xs.iter().enumerate() {
+                let want16 = (reference(x, 32_768.0, -32_768, 32_767) as i16).to_le_bytes();
+                let want24 =
+                    (reference(x, 8_388_608.0, -8_388_608, 8_388_607) as i32).to_le_bytes();
+                let bits = x.to_bits();
+                assert_eq!(b16[2 * i..2 * i + 2], want16, "pcm16 of {x:e} ({bits:#x})");
+                assert_eq!(
+                    b24[3 * i..3 * i + 3],
+                    want24[..3],
+                    "pcm24 of {x:e} ({bits:#x})"
+                );
+            }
+            if to - start < BATCH {
+                break;
+            }
+            start += BATCH;
+        }
+    }
+
+    #[test]
+    fn pcm16_and_pcm24_for_every_f32() {
+        // Two halves on two threads (the test profile optimises this crate: see Cargo.toml).
+        let half = std::thread::spawn(|| check_range(0x8000_0000, u32::MAX));
+        check_range(0, 0x7fff_ffff);
+        half.join().unwrap();
+    }
+
+    #[test]
+    fn pcm32_on_a_dense_sample() {
+        for i in 0..=1_000_000u32 {
+            let x = f32::from_bits(i.wrapping_mul(4_294_967_291 / 1_000_000 + 1));
+            for x in [x, -x, (i as f32) / 1e6, -(i as f32) / 1e6] {
+                let want = reference(x, 2_147_483_648.0, -2_147_483_648, 2_147_483_647) as i32;
+                assert_eq!(
+                    encoded::<4>(SampleFormat::Pcm32, x),
+                    want.to_le_bytes(),
+                    "pcm32 of {x:e}"
+                );
+            }
+        }
+    }
+}
