@@ -203,6 +203,33 @@ fn a_block_is_on_disk_without_flush_when_syncing_every_block() {
 }
 
 #[test]
+fn sync_end_syncs_only_when_finalised() {
+    let dir = TempDir::new("sync-end");
+    let path = dir.path("job.wav");
+    let cfg = format!(
+        r#""path": {}, "sync_interval_ms": 0, "sync": "end""#,
+        json_path(&path)
+    );
+    let mut w = new_writer(&dir, &cfg, 2).unwrap();
+    let block = [0.25f32; 960];
+    let input = InputBlock {
+        samples: RSlice::from_slice(&block),
+        frames: 480,
+        channels: 2,
+        position: 0,
+        flags: 0,
+    };
+    for _ in 0..3 {
+        w.write(&input).unwrap();
+    }
+    w.flush().unwrap();
+    // Nothing synced yet: the header still counts no audio, though every interval has passed.
+    assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 0);
+    assert_eq!(w.finalize().unwrap().frames_written, 1440);
+    assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 1440);
+}
+
+#[test]
 fn per_channel_writes_one_mono_file_per_channel() {
     let dir = TempDir::new("per-channel");
     let path = dir.path("rec.wav");

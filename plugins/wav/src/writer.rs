@@ -68,6 +68,21 @@ pub struct WavWriterConfig {
     /// audio a crash can lose. 0 syncs after every block.
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
+    /// "interval" (default): sync every `sync_interval_ms`, for recordings a crash must not
+    /// take. "end": one sync when the file is finalised, for file jobs that can simply be run
+    /// again: faster, but a crash leaves a header that counts nothing (`tapeline repair`
+    /// recovers every complete frame that reached the disk).
+    #[serde(default)]
+    pub sync: SyncMode,
+}
+
+/// When `wav-writer` makes its files durable.
+#[derive(Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    #[default]
+    Interval,
+    End,
 }
 
 fn default_sync_interval_ms() -> u64 {
@@ -93,6 +108,7 @@ pub struct WavWriter {
     header: [u8; MAX_HEADER],
     sync_interval: Duration,
     last_sync: Instant,
+    sync_mode: SyncMode,
     /// Set after a failed write: the files may hold part of a block, so `finalize` trusts the
     /// file length, not the frame count.
     failed: bool,
@@ -156,6 +172,7 @@ impl Storage for WavWriter {
             header,
             sync_interval: Duration::from_millis(config.sync_interval_ms),
             last_sync: Instant::now(),
+            sync_mode: config.sync,
             failed: false,
             report: None,
         })
@@ -195,14 +212,14 @@ impl Storage for WavWriter {
             }
         }
         self.frames += u64::from(block.frames);
-        if self.last_sync.elapsed() >= self.sync_interval {
+        if self.sync_mode == SyncMode::Interval && self.last_sync.elapsed() >= self.sync_interval {
             self.sync()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> PluginResult<()> {
-        if self.report.is_some() || self.failed {
+        if self.report.is_some() || self.failed || self.sync_mode == SyncMode::End {
             return Ok(());
         }
         self.sync()
