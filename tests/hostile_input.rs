@@ -350,3 +350,28 @@ fn devices_with_an_unknown_backend_names_it_and_lists_the_known_ones() {
         "{err}"
     );
 }
+
+/// Queues that would need more memory than the limit are refused by `validate` at the stage,
+/// naming the numbers, instead of aborting `run` when the pools are allocated.
+#[test]
+fn queues_over_the_memory_limit_are_refused_with_the_numbers() {
+    let dir = TempDir::new("queue-memory");
+    let toml = "version = 1\n[pipeline]\nblock_frames = 1048576\n[capture.t]\nplugin = \"tone\"\n\
+                channels = 64\nseconds = 1.0\n[storage.n]\nplugin = \"null\"\ninputs = [\"t\"]\n\
+                buffer = { capacity_blocks = 65536 }\n";
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    for command in ["validate", "run"] {
+        let out = run_in(dir.path(), [command, "p.toml"]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{command}: {err}");
+        assert!(
+            err.starts_with("p.toml:8:10: error: the queues would take"),
+            "{command}: {err}"
+        );
+        assert!(
+            err.contains("(limit 1024 MiB)")
+                && err.contains("65538 blocks of 1048576 frames x 64 channels"),
+            "{err}"
+        );
+    }
+}

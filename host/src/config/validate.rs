@@ -108,7 +108,56 @@ pub fn plan(
     if error_count(diags) > errors_before {
         return None;
     }
-    build_plan(file, base_dir, &order, &entries, &wiring)
+    let plan = build_plan(file, base_dir, &order, &entries, &wiring)?;
+    check_buffer_memory(&plan, file, diags).then_some(plan)
+}
+
+/// Most memory every edge's pooled blocks may take together. A pipeline over it would abort at
+/// start when the pools are allocated (or take the machine's memory).
+pub const MAX_BUFFER_BYTES: u64 = 1 << 30;
+
+/// The blocks of every edge (`capacity_blocks + 2` per edge, each `max_frames * channels`
+/// samples of 4 bytes) fit in [`MAX_BUFFER_BYTES`]; if not, an error at the stage with the
+/// largest input queue, naming the numbers.
+fn check_buffer_memory(plan: &Plan, file: &PipelineFile, diags: &mut Vec<Diagnostic>) -> bool {
+    let bytes = |e: &PlannedEdge| {
+        (u64::from(e.capacity_blocks) + 2)
+            * u64::from(e.max_frames)
+            * u64::from(e.format.channels)
+            * 4
+    };
+    let total: u64 = plan.edges.iter().map(bytes).sum();
+    let Some(largest) = plan.edges.iter().max_by_key(|e| bytes(e)) else {
+        return true;
+    };
+    if total <= MAX_BUFFER_BYTES {
+        return true;
+    }
+    let stage = &plan.stages[largest.to];
+    let span = file
+        .stages
+        .iter()
+        .find(|s| s.id == stage.id)
+        .map_or(0..0, |s| s.header_span.clone());
+    let mib = |b: u64| b / (1 << 20);
+    diags.push(
+        Diagnostic::error(
+            format!(
+                "the queues would take {} MiB (limit {} MiB); the largest, `{}`, holds {} blocks of {} frames x {} channels ({} MiB)",
+                mib(total),
+                mib(MAX_BUFFER_BYTES),
+                largest.label,
+                largest.capacity_blocks + 2,
+                largest.max_frames,
+                largest.format.channels,
+                mib(bytes(largest))
+            ),
+            span,
+        )
+        .help("lower `buffer = { capacity_blocks = ... }` on this stage, or `block_frames` in [pipeline]")
+        .stage(&stage.id),
+    );
+    false
 }
 
 fn error_count(diags: &[Diagnostic]) -> usize {
