@@ -133,7 +133,10 @@ impl Capture for WavFileReader {
             self.pos += n as u64;
         }
         out.set_frames(filled as u32);
-        Ok(if !self.looping && self.pos == self.total {
+        // Looping a file with no frames loops nothing: it ends (it returned `More` with no
+        // frames for ever, and a run with it never ended).
+        let endless = self.looping && self.total > 0;
+        Ok(if !endless && self.pos == self.total {
             ReadStatus::Finished
         } else {
             ReadStatus::More
@@ -141,7 +144,7 @@ impl Capture for WavFileReader {
     }
 
     fn length_frames(&self) -> Option<u64> {
-        (!self.looping).then_some(self.total)
+        (!self.looping || self.total == 0).then_some(self.total)
     }
 }
 
