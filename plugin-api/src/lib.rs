@@ -47,6 +47,7 @@ pub mod abi;
 #[doc(hidden)]
 pub mod export;
 pub mod sdk;
+pub mod testing;
 
 #[doc(hidden)]
 pub use abi_stable;

@@ -8,6 +8,7 @@ use crate::discipline::lock_order::{LockLevel, OrderedMutex, OrderedMutexGuard};
 mod devices;
 mod graph;
 mod live;
+mod new_plugin;
 mod plugins;
 mod repair;
 mod run;
@@ -95,6 +96,10 @@ pub enum Command {
     /// One line per test; `--junit FILE` for CI. Exit 0 if all pass, 1 if one fails, 2 if a
     /// test file cannot be used. See docs/testing-with-mocks.md.
     Test(test::TestArgs),
+    /// Create a plugin crate: NAME/ with Cargo.toml, src/lib.rs (a gain, a sine source or a
+    /// frame-counting sink, with a unit test) and example.toml; it builds with `cargo build`,
+    /// loads (`tapeline doctor`) and runs in its example pipeline. See docs/plugin-guide.md.
+    NewPlugin(new_plugin::NewPluginArgs),
     /// The process of one isolated stage (`isolate = true`), started by `tapeline run` with its
     /// socket as standard input. Not for people.
     #[command(name = "__stage", hide = true)]
@@ -182,6 +187,7 @@ fn dispatch(cli: Cli) -> CliResult {
         Command::Repair(args) => repair::repair(&cli.global, args),
         Command::Devices(args) => devices::devices(&cli.global, args),
         Command::Test(args) => test::test(&cli.global, args),
+        Command::NewPlugin(args) => new_plugin::new_plugin(&cli.global, args),
         Command::Stage => Ok(crate::isolation::child::serve()),
     }
 }
