@@ -12,9 +12,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::RngSeed;
 use tapeline::config::{self, Report, Severity};
 use tapeline::plugins::Registry;
 
@@ -22,17 +23,7 @@ use tapeline::plugins::Registry;
 const CASE_LIMIT: Duration = Duration::from_secs(5);
 
 fn config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = 256;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        c.rng_seed = RngSeed::Fixed(0x7A9E_114E);
-    }
-    // A failure prints its input; nothing is written next to the sources.
-    c.failure_persistence = None;
-    c.max_shrink_time = 60_000;
-    c
+    common::proptest_config(0x7A9E_114E)
 }
 
 fn workspace_root() -> &'static Path {

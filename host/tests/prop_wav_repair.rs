@@ -15,9 +15,10 @@ use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::RngSeed;
 use tapeline::repair::{repair, RepairError, RepairReport};
 
 /// Counts, per thread, the bytes asked for while [`measure`] runs (the largest single request
@@ -88,17 +89,7 @@ const MAX_ALLOCATED: usize = 4 << 20;
 const CASE_LIMIT: Duration = Duration::from_secs(5);
 
 fn config() -> ProptestConfig {
-    let mut c = ProptestConfig::default();
-    if std::env::var_os("PROPTEST_CASES").is_none() {
-        c.cases = 256;
-    }
-    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        c.rng_seed = RngSeed::Fixed(0x7A9E_11AE);
-    }
-    // A failure prints its input; nothing is written next to the sources.
-    c.failure_persistence = None;
-    c.max_shrink_time = 60_000;
-    c
+    common::proptest_config(0x7A9E_11AE)
 }
 
 /// A file of its own for one test thread.

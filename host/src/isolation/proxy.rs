@@ -391,6 +391,10 @@ impl CaptureObj for ChildStage {
     }
 }
 
+/// The largest process request header: a count byte and 20 bytes per
+/// block (frames, flags, position, channels), for inputs and outputs.
+const PROCESS_HEADER: usize = 2 + 2 * MAX_PORTS * 20;
+
 impl ProcessorObj for ChildStage {
     fn process<'a, 'b>(
         &mut self,
@@ -398,7 +402,7 @@ impl ProcessorObj for ChildStage {
         mut outputs: RSliceMut<'b, OutputBlock<'a>>,
     ) -> RResult<(), PluginError> {
         let done = self.ensure().and_then(|()| {
-            let mut h: ArrayVec<u8, 2400> = ArrayVec::new();
+            let mut h: ArrayVec<u8, PROCESS_HEADER> = ArrayVec::new();
             h.push(inputs.len() as u8);
             for (i, b) in inputs.iter().enumerate() {
                 let region = self.shm().input(i);

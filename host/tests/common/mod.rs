@@ -1,0 +1,19 @@
+//! What the host's property tests share.
+
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+
+/// 256 cases from a fixed seed (each overridable with `PROPTEST_CASES` /
+/// `PROPTEST_RNG_SEED`); a failure prints its input and writes nothing next to
+/// the sources; shrinking stops after a minute.
+pub fn proptest_config(seed: u64) -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 256;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        c.rng_seed = RngSeed::Fixed(seed);
+    }
+    c.failure_persistence = None;
+    c.max_shrink_time = 60_000;
+    c
+}
