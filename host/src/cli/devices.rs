@@ -6,8 +6,6 @@
 //! binding needs system packages to build. Without it the command exists and says how to get it.
 
 #[cfg(feature = "devices")]
-use std::io::Write;
-#[cfg(feature = "devices")]
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -100,8 +98,7 @@ pub fn devices(_global: &GlobalArgs, args: DevicesArgs) -> CliResult {
             text
         }
     };
-    // A closed pipe (`| head`) is not an error worth a panic.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    super::print_out(&text);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -122,9 +122,6 @@ pub struct SchemaArgs {}
 pub fn schema(global: &GlobalArgs, _args: SchemaArgs) -> CliResult {
     let reg = registry(global);
     let schema = config::schema::pipeline_schema(&reg);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&schema).unwrap_or_default()
-    );
+    super::print_out(&(serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"));
     Ok(ExitCode::SUCCESS)
 }

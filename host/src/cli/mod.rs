@@ -227,11 +227,17 @@ pub(crate) fn note_reading_stdin() {
     }
 }
 
-/// Write `text` to stdout; a closed pipe (`| head`) is not an error worth a panic.
+/// Write `text` to stdout. A closed pipe (`| head`) is not an error worth a word; any other
+/// failure (a full disk) is said on stderr.
 pub(crate) fn print_out(text: &str) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: could not write to standard output: {e}");
+        }
+        _ => {}
+    }
 }
 
 /// Columns to wrap text to: the terminal's when stdout is one (`COLUMNS` if it cannot be
