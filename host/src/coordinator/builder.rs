@@ -60,6 +60,15 @@ pub fn build(plan: &Plan, shared: &Shared) -> Result<Graph, Vec<RunError>> {
         .iter()
         .map(|s| s.inputs.iter().map(|_| None).collect())
         .collect();
+    // Behind a live source every block is passed on at once; elsewhere the ends of an edge
+    // wake each other once per batch of blocks.
+    let batch = |capacity: u32| {
+        if has_live_source(plan) {
+            1
+        } else {
+            (capacity / 4).clamp(1, 16)
+        }
+    };
     for (n, e) in plan.edges.iter().enumerate() {
         let (p, c, stats) = buffers::edge(EdgeSpec {
             label: e.label.clone(),
@@ -67,6 +76,7 @@ pub fn build(plan: &Plan, shared: &Shared) -> Result<Graph, Vec<RunError>> {
             max_frames: e.max_frames,
             capacity_blocks: e.capacity_blocks,
             when_full: e.when_full,
+            wake_batch: batch(e.capacity_blocks),
         });
         io[e.from].outputs[e.from_port].push(p);
         match plan.stages[e.to].inputs.iter().position(|&i| i == n) {
@@ -168,18 +178,38 @@ fn isolation_of(plan: &Plan, s: &PlannedStage, base_dir: &str) -> Option<Isolate
         shm: String::new(),
         in_samples: in_samples.clone(),
         out_samples: out_samples.clone(),
+        slots: 1,
         limits: s.limits,
     };
+    let slots = ring_slots(plan, &in_samples, &out_samples);
     let iso = Isolation::new(
         s.limits,
         plan.file.stall_timeout_ms,
         in_samples,
         out_samples,
+        slots,
     );
     Some(Isolated {
         iso: Arc::new(iso),
         init,
     })
+}
+
+/// A capture from a live source (a device) feeds the pipeline: blocks must not wait.
+fn has_live_source(plan: &Plan) -> bool {
+    plan.stages
+        .iter()
+        .any(|s| s.kind == tapeline_plugin_api::PluginKind::Capture && s.entry.manifest.live)
+}
+
+/// Calls an isolated processor keeps in flight: one behind a live source (a call waits for its
+/// own answer: no latency added), else as many as about 1 MiB of blocks holds (4 to 32).
+fn ring_slots(plan: &Plan, in_samples: &[usize], out_samples: &[usize]) -> usize {
+    if has_live_source(plan) {
+        return 1;
+    }
+    let bytes = 4 * (in_samples.iter().sum::<usize>() + out_samples.iter().sum::<usize>());
+    ((2 << 20) / bytes.max(1)).clamp(4, crate::isolation::proxy_process::MAX_SLOTS)
 }
 
 /// What the plan promises and the builder relies on, checked for every stage at once.

@@ -51,9 +51,14 @@ impl ProcessStage {
         out_ports: Vec<(PortFormat, u32)>,
         block_frames: u32,
     ) -> Self {
+        // Only a stage with several inputs goes on after one of them ended.
+        let several = input_formats.len() > 1;
         let silence = input_formats
             .iter()
-            .map(|f| vec![0.0; block_frames as usize * 4 * f.channels as usize])
+            .map(|f| {
+                let n = if several { 4 * f.channels as usize } else { 0 };
+                vec![0.0; block_frames as usize * n]
+            })
             .collect();
         let scratch = out_ports
             .iter()
@@ -136,6 +141,10 @@ impl ProcessStage {
         let mut out_frames = 0;
         for (p, &(n, f)) in self.produced.iter().enumerate() {
             let n = n.min(self.out_ports[p].1);
+            if n == 0 && f == 0 {
+                // Nothing yet (a processor with latency, an isolated one's first calls).
+                continue;
+            }
             let ch = self.out_ports[p].0.channels as usize;
             let at = (n, io.positions[p], f);
             push_all(
@@ -153,7 +162,9 @@ impl ProcessStage {
     /// End of stream: let the processor write what it still holds (a filter's tail).
     fn tail(&mut self, instance: &mut ProcessorBox, io: &mut StageIo, c: &Component) {
         self.held.clear();
-        for _ in 0..MAX_TAIL_CALLS {
+        // An isolated processor first returns the calls it still has in flight.
+        let in_flight = c.isolation().map_or(0, |i| i.slots as u32);
+        for _ in 0..MAX_TAIL_CALLS + in_flight {
             let started = std::time::Instant::now();
             self.positions.copy_from_slice(&io.positions);
             c.stats.enter(Call::Finish, c.epoch());
@@ -162,7 +173,13 @@ impl ProcessStage {
             if let Err(e) = result {
                 // The stream is over: a failing tail is reported, and nothing is left to stop.
                 c.report(Severity::Warning, e);
-                break;
+                match c.isolation() {
+                    // An isolated processor's calls in flight come back here: one that failed
+                    // loses its block; the others still come (from a fresh process if need be).
+                    Some(iso) => io.count_dropped(DropReason::StageError, iso.take_lost()),
+                    None => break,
+                }
+                continue;
             }
             let out_frames = self.push_produced(io, 0);
             if out_frames == 0 {
@@ -242,9 +259,14 @@ impl StageWork for ProcessStage {
         Flow::Continue
     }
 
-    fn lost(&mut self, io: &mut StageIo, _c: &Component) {
-        // The block this call failed on is dropped (stage error), whatever follows.
-        io.count_dropped(DropReason::StageError, u64::from(self.frames));
+    fn lost(&mut self, io: &mut StageIo, c: &Component) {
+        // The block this call failed on is dropped (stage error), whatever follows. An isolated
+        // processor has calls in flight: it says which failed.
+        let frames = match c.isolation() {
+            Some(iso) => iso.take_lost(),
+            None => u64::from(self.frames),
+        };
+        io.count_dropped(DropReason::StageError, frames);
         self.held.clear();
         io.in_flight = 0;
     }
@@ -252,6 +274,17 @@ impl StageWork for ProcessStage {
     fn finish(&mut self, mut instance: ProcessorBox, io: &mut StageIo, c: &Component) -> StageExit {
         if self.ended.iter().all(|e| *e) && !c.stop().is_abandoned() {
             self.tail(&mut instance, io, c);
+        }
+        if let Some(iso) = c.isolation() {
+            // A failing tail's call, and calls in flight when the stage stops without its tail.
+            for (reason, frames) in [
+                (DropReason::StageError, iso.take_lost()),
+                (DropReason::Shutdown, iso.take_held()),
+            ] {
+                if frames > 0 {
+                    io.count_dropped(reason, frames);
+                }
+            }
         }
         c.wind_down(State::Stopping, "inputs ended");
         for input in &io.inputs {

@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 
 use abi_stable::std_types::{RSlice, RSliceMut, RStr};
 use arrayvec::ArrayVec;
@@ -17,7 +18,8 @@ use tapeline_plugin_api::abi::{
 };
 
 use super::protocol::{encode_error, tag, Channel, Fields, Init, Report};
-use super::shm::{Shared, MAX_PORTS};
+use super::ring;
+use super::shm::{Shared, MAX_PORTS, REPLY_AT};
 use crate::config::Limits;
 use crate::plugins::Registry;
 
@@ -37,6 +39,10 @@ pub fn serve() -> ExitCode {
     let Some((mut instance, mut shm)) = setup(&mut ch) else {
         return ExitCode::from(2);
     };
+    if let Instance::Process(p) = &mut instance {
+        serve_ring(&mut ch, p, &mut shm);
+        return ExitCode::SUCCESS;
+    }
     // Requests are small headers: copied here so the reply can use the channel (no allocation).
     let mut request = [0u8; 4096];
     while let Ok((t, payload)) = ch.recv() {
@@ -59,8 +65,13 @@ fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared)> {
         .map_err(|e| PluginError::other(format!("cannot apply the stage's limits: {e}")))
         .and_then(|()| build(&init))
         .and_then(|i| {
-            let shm = Shared::open(Path::new(&init.shm), &init.in_samples, &init.out_samples)
-                .map_err(|e| PluginError::other(format!("cannot map the shared memory: {e}")))?;
+            let shm = Shared::open(
+                Path::new(&init.shm),
+                &init.in_samples,
+                &init.out_samples,
+                init.slots,
+            )
+            .map_err(|e| PluginError::other(format!("cannot map the shared memory: {e}")))?;
             Ok((i, shm))
         });
     let sent = match &built {
@@ -136,7 +147,7 @@ fn answer(
     payload: &[u8],
 ) -> io::Result<()> {
     let mut f = Fields(payload);
-    let mut reply = [0u8; 17 + 8 * MAX_PORTS + 1 + 8 * MAX_PORTS];
+    let mut reply = [0u8; 17];
     let result: Result<usize, PluginError> = match (t, instance) {
         (tag::START, Instance::Capture(c)) => c.start().into_result().map(|()| 0),
         (tag::STOP, Instance::Capture(c)) => c.stop().into_result().map(|()| 0),
@@ -147,7 +158,6 @@ fn answer(
             Ok(9)
         }
         (tag::READ, Instance::Capture(c)) => read(c, shm, &mut f, &mut reply),
-        (tag::PROCESS, Instance::Process(p)) => process(p, shm, &mut f, &mut reply),
         (tag::WRITE, Instance::Storage(s)) => write(s, shm, &mut f).map(|()| 0),
         (tag::FLUSH, Instance::Storage(s)) => s.flush().into_result().map(|()| 0),
         (tag::FINALIZE, Instance::Storage(s)) => {
@@ -195,15 +205,52 @@ fn read(
     Ok(17)
 }
 
-/// PROCESS: each input's `frames flags position channels`, each output's
-/// `frames channels position flags` → each output's `frames flags`, then the levels.
+/// A processor: answer the calls the host puts in the ring, in order, until it closes the
+/// socket. After a failed call, wait for the host to say go on.
+fn serve_ring(ch: &mut Channel<UnixStream>, p: &mut ProcessorBox, shm: &mut Shared) {
+    let slots = shm.slots() as u64;
+    let mut done = 0u64;
+    let mut positions: ArrayVec<u64, MAX_PORTS> = ArrayVec::new();
+    loop {
+        if let ring::Next::End = ring::wait_call(shm, ch, done) {
+            return;
+        }
+        let s = (done % slots) as usize;
+        let failed = match process(p, shm, s, &mut positions) {
+            Ok(()) => false,
+            Err(e) => {
+                // The error first: the host reads it when it meets the failed answer.
+                if ch.begin(tag::ERR).put(&encode_error(&e)).send().is_err() {
+                    return;
+                }
+                shm.meta(s)[REPLY_AT] = 1;
+                true
+            }
+        };
+        done += 1;
+        shm.ring().completed.store(done, Ordering::SeqCst);
+        if ring::wake_host(shm, ch, done).is_err() {
+            return;
+        }
+        if failed && matches!(ring::wait_resume(ch), ring::Next::End) {
+            return;
+        }
+    }
+}
+
+/// One call from slot `s`: each input's `frames flags position channels`, each output's
+/// `frames channels position flags` → status 0, each output's `frames flags`, then the levels.
+/// `positions` carries each output's position from call to call (the host's, set when it put
+/// the call in the slot, does not count the calls still in flight).
 fn process(
     p: &mut ProcessorBox,
     shm: &mut Shared,
-    f: &mut Fields,
-    reply: &mut [u8],
-) -> Result<usize, PluginError> {
-    let (ins, outs) = shm.split();
+    s: usize,
+    positions: &mut ArrayVec<u64, MAX_PORTS>,
+) -> Result<(), PluginError> {
+    let (meta, ins, outs) = shm.split(s);
+    let (request, reply) = meta.split_at_mut(REPLY_AT);
+    let mut f = Fields(request);
     let mut inputs: ArrayVec<InputBlock<'_>, MAX_PORTS> = ArrayVec::new();
     for region in ins.iter().take(f.u8() as usize) {
         let (frames, flags, position, channels) = (f.u32(), f.u32(), f.u64(), f.u32());
@@ -218,13 +265,13 @@ fn process(
     }
     let mut outputs: ArrayVec<OutputBlock<'_>, MAX_PORTS> = ArrayVec::new();
     let n_out = f.u8() as usize;
-    for region in outs.into_iter().take(n_out) {
+    for (i, region) in outs.into_iter().take(n_out).enumerate() {
         let (frames, channels, position, flags) = (f.u32(), f.u32(), f.u64(), f.u32());
         outputs.push(OutputBlock {
             samples: RSliceMut::from_mut_slice(region),
             frames,
             channels,
-            position,
+            position: positions.get(i).copied().unwrap_or(position),
             flags,
         });
     }
@@ -233,22 +280,20 @@ fn process(
         RSliceMut::from_mut_slice(&mut outputs),
     )
     .into_result()?;
-    let mut at = 0;
+    positions.clear();
+    positions.extend(outputs.iter().map(|o| o.position + u64::from(o.frames)));
+    let mut put = ring::Put::new(reply);
+    put.u8(0);
     for o in &outputs {
-        reply[at..at + 4].copy_from_slice(&o.frames.to_le_bytes());
-        reply[at + 4..at + 8].copy_from_slice(&o.flags.to_le_bytes());
-        at += 8;
+        put.u32(o.frames).u32(o.flags);
     }
     let levels = p.levels();
     let levels = &levels.as_slice()[..levels.len().min(MAX_PORTS)];
-    reply[at] = levels.len() as u8;
-    at += 1;
+    put.u8(levels.len() as u8);
     for l in levels {
-        reply[at..at + 4].copy_from_slice(&l.peak_db.to_le_bytes());
-        reply[at + 4..at + 8].copy_from_slice(&l.rms_db.to_le_bytes());
-        at += 8;
+        put.f32(l.peak_db).f32(l.rms_db);
     }
-    Ok(at)
+    Ok(())
 }
 
 /// WRITE `frames flags position channels`.

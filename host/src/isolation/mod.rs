@@ -4,14 +4,17 @@
 //!
 //! - [`proxy`]: the host side, a [`proxy::ChildStage`] that stands where the plugin instance
 //!   would and makes each call in the child; the coordinator governs it like any instance.
+//!   [`proxy_process`]: a processor's calls, kept in flight in a [`ring`] of slots so that host
+//!   and child do not wait for each other per block.
 //! - [`child`]: the child side, serving the calls.
-//! - [`protocol`]: the socket's frames (fixed headers per block, JSON only for setup, errors
-//!   and the final report); [`shm`]: the samples, in shared memory; [`exit`]: how a process
-//!   ended, in words.
+//! - [`protocol`]: the socket's frames (fixed headers, JSON only for setup, errors and the final
+//!   report); [`shm`]: the shared memory's layout (the ring's counters, the slots' descriptions
+//!   and samples); [`exit`]: how a process ended, in words.
 //!
-//! Why these pieces: `std`'s `UnixStream::pair` carries control and doubles as the wake-up (one
-//! small write and read each way per block, the same syscalls an eventfd would cost), the
-//! samples cross in a `memmap2` mapping of a file in `/dev/shm` (`bytemuck` views it as `f32`),
+//! Why these pieces: `std`'s `UnixStream::pair` carries control and doubles as the doorbell (a
+//! header-only frame, sent only to a side that said it sleeps; the socket's end is also how
+//! either side learns the other died, which a futex would not say), the samples and the ring's
+//! counters are in a `memmap2` mapping of a file in `/dev/shm` (`bytemuck` views it as `f32`),
 //! and `rustix` sets the limits (`setrlimit`) and sends the watchdog's SIGKILL.
 
 pub mod child;
@@ -19,4 +22,6 @@ pub mod crash_note;
 pub mod exit;
 pub mod protocol;
 pub mod proxy;
+pub mod proxy_process;
+pub mod ring;
 pub mod shm;

@@ -19,11 +19,15 @@ pub mod tag {
     pub const START: u8 = 2;
     pub const READ: u8 = 3;
     pub const STOP: u8 = 4;
-    pub const PROCESS: u8 = 5;
+    // 5 was PROCESS: a processor's calls are in the shared memory's ring (`ring`).
     pub const WRITE: u8 = 6;
     pub const FLUSH: u8 = 7;
     pub const FINALIZE: u8 = 8;
     pub const LENGTH: u8 = 9;
+    /// Header-only: "look at the ring" (see `ring`), to a side that said it sleeps.
+    pub const DOORBELL: u8 = 10;
+    /// Header-only: a processor whose call failed goes on with the next (policy `ignore`).
+    pub const RESUME: u8 = 11;
     pub const OK: u8 = 100;
     pub const ERR: u8 = 101;
 }
@@ -47,6 +51,8 @@ pub struct Init {
     pub shm: String,
     pub in_samples: Vec<usize>,
     pub out_samples: Vec<usize>,
+    /// Slots in the shared memory: a processor's calls in flight (1 for other kinds).
+    pub slots: usize,
     pub limits: crate::config::Limits,
 }
 
@@ -99,6 +105,11 @@ impl<S: Read + Write> Channel<S> {
         self.inp.resize(len, 0);
         self.stream.read_exact(&mut self.inp)?;
         Ok((self.inp[0], &self.inp[1..]))
+    }
+
+    /// The payload of the frame [`Channel::recv`] returned last.
+    pub fn last_payload(&self) -> &[u8] {
+        self.inp.get(1..).unwrap_or(&[])
     }
 }
 

@@ -12,22 +12,24 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{ROption, RResult, RSlice, RSliceMut};
+use abi_stable::std_types::{ROption, RResult};
 use arrayvec::ArrayVec;
+use crossbeam_utils::atomic::AtomicCell;
 use tapeline_plugin_api::abi::{
     CaptureBox, CaptureObj, CaptureObj_TO, ErrorKind, InputBlock, Level, OutputBlock, PluginError,
-    ProcessorBox, ProcessorObj, ProcessorObj_TO, ReadStatus, StorageBox, StorageObj, StorageObj_TO,
+    ProcessorBox, ProcessorObj_TO, ReadStatus, StorageBox, StorageObj, StorageObj_TO,
     StorageReport,
 };
 
 use super::exit::describe;
 use super::protocol::{decode_error, tag, Channel, Fields, Init, Report};
+use super::proxy_process::{Flight, MAX_SLOTS};
 use super::shm::{Shared, MAX_PORTS};
 use crate::config::Limits;
 use crate::discipline::lock_order::{LockLevel, OrderedMutex};
@@ -41,10 +43,46 @@ pub struct Isolation {
     /// Each input's and each output's capacity in samples (the shared memory's regions).
     pub in_samples: Vec<usize>,
     pub out_samples: Vec<usize>,
+    /// A processor's calls in flight at most (the slots of its ring; 1 behind a live source).
+    pub slots: usize,
+    /// Frames of the calls a processor's instance holds (put in a slot, not yet returned),
+    /// including those waiting for the next process: lost if the stage stops without its tail.
+    pub held_frames: AtomicU64,
+    /// Frames of the calls that failed, not yet counted by the stage.
+    lost_frames: AtomicU64,
+    /// The calls a dead process never began, for the stage's next process.
+    pub orphans: OrphanCell,
     /// The running process (0: none).
     pid: AtomicU32,
     /// The watchdog killed the process in a call that did not return.
     killed_for_stall: AtomicBool,
+}
+
+/// Where a process's orphans wait: a pointer swap (lock-free), looked at on every call.
+pub struct OrphanCell(AtomicCell<Option<Box<Orphans>>>);
+
+impl OrphanCell {
+    pub fn take(&self) -> Option<Box<Orphans>> {
+        self.0.take()
+    }
+    pub fn store(&self, o: Box<Orphans>) {
+        self.0.store(Some(o));
+    }
+}
+
+impl std::fmt::Debug for OrphanCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrphanCell")
+    }
+}
+
+/// Calls a processor's dead (or dropped) process was given and never began: their slots in its
+/// shared memory, which the host still maps.
+pub struct Orphans {
+    pub shm: Shared,
+    pub base: u64,
+    pub calls: std::ops::Range<u64>,
+    pub frames: [u32; MAX_SLOTS],
 }
 
 impl Isolation {
@@ -53,12 +91,17 @@ impl Isolation {
         stall_timeout_ms: u64,
         in_samples: Vec<usize>,
         out_samples: Vec<usize>,
+        slots: usize,
     ) -> Self {
         Isolation {
             limits,
             stall_timeout_ms,
             in_samples,
             out_samples,
+            slots: slots.clamp(1, MAX_SLOTS),
+            held_frames: AtomicU64::new(0),
+            lost_frames: AtomicU64::new(0),
+            orphans: OrphanCell(AtomicCell::new(None)),
             pid: AtomicU32::new(0),
             killed_for_stall: AtomicBool::new(false),
         }
@@ -74,13 +117,37 @@ impl Isolation {
         self.killed_for_stall.store(true, Ordering::Release);
         rustix::process::kill_process(pid, rustix::process::Signal::KILL).is_ok()
     }
+
+    /// A process of the stage ended: the watchdog has nothing to kill, unless a fresh one of
+    /// the same stage runs already (a restart starts it before the old one is dropped).
+    fn forget_pid(&self, pid: u32) {
+        self.pid
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
+            .ok();
+    }
+
+    /// Count `frames` as lost by a failed call.
+    pub fn lose(&self, frames: u64) {
+        self.lost_frames.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// The frames failed calls lost since the last time (the stage counts them).
+    pub fn take_lost(&self) -> u64 {
+        self.lost_frames.swap(0, Ordering::Relaxed)
+    }
+
+    /// The frames still held when the stage stops (and forget them).
+    pub fn take_held(&self) -> u64 {
+        self.orphans.take();
+        self.held_frames.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// One running process of the stage.
-struct Running {
+pub(super) struct Running {
     process: Child,
-    ch: Channel<UnixStream>,
-    shm: Shared,
+    pub(super) ch: Channel<UnixStream>,
+    pub(super) shm: Shared,
     /// The last line the process wrote on stderr (its last words, if it dies).
     last_words: Arc<OrderedMutex<String>>,
     stderr: Option<JoinHandle<()>>,
@@ -89,14 +156,16 @@ struct Running {
 /// An isolated stage's instance: the plugin lives in a child process.
 pub struct ChildStage {
     init: Init,
-    iso: Arc<Isolation>,
-    run: Option<Running>,
+    pub(super) iso: Arc<Isolation>,
+    pub(super) run: Option<Running>,
+    /// A processor's calls in flight.
+    pub(super) flight: Flight,
     /// A capture that was started is started again in a fresh process.
     started: bool,
     /// Calls for blocks so far (read, process, write), for the crash message.
     block: u64,
     length: Option<u64>,
-    levels: ArrayVec<Level, MAX_PORTS>,
+    pub(super) levels: ArrayVec<Level, MAX_PORTS>,
     /// The last reply's payload (allocated once; only a long final report grows it).
     reply: Vec<u8>,
 }
@@ -108,6 +177,7 @@ impl ChildStage {
             init,
             iso,
             run: None,
+            flight: Flight::default(),
             started: false,
             block: 0,
             length: None,
@@ -136,11 +206,28 @@ impl ChildStage {
 
     fn launch(&mut self) -> Result<(), PluginError> {
         let iso = &self.iso;
-        let (shm, path) = Shared::create(&self.init.stage_id, &iso.in_samples, &iso.out_samples)
-            .map_err(|e| {
-                PluginError::other(format!("isolation: cannot create shared memory: {e}"))
-            })?;
+        let slots = if self.init.kind == "process" {
+            iso.slots
+        } else {
+            1
+        };
+        let created = Shared::create(
+            &self.init.stage_id,
+            &iso.in_samples,
+            &iso.out_samples,
+            slots,
+        );
+        let (shm, path) = created.map_err(|e| {
+            PluginError::other(format!("isolation: cannot create shared memory: {e}"))
+        })?;
         self.init.shm = path.display().to_string();
+        self.init.slots = slots;
+        self.flight = Flight {
+            sent: self.flight.got,
+            got: self.flight.got,
+            base: self.flight.got,
+            ..Flight::default()
+        };
         let started = spawn(&self.init);
         let answer = started.and_then(|(process, host_end)| {
             let last_words = Arc::new(OrderedMutex::new(LockLevel::ChildOutput, String::new()));
@@ -179,7 +266,7 @@ impl ChildStage {
     }
 
     /// A running process: a fresh one if the last one died (after a crash under `ignore`).
-    fn ensure(&mut self) -> Result<(), PluginError> {
+    pub(super) fn ensure(&mut self) -> Result<(), PluginError> {
         if self.run.is_some() {
             return Ok(());
         }
@@ -213,10 +300,27 @@ impl ChildStage {
 
     /// The process is gone: reap it and say how it ended.
     fn crashed(&mut self, call: &str) -> PluginError {
-        let Some(mut run) = self.run.take() else {
+        if self.run.is_none() {
             return PluginError::new(ErrorKind::Crashed, "crashed: the stage's process is gone");
+        }
+        let (how, words) = self.ended(call);
+        self.run = None;
+        PluginError::new(
+            ErrorKind::Crashed,
+            format!(
+                "crashed: the stage's process {how} at block {}{words}",
+                self.block
+            ),
+        )
+    }
+
+    /// Reap the process that is gone (it stays in `self.run`): how it ended and in which call,
+    /// and (to follow the block number) its last words.
+    pub(super) fn ended(&mut self, call: &str) -> (String, String) {
+        let Some(run) = self.run.as_mut() else {
+            return ("ended".into(), String::new());
         };
-        self.iso.pid.store(0, Ordering::Release);
+        self.iso.forget_pid(run.process.id());
         let status = reap(&mut run.process);
         if let Some(h) = run.stderr.take() {
             h.join().ok();
@@ -237,25 +341,26 @@ impl ChildStage {
         } else {
             format!("; it last wrote: {last}")
         };
-        PluginError::new(
-            ErrorKind::Crashed,
-            format!(
-                "crashed: the stage's process {why} during `{call}` at block {}{words}",
-                self.block
-            ),
-        )
+        (format!("{why} during `{call}`"), words)
     }
 
     /// Close the socket (the child ends by itself), or kill it after a moment.
     fn stop_process(&mut self) {
-        if let Some(mut run) = self.run.take() {
-            self.iso.pid.store(0, Ordering::Release);
-            drop(run.ch);
-            reap(&mut run.process);
-            if let Some(h) = run.stderr.take() {
-                h.join().ok();
-            }
+        if let Some(run) = self.run.take() {
+            drop(self.close(run));
         }
+    }
+
+    /// End a process (it ends by itself when its socket closes; killed after a moment if not)
+    /// and keep its shared memory.
+    pub(super) fn close(&mut self, mut run: Running) -> Shared {
+        self.iso.forget_pid(run.process.id());
+        run.ch.stream.shutdown(std::net::Shutdown::Both).ok();
+        reap(&mut run.process);
+        if let Some(h) = run.stderr.take() {
+            h.join().ok();
+        }
+        run.shm
     }
 
     fn shm(&mut self) -> &mut Shared {
@@ -265,6 +370,10 @@ impl ChildStage {
 
 impl Drop for ChildStage {
     fn drop(&mut self) {
+        if self.init.kind == "process" {
+            // A processor dropped for a restart: its calls in flight go to the fresh process.
+            self.orphan_rest();
+        }
         self.stop_process();
     }
 }
@@ -388,77 +497,6 @@ impl CaptureObj for ChildStage {
 
     fn length_frames(&self) -> ROption<u64> {
         self.length.into()
-    }
-}
-
-/// The largest process request header: a count byte and 20 bytes per
-/// block (frames, flags, position, channels), for inputs and outputs.
-const PROCESS_HEADER: usize = 2 + 2 * MAX_PORTS * 20;
-
-impl ProcessorObj for ChildStage {
-    fn process<'a, 'b>(
-        &mut self,
-        inputs: RSlice<'b, InputBlock<'a>>,
-        mut outputs: RSliceMut<'b, OutputBlock<'a>>,
-    ) -> RResult<(), PluginError> {
-        let done = self.ensure().and_then(|()| {
-            let mut h: ArrayVec<u8, PROCESS_HEADER> = ArrayVec::new();
-            h.push(inputs.len() as u8);
-            for (i, b) in inputs.iter().enumerate() {
-                let region = self.shm().input(i);
-                let n = b.samples.len().min(region.len());
-                region[..n].copy_from_slice(&b.samples[..n]);
-                for part in [
-                    &b.frames.to_le_bytes()[..],
-                    &b.flags.to_le_bytes(),
-                    &b.position.to_le_bytes(),
-                    &b.channels.to_le_bytes(),
-                ] {
-                    h.try_extend_from_slice(part).ok();
-                }
-            }
-            h.push(outputs.len() as u8);
-            for o in outputs.iter() {
-                for part in [
-                    &o.frames.to_le_bytes()[..],
-                    &o.channels.to_le_bytes(),
-                    &o.position.to_le_bytes(),
-                    &o.flags.to_le_bytes(),
-                ] {
-                    h.try_extend_from_slice(part).ok();
-                }
-            }
-            let n = self.request("process", tag::PROCESS, &h)?;
-            self.take_outputs(n, outputs.as_mut_slice());
-            Ok(())
-        });
-        self.block += 1;
-        done.into()
-    }
-
-    fn levels(&self) -> RSlice<'_, Level> {
-        RSlice::from_slice(&self.levels)
-    }
-}
-
-impl ChildStage {
-    /// Copy each output the child produced out of the shared memory; keep its levels.
-    fn take_outputs(&mut self, n: usize, outputs: &mut [OutputBlock<'_>]) {
-        let reply = std::mem::take(&mut self.reply);
-        let mut f = Fields(&reply[..n]);
-        for (i, o) in outputs.iter_mut().enumerate() {
-            let (frames, flags) = (f.u32(), f.u32());
-            let k = (frames as usize * o.channels as usize).min(o.samples.len());
-            o.samples.as_mut_slice()[..k].copy_from_slice(&self.shm().output(i)[..k]);
-            o.frames = frames;
-            o.flags = flags;
-        }
-        self.levels.clear();
-        for _ in 0..f.u8() {
-            let (peak_db, rms_db) = (f.f32(), f.f32());
-            self.levels.push(Level { peak_db, rms_db });
-        }
-        self.reply = reply;
     }
 }
 

@@ -1,13 +1,18 @@
-//! The memory an isolated stage's process shares with the host: one region per input and per
-//! output port, each holding one block of interleaved `f32` samples. The host creates a file in
-//! `/dev/shm` (memory, not disk), both sides map it, and the host removes the name as soon as the
-//! child has mapped it: nothing is left behind when either side dies.
+//! The memory an isolated stage's process shares with the host: a small header of counters (the
+//! [`Ring`]), then `slots` slots, each with a fixed-size area for the call's block descriptions
+//! and its answer ([`META_BYTES`]), and one region per input and per output port holding one
+//! block of interleaved `f32` samples. Captures and storages use slot 0 only; a processor uses
+//! the slots as a ring of calls in flight (see [`super::ring`]).
+//!
+//! The host creates a file in `/dev/shm` (memory, not disk), both sides map it, and the host
+//! removes the name as soon as the child has mapped it: nothing is left behind when either side
+//! dies.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use arrayvec::ArrayVec;
 use memmap2::MmapMut;
@@ -15,11 +20,44 @@ use memmap2::MmapMut;
 /// Most ports one stage has (as in the coordinator).
 pub const MAX_PORTS: usize = 64;
 
+/// Bytes of one slot's descriptions: the request (a count byte and 20 bytes per block, for
+/// inputs and outputs: 2 + 2 × 64 × 20 = 2562) at 0, the answer at [`REPLY_AT`].
+pub const META_BYTES: usize = 4096;
+/// Where a slot's answer starts: a status byte, 8 bytes per output, a count byte and 8 bytes per
+/// level (1 + 512 + 1 + 512 = 1026 bytes, so it ends before [`META_BYTES`]).
+pub const REPLY_AT: usize = 2600;
+
+/// Bytes before the first slot: the ring's counters, each on its own cache line.
+const HEADER_BYTES: usize = 512;
+
+/// The counters host and child share (in the mapping's first bytes).
+#[repr(C, align(64))]
+pub struct Ring {
+    /// Calls the host has put in slots (written by the host).
+    pub submitted: AtomicU64,
+    _a: [u8; 56],
+    /// Calls the child has answered (written by the child).
+    pub completed: AtomicU64,
+    _b: [u8; 56],
+    /// 1 while the child sleeps on the socket waiting for calls.
+    pub child_sleeping: AtomicU32,
+    _c: [u8; 60],
+    /// 1 while the host sleeps on the socket waiting for `completed` to reach `host_want`.
+    pub host_waiting: AtomicU32,
+    _d: [u8; 4],
+    pub host_want: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Ring>() <= HEADER_BYTES);
+
 pub struct Shared {
     map: MmapMut,
-    /// Sample ranges: the inputs', then the outputs'.
+    slots: usize,
+    /// Sample ranges within one slot's samples: the inputs', then the outputs'.
     inputs: Vec<Range<usize>>,
     outputs: Vec<Range<usize>>,
+    /// Samples per slot.
+    span: usize,
 }
 
 impl Shared {
@@ -28,6 +66,7 @@ impl Shared {
         stage: &str,
         in_samples: &[usize],
         out_samples: &[usize],
+        slots: usize,
     ) -> io::Result<(Shared, PathBuf)> {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = Path::new("/dev/shm");
@@ -50,26 +89,32 @@ impl Shared {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        let shared = Self::map(&file, in_samples, out_samples, true)?;
+        let shared = Self::map(&file, in_samples, out_samples, slots, true)?;
         Ok((shared, path))
     }
 
     /// Map the host's file (child side).
-    pub fn open(path: &Path, in_samples: &[usize], out_samples: &[usize]) -> io::Result<Shared> {
+    pub fn open(
+        path: &Path,
+        in_samples: &[usize],
+        out_samples: &[usize],
+        slots: usize,
+    ) -> io::Result<Shared> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Self::map(&file, in_samples, out_samples, false)
+        Self::map(&file, in_samples, out_samples, slots, false)
     }
 
     fn map(
         file: &File,
         in_samples: &[usize],
         out_samples: &[usize],
+        slots: usize,
         size: bool,
     ) -> io::Result<Shared> {
-        if in_samples.len() > MAX_PORTS || out_samples.len() > MAX_PORTS {
+        if in_samples.len() > MAX_PORTS || out_samples.len() > MAX_PORTS || slots == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "too many ports",
+                "too many ports or no slot",
             ));
         }
         let mut at = 0;
@@ -85,7 +130,8 @@ impl Shared {
         };
         let inputs = ranges(in_samples);
         let outputs = ranges(out_samples);
-        let bytes = (at.max(1) * 4) as u64;
+        let span = at;
+        let bytes = (HEADER_BYTES + slots * META_BYTES + slots * span * 4) as u64;
         if size {
             file.set_len(bytes)?;
         } else if file.metadata()?.len() < bytes {
@@ -94,36 +140,81 @@ impl Shared {
                 "shared memory too small",
             ));
         }
-        // SAFETY: the file is private to this host and its own child: the two processes take
-        // turns (the host writes inputs before a request and reads outputs after the reply; the
-        // child in between), so neither reads what the other is writing.
+        // SAFETY: the file is private to this host and its own child. The two processes take
+        // turns on every slot (the host writes a call's inputs and descriptions before it
+        // publishes the call in `Ring::submitted`; the child reads them and writes the answer
+        // before it publishes it in `Ring::completed`; the host reads the answer after that), so
+        // neither reads what the other is writing; the counters are atomics.
         let map = unsafe { MmapMut::map_mut(file)? };
         Ok(Shared {
             map,
+            slots,
             inputs,
             outputs,
+            span,
         })
     }
 
-    fn samples(&mut self) -> &mut [f32] {
-        bytemuck::cast_slice_mut(&mut self.map[..])
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
+    /// The shared counters.
+    pub fn ring(&self) -> &Ring {
+        // SAFETY: the mapping is page-aligned, at least HEADER_BYTES long (checked in `map`),
+        // lives as long as `self`, and its first bytes are only ever accessed as this struct of
+        // atomics (zeroed by `set_len`: every counter starts at 0).
+        unsafe { &*(self.map.as_ptr() as *const Ring) }
+    }
+
+    /// Slot `s`'s descriptions and answer.
+    pub fn meta(&mut self, s: usize) -> &mut [u8] {
+        let at = HEADER_BYTES + s * META_BYTES;
+        &mut self.map[at..at + META_BYTES]
+    }
+
+    fn samples(&mut self, s: usize) -> &mut [f32] {
+        let at = HEADER_BYTES + self.slots * META_BYTES + s * self.span * 4;
+        bytemuck::cast_slice_mut(&mut self.map[at..at + self.span * 4])
+    }
+
+    /// Input `i` of slot 0.
     pub fn input(&mut self, i: usize) -> &mut [f32] {
-        let r = self.inputs[i].clone();
-        &mut self.samples()[r]
+        self.slot_input(0, i)
     }
 
+    /// Output `i` of slot 0.
     pub fn output(&mut self, i: usize) -> &mut [f32] {
-        let r = self.outputs[i].clone();
-        &mut self.samples()[r]
+        self.slot_output(0, i)
     }
 
-    /// Every input (read) and every output (written) at once, for one `process` call.
+    pub fn slot_input(&mut self, s: usize, i: usize) -> &mut [f32] {
+        let r = self.inputs[i].clone();
+        &mut self.samples(s)[r]
+    }
+
+    pub fn slot_output(&mut self, s: usize, i: usize) -> &mut [f32] {
+        let r = self.outputs[i].clone();
+        &mut self.samples(s)[r]
+    }
+
+    /// Every input (read) and every output (written) of slot `s` at once, and the slot's
+    /// descriptions, for one `process` call.
     #[allow(clippy::type_complexity)]
-    pub fn split(&mut self) -> (ArrayVec<&[f32], MAX_PORTS>, ArrayVec<&mut [f32], MAX_PORTS>) {
+    pub fn split(
+        &mut self,
+        s: usize,
+    ) -> (
+        &mut [u8],
+        ArrayVec<&[f32], MAX_PORTS>,
+        ArrayVec<&mut [f32], MAX_PORTS>,
+    ) {
+        let meta_at = HEADER_BYTES + s * META_BYTES;
+        let samples_at = HEADER_BYTES + self.slots * META_BYTES + s * self.span * 4;
+        let (head, rest) = self.map.split_at_mut(samples_at);
+        let meta = &mut head[meta_at..meta_at + META_BYTES];
+        let samples: &mut [f32] = bytemuck::cast_slice_mut(&mut rest[..self.span * 4]);
         let in_end = self.inputs.last().map_or(0, |r| r.end);
-        let samples: &mut [f32] = bytemuck::cast_slice_mut(&mut self.map[..]);
         let (ins, mut rest) = samples.split_at_mut(in_end);
         let ins: &[f32] = ins;
         let mut outs = ArrayVec::new();
@@ -134,6 +225,17 @@ impl Shared {
             rest = tail;
             at = r.end;
         }
-        (self.inputs.iter().map(|r| &ins[r.clone()]).collect(), outs)
+        (
+            meta,
+            self.inputs.iter().map(|r| &ins[r.clone()]).collect(),
+            outs,
+        )
+    }
+
+    /// Copy slot `from` of `other` (same layout) into slot `to` of this one: a call a dead
+    /// process never answered, handed to a fresh one.
+    pub fn copy_slot(&mut self, to: usize, other: &mut Shared, from: usize) {
+        self.meta(to).copy_from_slice(other.meta(from));
+        self.samples(to).copy_from_slice(other.samples(from));
     }
 }

@@ -41,6 +41,8 @@ pub struct EdgeStats {
     pub(super) max_frames: u32,
     pub(super) capacity: u32,
     pub(super) when_full: WhenFull,
+    /// Blocks (or room) a waiting end is woken for at once (see `EdgeSpec::wake_batch`).
+    pub(super) wake_batch: u32,
     pub(super) pushed: Counter,
     pub(super) popped: Counter,
     pub(super) dropped: [Counter; 3],

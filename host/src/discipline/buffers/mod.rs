@@ -155,7 +155,16 @@ pub struct EdgeSpec {
     /// Most blocks queued at once.
     pub capacity_blocks: u32,
     pub when_full: WhenFull,
+    /// A consumer that waits for data is woken once this many blocks are queued, and a producer
+    /// that waits for room once there is room for this many (or after [`BATCH_NAP`], whichever
+    /// comes first), instead of at every block: a fast producer and a faster consumer then
+    /// meet once per batch, not once per block. 1 wakes at every block (behind a live source,
+    /// where a block must not wait). Clamped to the capacity.
+    pub wake_batch: u32,
 }
+
+/// The longest a waiting end waits for a batch to fill before it takes what there is.
+pub const BATCH_NAP: Duration = Duration::from_millis(1);
 
 /// One block of interleaved audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +288,7 @@ pub fn edge(spec: EdgeSpec) -> (Producer, Consumer, Arc<EdgeStats>) {
         max_frames: spec.max_frames,
         capacity: spec.capacity_blocks,
         when_full: spec.when_full,
+        wake_batch: spec.wake_batch.clamp(1, spec.capacity_blocks),
         pushed: Counter::default(),
         popped: Counter::default(),
         dropped: Default::default(),
@@ -374,7 +384,7 @@ impl Producer {
         }
         stats.pushed.add(1, u64::from(frames));
         stats.high_water.fetch_max(self.tx.len() as u64, ORD);
-        stats.consumer_wake.wake();
+        stats.consumer_wake.wake_if(|| self.tx.len());
         if stats.closed.load(ORD) {
             // The consumer left while we were queueing: nobody will read this any more.
             while let Ok(b) = stats.queue.try_recv() {
@@ -401,6 +411,10 @@ impl Producer {
         match stats.when_full {
             WhenFull::Block => {
                 let free = &self.free;
+                let batch = stats.wake_batch;
+                stats.producer_wake.wait_batched(batch, BATCH_NAP, || {
+                    free.len() >= batch as usize || stats.closed.load(ORD)
+                });
                 let got = stats.producer_wake.wait(None, || {
                     if stats.closed.load(ORD) {
                         return Some(None);
@@ -450,6 +464,12 @@ impl Producer {
         let stats = Arc::clone(&self.stats);
         let frames = block.frames;
         let tx = &self.tx;
+        let batch = stats.wake_batch as usize;
+        stats
+            .producer_wake
+            .wait_batched(stats.wake_batch, BATCH_NAP, || {
+                tx.capacity().unwrap_or(batch) - tx.len() >= batch || stats.closed.load(ORD)
+            });
         let mut pending = Some(block);
         let sent = stats.producer_wake.wait(None, || {
             let b = pending.take().expect("the block is pending until sent");
@@ -541,7 +561,10 @@ impl Consumer {
     fn take(&self, block: Block) -> Received {
         self.stats.popped.add(1, u64::from(block.frames));
         // Room in the queue for a producer waiting on it.
-        self.stats.producer_wake.wake();
+        let capacity = self.stats.capacity as usize;
+        self.stats
+            .producer_wake
+            .wake_if(|| capacity.saturating_sub(self.rx.len()));
         Received {
             block: Some(block),
             free: self.free.clone(),
@@ -562,6 +585,16 @@ impl Consumer {
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<Received, RecvTimeoutError> {
+        if let Ok(r) = self.try_recv() {
+            return Ok(r);
+        }
+        let batch = self.stats.wake_batch;
+        let nap = deadline.map_or(BATCH_NAP, |d| {
+            BATCH_NAP.min(d.saturating_duration_since(Instant::now()))
+        });
+        self.stats.consumer_wake.wait_batched(batch, nap, || {
+            self.rx.len() >= batch as usize || self.stats.producer_gone.load(ORD)
+        });
         self.stats
             .consumer_wake
             .wait(deadline, || match self.try_recv() {
@@ -644,7 +677,7 @@ impl Drop for Received {
         if let Some(b) = self.block.take() {
             // Room for the whole pool; fails only if the producer is gone (then the block frees).
             self.free.try_send(b).ok();
-            self.stats.producer_wake.wake();
+            self.stats.producer_wake.wake_if(|| self.free.len());
         }
     }
 }
@@ -662,12 +695,71 @@ mod tests {
             max_frames: 4,
             capacity_blocks,
             when_full,
+            wake_batch: 1,
         }
     }
 
     /// Two channels, `frames` frames, every sample tagged with the block number.
     fn samples(i: u64, frames: u32) -> Vec<f32> {
         vec![i as f32; frames as usize * 2]
+    }
+
+    fn batched(capacity_blocks: u32, wake_batch: u32) -> EdgeSpec {
+        EdgeSpec {
+            wake_batch,
+            ..spec(WhenFull::Block, capacity_blocks)
+        }
+    }
+
+    /// Ends that wake each other once per batch still pass every block, in order, whichever
+    /// side is the faster, and whether the other pauses now and then (a partial batch is taken
+    /// after the nap).
+    #[test]
+    fn buffers_batched_wakes_lose_nothing_and_keep_order() {
+        const N: u64 = 20_000;
+        for slow_producer in [true, false] {
+            let (mut p, c, stats) = edge(batched(16, 8));
+            let producer = thread::spawn(move || {
+                for i in 0..N {
+                    if slow_producer && i % 1000 == 999 {
+                        thread::sleep(Duration::from_millis(3));
+                    }
+                    p.push(&samples(i, 2), 2, i, 0).unwrap();
+                }
+            });
+            let mut expected = 0u64;
+            while let Some(b) = c.recv() {
+                assert_eq!(b.position, expected);
+                expected += 1;
+                if !slow_producer && expected % 1000 == 0 {
+                    thread::sleep(Duration::from_millis(3));
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(expected, N);
+            let s = stats.snapshot();
+            assert!(s.invariant_holds(), "{s:?}");
+            assert_eq!((s.pushed, s.popped, s.dropped()), (N, N, 0));
+        }
+    }
+
+    /// Fewer blocks than a batch, and then nothing for a long while: the waiting consumer
+    /// still takes them (after the nap), it does not wait for the batch to fill.
+    #[test]
+    fn buffers_a_partial_batch_is_not_stranded() {
+        let (mut p, c, _stats) = edge(batched(64, 16));
+        let consumer = thread::spawn(move || {
+            let got: Vec<u64> = (0..3).map(|_| c.recv().unwrap().position).collect();
+            (got, c)
+        });
+        // Let the consumer wait first, then push less than a batch and keep the edge open.
+        thread::sleep(Duration::from_millis(20));
+        for i in 0..3 {
+            p.push(&samples(i, 2), 2, i, 0).unwrap();
+        }
+        let (got, _c) = consumer.join().unwrap();
+        assert_eq!(got, vec![0, 1, 2]);
+        drop(p);
     }
 
     #[test]

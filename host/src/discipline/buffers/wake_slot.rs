@@ -4,21 +4,21 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::ORD;
-use sync::{fence, AtomicBool, Thread};
+use sync::{fence, AtomicBool, AtomicU32, Thread};
 
 /// What the protocol is built from: std's atomics and threads, or, in the model test
 /// (`--cfg loom`, see `loom_tests` below), loom's, so that the model checks this very code.
 #[cfg(not(all(test, loom)))]
 mod sync {
     pub(super) use std::hint::spin_loop;
-    pub(super) use std::sync::atomic::{fence, AtomicBool};
+    pub(super) use std::sync::atomic::{fence, AtomicBool, AtomicU32};
     pub(super) use std::thread::{current, park, park_timeout, Thread};
 }
 
 #[cfg(all(test, loom))]
 mod sync {
     pub(super) use loom::hint::spin_loop;
-    pub(super) use loom::sync::atomic::{fence, AtomicBool};
+    pub(super) use loom::sync::atomic::{fence, AtomicBool, AtomicU32};
     pub(super) use loom::thread::{current, park, Thread};
 
     /// loom has no timed park. A timed park may return early anyway, so a yield is one of the
@@ -36,13 +36,25 @@ mod sync {
 /// parking; the waker changes the state, then reads `waiting`. Both use sequentially consistent
 /// fences, so at least one of them sees the other: either the waiter finds the change, or the
 /// waker unparks it (an unpark that comes before the park makes the park return at once).
-#[derive(Default)]
 pub(crate) struct WakeSlot {
     /// The first thread that waits here. Each end of an edge is used by one stage thread; a
     /// different thread waiting later (an end moved between threads) polls every millisecond
     /// instead of relying on being unparked.
     thread: OnceLock<Thread>,
     waiting: AtomicBool,
+    /// How much the waiter waits for (blocks queued, or room): [`WakeSlot::wake_if`] wakes it
+    /// only when there is that much. 1 except during [`WakeSlot::wait_batched`].
+    want: AtomicU32,
+}
+
+impl Default for WakeSlot {
+    fn default() -> Self {
+        WakeSlot {
+            thread: OnceLock::new(),
+            waiting: AtomicBool::new(false),
+            want: AtomicU32::new(1),
+        }
+    }
 }
 
 /// How many times a waiter retries before parking (a block often arrives within microseconds).
@@ -90,6 +102,38 @@ impl WakeSlot {
                 None => sync::park(),
             }
             self.waiting.store(false, ORD);
+        }
+    }
+
+    /// Wait once, for at most `nap`, to be woken when there are `want` (blocks, or room), so
+    /// that a fast other side wakes this one once per `want` changes instead of once per change.
+    /// `ready` says whether there is that much already (or the edge ended). Whatever woke it (or
+    /// the nap ending), the caller then takes what there is and waits as usual ([`Self::wait`])
+    /// for the rest: a batch that never fills costs at most `nap` of latency, never a hang.
+    /// Only the slot's registered thread batches (another is not unparked anyway).
+    pub(super) fn wait_batched(&self, want: u32, nap: Duration, ready: impl Fn() -> bool) {
+        let me = sync::current();
+        if want <= 1 || self.thread.get_or_init(|| me.clone()).id() != me.id() {
+            return;
+        }
+        self.want.store(want, ORD);
+        self.waiting.store(true, ORD);
+        fence(ORD);
+        if !ready() {
+            sync::park_timeout(nap);
+        }
+        self.waiting.store(false, ORD);
+        self.want.store(1, ORD);
+    }
+
+    /// Wake the waiter if one is waiting and `have` (the blocks queued, or the room, after the
+    /// change) is what it waits for. Call after the change.
+    pub(super) fn wake_if(&self, have: impl FnOnce() -> usize) {
+        fence(ORD);
+        if self.waiting.load(ORD) && have() >= self.want.load(ORD) as usize {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
         }
     }
 
