@@ -129,7 +129,7 @@ fn host_defs() -> Map<String, Value> {
         "type": "object", "additionalProperties": false,
         "description": "The queue on each input edge of this stage.",
         "properties": {
-            "capacity_blocks": { "type": "integer", "minimum": 2, "maximum": 65536, "default": 64 },
+            "capacity_blocks": { "type": "integer", "minimum": 2, "maximum": 65536, "description": "default: room for 30720 frames (64 blocks of 480), 8 to 64 blocks" },
             "when_full": { "enum": WhenFull::NAMES, "description": "block (default; drop-oldest behind a live device)" }
         }
     }));

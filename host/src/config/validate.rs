@@ -14,8 +14,17 @@ use super::diagnostic::Diagnostic;
 use super::parse::{Limits, OnError, PipelineFile, StageDecl, WhenFull, HOST_KEYS};
 use crate::plugins::{closest, quote_list, PluginEntry, Registry};
 
-/// Blocks an edge holds when the file does not say.
-pub const DEFAULT_CAPACITY_BLOCKS: u32 = 64;
+/// Frames an edge holds when the file does not say: 64 blocks of 480 (0.64 s at 48 kHz).
+pub const DEFAULT_CAPACITY_FRAMES: u32 = 64 * 480;
+
+/// Blocks an edge holds when the file does not say: room for [`DEFAULT_CAPACITY_FRAMES`] in
+/// blocks of `max_frames`, 8 to 64 of them. So an edge's memory follows the audio it holds, not
+/// a block count (a chain at block 4096 would otherwise hold 5.5 s per edge).
+pub fn default_capacity_blocks(max_frames: u32) -> u32 {
+    DEFAULT_CAPACITY_FRAMES
+        .div_ceil(max_frames.max(1))
+        .clamp(8, 64)
+}
 
 /// A stage ready to build.
 #[derive(Clone)]
@@ -704,7 +713,10 @@ fn plan_input_edges(
             to: planned.len(),
             format: port.format,
             max_frames: port.max_frames,
-            capacity_blocks: s.buffer.capacity_blocks.unwrap_or(DEFAULT_CAPACITY_BLOCKS),
+            capacity_blocks: s
+                .buffer
+                .capacity_blocks
+                .unwrap_or_else(|| default_capacity_blocks(port.max_frames)),
             when_full,
             label: format!("{}.{} -> {}", producer.id, port.name, s.id),
         });
