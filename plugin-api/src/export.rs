@@ -518,6 +518,14 @@ macro_rules! export_plugin {
         static __TAPELINE_ENTRIES: &[$crate::export::Entry] =
             &[$($crate::export::Entry::$kind::<$ty>()),+];
 
+        /// This library as the host sees it, for the crate's own tests
+        /// (`tapeline_plugin_api::testing::Library`).
+        #[doc(hidden)]
+        #[allow(dead_code)]
+        fn __tapeline_library() -> $crate::testing::Library {
+            $crate::testing::Library::new(__TAPELINE_ENTRIES, env!("CARGO_PKG_VERSION"))
+        }
+
         extern "C" fn __tapeline_manifests()
             -> $crate::abi_stable::std_types::RVec<$crate::abi::PluginManifest>
         {

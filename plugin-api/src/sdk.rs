@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::abi::{
-    ErrorKind, InputBlock, Level, OutputBlock, OutputPort, PluginError, PortFormat, ReadStatus,
-    StageContext, StorageReport,
+    ErrorKind, InputBlock, Level, OutputBlock, OutputPort, PluginError, PluginManifest, PortFormat,
+    ReadStatus, StageContext, StorageReport, FLAG_DISCONTINUITY, FLAG_END_OF_STREAM,
 };
 
 /// Result type of every plugin call.
@@ -54,8 +54,9 @@ pub trait Capture: Describe + Sized + Send + 'static {
     fn start(&mut self) -> PluginResult<()> {
         Ok(())
     }
-    /// Fill `out` with up to `out.frames` frames (preset by the host to the block size, never more
-    /// than [`OutputBlock::capacity_frames`]) and set `out.frames` to what was written.
+    /// Fill `out` with up to [`out.frames()`](OutputBlock::frames) frames (preset by the host to
+    /// the block size, never more than [`OutputBlock::capacity_frames`]) and
+    /// [set](OutputBlock::set_frames) how many were written.
     fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus>;
     fn stop(&mut self) -> PluginResult<()> {
         Ok(())
@@ -92,7 +93,7 @@ pub trait Processor: Describe + Sized + Send + 'static {
     /// nothing. After it, the instance may be given a new stream from the start.
     fn finish(&mut self, outputs: &mut [OutputBlock<'_>]) -> PluginResult<()> {
         for out in outputs {
-            out.frames = 0;
+            out.set_frames(0);
         }
         Ok(())
     }
@@ -123,7 +124,7 @@ pub trait Storage: Describe + Sized + Send + 'static {
 
 /// The format of the only input, or an error if there is not exactly one.
 pub fn single_input(ctx: &StageContext<'_>) -> PluginResult<PortFormat> {
-    match ctx.inputs.as_slice() {
+    match ctx.inputs() {
         [one] => Ok(*one),
         other => Err(PluginError::format(format!(
             "takes exactly one input, got {}",
@@ -132,14 +133,48 @@ pub fn single_input(ctx: &StageContext<'_>) -> PluginResult<PortFormat> {
     }
 }
 
-impl StageContext<'_> {
+impl<'a> StageContext<'a> {
+    /// The stage id from the pipeline file (`[process.ID]`).
+    pub fn stage_id(&self) -> &'a str {
+        self.stage_id.as_str()
+    }
+
+    /// The pipeline file's folder, against which relative paths in the config resolve (see
+    /// [`resolve`](Self::resolve)). Empty when the host has none to give.
+    pub fn base_dir(&self) -> &'a Path {
+        Path::new(self.base_dir.as_str())
+    }
+
+    /// The formats arriving on each input port, in the order of the stage's `inputs` (empty
+    /// for a capture).
+    pub fn inputs(&self) -> &'a [PortFormat] {
+        self.inputs.as_slice()
+    }
+
+    /// The pipeline's sample rate.
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Frames per block the host uses on capture outputs.
+    #[cfg(not(tapeline_abi_drift))]
+    pub fn block_frames(&self) -> u32 {
+        self.block_frames
+    }
+
+    /// Frames per block the host uses on capture outputs.
+    #[cfg(tapeline_abi_drift)]
+    pub fn block_frames(&self) -> u32 {
+        self.block_frames as u32
+    }
+
     /// Resolve a path from the config against the pipeline file's folder.
     pub fn resolve(&self, path: impl AsRef<Path>) -> PathBuf {
         let path = path.as_ref();
         if path.is_absolute() || self.base_dir.is_empty() {
             path.to_path_buf()
         } else {
-            Path::new(self.base_dir.as_str()).join(path)
+            self.base_dir().join(path)
         }
     }
 
@@ -152,15 +187,80 @@ impl StageContext<'_> {
     }
 }
 
-impl InputBlock<'_> {
+/// Asserts that `channel` is one of `channels`, for the per-channel views.
+fn check_channel(channel: usize, channels: u32) -> usize {
+    let channels = channels as usize;
+    assert!(
+        channel < channels,
+        "channel {channel} of a block with {channels} channel(s)"
+    );
+    channels
+}
+
+impl<'a> InputBlock<'a> {
     /// The interleaved samples of this block (`frames * channels`).
-    pub fn samples(&self) -> &[f32] {
+    pub fn samples(&self) -> &'a [f32] {
         let n = self.frames as usize * self.channels as usize;
         &self.samples.as_slice()[..n]
     }
 
+    /// Frames in this block. Blocks vary in size: a short one is not the end of the stream.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Samples per frame.
+    pub fn channels(&self) -> u32 {
+        self.channels
+    }
+
+    /// Frame index of the first frame since the stream started.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The block's flags ([`FLAG_DISCONTINUITY`], [`FLAG_END_OF_STREAM`]).
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// The audio before this block is not contiguous with it (a gap after a recovered device
+    /// loss): [`FLAG_DISCONTINUITY`] is set.
     pub fn is_discontinuity(&self) -> bool {
-        self.flags & crate::abi::FLAG_DISCONTINUITY != 0
+        self.flags & FLAG_DISCONTINUITY != 0
+    }
+
+    /// Every input has ended: [`FLAG_END_OF_STREAM`] is set. A processor never sees such a
+    /// block in `process` (the SDK calls [`Processor::finish`] instead).
+    pub fn is_end_of_stream(&self) -> bool {
+        self.flags & FLAG_END_OF_STREAM != 0
+    }
+
+    /// The samples of one channel (0-based), one per frame: a planar view of the interleaved
+    /// block.
+    ///
+    /// # Panics
+    ///
+    /// If `channel` is not below [`channels`](Self::channels), as indexing out of bounds does.
+    pub fn channel(
+        &self,
+        channel: usize,
+    ) -> impl ExactSizeIterator<Item = f32> + DoubleEndedIterator + 'a {
+        let step = check_channel(channel, self.channels);
+        let samples = self.samples().get(channel..).unwrap_or_default();
+        samples.iter().step_by(step).copied()
+    }
+
+    /// The same block with `position` set (for tests; the host sets it).
+    pub fn with_position(mut self, position: u64) -> Self {
+        self.position = position;
+        self
+    }
+
+    /// The same block with `flags` set (for tests; the host sets them).
+    pub fn with_flags(mut self, flags: u32) -> Self {
+        self.flags = flags;
+        self
     }
 }
 
@@ -171,14 +271,169 @@ impl OutputBlock<'_> {
         &mut self.samples.as_mut_slice()[..n]
     }
 
+    /// The interleaved samples for `frames` frames, read back (what was written).
+    pub fn samples(&self) -> &[f32] {
+        let n = self.frames as usize * self.channels as usize;
+        &self.samples.as_slice()[..n]
+    }
+
+    /// The whole buffer, [`capacity_frames`](Self::capacity_frames) frames, whatever `frames`
+    /// says: for a plugin that writes first and then [sets](Self::set_frames) how many frames
+    /// it wrote.
+    pub fn buffer_mut(&mut self) -> &mut [f32] {
+        let n = self.capacity_frames() as usize * self.channels as usize;
+        &mut self.samples.as_mut_slice()[..n]
+    }
+
     /// Frames this buffer can hold.
     pub fn capacity_frames(&self) -> u32 {
         (self.samples.len() / self.channels.max(1) as usize) as u32
     }
 
-    /// Set how many frames were produced. Clamped to the capacity.
+    /// Frames produced: preset by the host (to the input's frame count for processors, to the
+    /// block size for captures, to 0 in [`Processor::finish`]) until the plugin
+    /// [sets](Self::set_frames) it.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Set how many frames were produced. Clamped to [`capacity_frames`](Self::capacity_frames):
+    /// a larger count sets the capacity.
     pub fn set_frames(&mut self, frames: u32) {
         self.frames = frames.min(self.capacity_frames());
+    }
+
+    /// Samples per frame.
+    pub fn channels(&self) -> u32 {
+        self.channels
+    }
+
+    /// Frame index of the block's first frame in this output's stream.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Set the frame index of the block's first frame (a capture numbering its own stream, a
+    /// processor whose output runs at another rate).
+    pub fn set_position(&mut self, position: u64) {
+        self.position = position;
+    }
+
+    /// The block's flags, e.g. [`FLAG_DISCONTINUITY`].
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// Set the block's flags, e.g. [`FLAG_DISCONTINUITY`] after a gap.
+    pub fn set_flags(&mut self, flags: u32) {
+        self.flags = flags;
+    }
+
+    /// One channel (0-based) of the `frames` frames, one sample per frame, to write: a planar
+    /// view of the interleaved buffer.
+    ///
+    /// ```ignore
+    /// for (o, i) in out.channel_mut(1).zip(input.channel(0)) {
+    ///     *o = i;
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `channel` is not below [`channels`](Self::channels), as indexing out of bounds does.
+    pub fn channel_mut(
+        &mut self,
+        channel: usize,
+    ) -> impl ExactSizeIterator<Item = &mut f32> + DoubleEndedIterator + '_ {
+        let step = check_channel(channel, self.channels);
+        let samples = self.samples_mut().get_mut(channel..).unwrap_or_default();
+        samples.iter_mut().step_by(step)
+    }
+
+    /// The same buffer with `frames` preset to `frames`, clamped to the capacity (for tests;
+    /// the host presets it).
+    pub fn with_frames(mut self, frames: u32) -> Self {
+        self.set_frames(frames);
+        self
+    }
+
+    /// The same buffer with `position` preset (for tests; the host presets it).
+    pub fn with_position(mut self, position: u64) -> Self {
+        self.position = position;
+        self
+    }
+}
+
+impl OutputPort {
+    /// The port's canonical name (`out`, `0`, `1`, ...).
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The port's second name (`left`, `right`), if it has one.
+    pub fn alias(&self) -> Option<&str> {
+        (!self.alias.is_empty()).then_some(self.alias.as_str())
+    }
+}
+
+impl StorageReport {
+    /// A report of no frames and no files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The report with `frames_written` set to `frames`.
+    pub fn frames(mut self, frames: u64) -> Self {
+        self.frames_written = frames;
+        self
+    }
+
+    /// The report with `path` added to its files (shown as [`Path::display`] shows it).
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        self.push_file(path);
+        self
+    }
+
+    /// Add `path` to the report's files (shown as [`Path::display`] shows it).
+    pub fn push_file(&mut self, path: impl AsRef<Path>) {
+        self.files.push(path.as_ref().display().to_string().into());
+    }
+
+    /// Frames the stage kept.
+    pub fn frames_written(&self) -> u64 {
+        self.frames_written
+    }
+
+    /// The files written, as paths, in the order they were added.
+    pub fn files(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.files.iter().map(|f| f.as_str())
+    }
+}
+
+impl PluginManifest {
+    /// The name pipeline files use in `plugin = "..."`.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// The version of the crate the plugin was built from.
+    pub fn version(&self) -> &str {
+        self.version.as_str()
+    }
+
+    /// One line about the plugin.
+    pub fn description(&self) -> &str {
+        self.description.as_str()
+    }
+
+    /// Summary of the output ports.
+    pub fn outputs(&self) -> &str {
+        self.outputs.as_str()
+    }
+
+    /// JSON Schema of the plugin's config table, as text.
+    pub fn config_schema(&self) -> &str {
+        self.config_schema.as_str()
     }
 }
 
@@ -313,5 +568,114 @@ mod parse_config_tests {
             e.message
         );
         assert!(parse_config::<Config>(r#"{"seconds": 2}"#).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod accessor_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::testing::{context, input, output};
+
+    const STEREO: PortFormat = PortFormat {
+        channels: 2,
+        sample_rate: 44_100,
+    };
+
+    #[test]
+    fn the_context_reads_as_plain_rust() {
+        let c = context(&[STEREO, STEREO])
+            .with_stage_id("mic")
+            .with_base_dir("/rec")
+            .with_sample_rate(96_000)
+            .with_block_frames(64);
+        let ctx = c.get();
+        assert_eq!(ctx.stage_id(), "mic");
+        assert_eq!(ctx.base_dir(), Path::new("/rec"));
+        assert_eq!(ctx.inputs(), &[STEREO, STEREO]);
+        assert_eq!((ctx.sample_rate(), ctx.block_frames()), (96_000, 64));
+        assert_eq!(ctx.resolve("a.wav"), Path::new("/rec/a.wav"));
+        let none = context(&[]).with_base_dir("");
+        assert_eq!(none.get().base_dir(), Path::new(""));
+        assert_eq!(none.get().resolve("a.wav"), Path::new("a.wav"));
+    }
+
+    #[test]
+    fn an_input_block_reads_by_frame_and_by_channel() {
+        let samples = [0.0, 1.0, 2.0, 10.0, 11.0, 12.0];
+        let block = input(&samples, 3)
+            .with_position(960)
+            .with_flags(FLAG_DISCONTINUITY);
+        assert_eq!((block.frames(), block.channels()), (2, 3));
+        assert_eq!((block.position(), block.flags()), (960, FLAG_DISCONTINUITY));
+        assert!(block.is_discontinuity() && !block.is_end_of_stream());
+        assert_eq!(block.samples(), &samples);
+        assert_eq!(block.channel(0).collect::<Vec<_>>(), [0.0, 10.0]);
+        assert_eq!(block.channel(2).rev().collect::<Vec<_>>(), [12.0, 2.0]);
+        assert_eq!(block.channel(1).len(), 2);
+        assert_eq!(input(&[], 2).channel(1).count(), 0);
+        let end = input(&[], 1).with_flags(FLAG_END_OF_STREAM);
+        assert!(end.is_end_of_stream() && !end.is_discontinuity());
+    }
+
+    #[test]
+    #[should_panic(expected = "channel 2 of a block with 2 channel(s)")]
+    fn a_channel_past_the_last_panics() {
+        drop(input(&[0.0; 4], 2).channel(2));
+    }
+
+    #[test]
+    fn an_output_block_writes_by_channel_within_its_frames() {
+        let mut buffer = [0.0f32; 8];
+        let mut out = output(&mut buffer, 2).with_frames(3).with_position(7);
+        assert_eq!(
+            (out.frames(), out.capacity_frames(), out.position()),
+            (3, 4, 7)
+        );
+        for (i, s) in out.channel_mut(1).enumerate() {
+            *s = i as f32 + 1.0;
+        }
+        assert_eq!(out.samples(), &[0.0, 1.0, 0.0, 2.0, 0.0, 3.0]);
+        out.set_frames(100);
+        assert_eq!(out.frames(), 4, "clamped to the capacity");
+        out.set_frames(1);
+        assert_eq!(out.channel_mut(0).len(), 1);
+        assert_eq!(out.buffer_mut().len(), 8, "the whole capacity");
+        out.set_position(9);
+        out.set_flags(FLAG_DISCONTINUITY);
+        assert_eq!((out.position(), out.flags()), (9, FLAG_DISCONTINUITY));
+        assert_eq!(output(&mut [0.0; 5], 2).buffer_mut().len(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "channel 1 of a block with 1 channel(s)")]
+    fn an_output_channel_past_the_last_panics() {
+        let mut buffer = [0.0f32; 4];
+        drop(output(&mut buffer, 1).channel_mut(1));
+    }
+
+    #[test]
+    fn a_storage_report_builds_in_plain_rust() {
+        let empty = StorageReport::new();
+        assert_eq!(empty, StorageReport::default());
+        assert_eq!((empty.frames_written(), empty.files().len()), (0, 0));
+        let mut report = StorageReport::new()
+            .frames(480)
+            .file("a.wav")
+            .file(Path::new("/rec/b.wav"));
+        report.push_file("c.wav");
+        assert_eq!(report.frames_written(), 480);
+        assert_eq!(
+            report.files().collect::<Vec<_>>(),
+            ["a.wav", "/rec/b.wav", "c.wav"]
+        );
+    }
+
+    #[test]
+    fn ports_read_as_plain_rust() {
+        let port = OutputPort::new("0", STEREO);
+        assert_eq!((port.name(), port.alias()), ("0", None));
+        assert_eq!(port.with_alias("left").alias(), Some("left"));
     }
 }

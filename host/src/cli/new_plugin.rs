@@ -282,7 +282,7 @@ impl Capture for {{Type}} {
         if !(1..=64).contains(&config.channels) {
             return Err(PluginError::config("channels", "must be from 1 to 64"));
         }
-        let format = PortFormat { channels: config.channels, sample_rate: ctx.sample_rate };
+        let format = PortFormat { channels: config.channels, sample_rate: ctx.sample_rate() };
         Ok(vec![OutputPort::new("out", format)])
     }
 
@@ -291,9 +291,9 @@ impl Capture for {{Type}} {
             return Err(PluginError::config("seconds", "must be 0 or more"));
         }
         Ok({{Type}} {
-            step: std::f64::consts::TAU * config.frequency / f64::from(ctx.sample_rate),
+            step: std::f64::consts::TAU * config.frequency / f64::from(ctx.sample_rate()),
             phase: 0.0,
-            left: (config.seconds * f64::from(ctx.sample_rate)).round() as u64,
+            left: (config.seconds * f64::from(ctx.sample_rate())).round() as u64,
             channels: config.channels as usize,
         })
     }
@@ -331,7 +331,7 @@ mod tests {
         loop {
             let mut out = output(&mut buf, 2);
             let status = c.read(&mut out).unwrap();
-            total += out.frames;
+            total += out.frames();
             if status == ReadStatus::Finished {
                 break;
             }
@@ -393,7 +393,7 @@ impl Storage for {{Type}} {
     }
 
     fn write(&mut self, block: &InputBlock<'_>) -> PluginResult<()> {
-        self.frames += u64::from(block.frames);
+        self.frames += u64::from(block.frames());
         self.peak = block.samples().iter().fold(self.peak, |p, s| p.max(s.abs()));
         Ok(())
     }
@@ -401,10 +401,7 @@ impl Storage for {{Type}} {
     fn finalize(&mut self) -> PluginResult<StorageReport> {
         let text = format!("frames {}\npeak {}\n", self.frames, self.peak);
         std::fs::write(&self.path, text)?;
-        let mut report = StorageReport::default();
-        report.frames_written = self.frames;
-        report.files.push(self.path.display().to_string().into());
-        Ok(report)
+        Ok(StorageReport::new().frames(self.frames).file(&self.path))
     }
 }
 
@@ -423,7 +420,7 @@ mod tests {
         let mut s = {{Type}}::new(config, &ctx.get()).unwrap();
         s.write(&input(&[0.25, -0.75, 0.5, 0.0], 2)).unwrap();
         let report = s.finalize().unwrap();
-        assert_eq!(report.frames_written, 2);
+        assert_eq!(report.frames_written(), 2);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "frames 2\npeak 0.75\n");
         std::fs::remove_file(path).ok();
     }

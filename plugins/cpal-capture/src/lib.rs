@@ -356,7 +356,7 @@ impl Capture for CpalCapture {
             // Fully specified: validation does not need the device (it may be elsewhere).
             (Some(ch), Some(rate)) => (ch, rate),
             _ => {
-                let r = resolve(config, ctx.sample_rate, true, false)?;
+                let r = resolve(config, ctx.sample_rate(), true, false)?;
                 (r.channels, r.rate)
             }
         };
@@ -371,10 +371,10 @@ impl Capture for CpalCapture {
 
     fn new(config: CpalCaptureConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
         check_config(&config)?;
-        let record = stage_record(ctx.stage_id.as_str());
+        let record = stage_record(ctx.stage_id());
         let lost_at = record.lost_at_ns();
         let fall_back = lost_at.is_some() && config.fallback == Fallback::Default;
-        let r = resolve(&config, ctx.sample_rate, false, fall_back)?;
+        let r = resolve(&config, ctx.sample_rate(), false, fall_back)?;
         let label = r.device.label();
         let channels = usize::from(r.channels);
         let ring_frames = (u64::from(r.rate) * u64::from(config.buffer_ms) / 1000) as usize;
@@ -403,7 +403,7 @@ impl Capture for CpalCapture {
                 None,
             )
             .map_err(|e| cpal_error("cannot open", &label, e))?;
-        let block = u64::from(ctx.block_frames.max(1));
+        let block = u64::from(ctx.block_frames().max(1));
         let position = record.next_position.load(Ordering::Relaxed);
         Ok(CpalCapture {
             stream: Some(stream),
@@ -439,19 +439,20 @@ impl Capture for CpalCapture {
     }
 
     fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus> {
-        out.flags = 0;
+        out.set_flags(0);
         if self.limit.is_some_and(|l| self.position >= l) {
             out.set_frames(0);
-            out.position = self.position;
+            out.set_position(self.position);
             return Ok(ReadStatus::Finished);
         }
-        if out.channels != self.channels {
+        if out.channels() != self.channels {
             return Err(PluginError::format(format!(
                 "cpal-capture: the host passed a {}-channel buffer for a {}-channel device",
-                out.channels, self.channels
+                out.channels(),
+                self.channels
             )));
         }
-        let capacity = u64::from(out.frames.min(out.capacity_frames()));
+        let capacity = u64::from(out.frames().min(out.capacity_frames()));
         // `frames` counts the stage's timeline, gaps included.
         let limit = self.limit;
         let room = |position: u64| limit.map_or(u64::MAX, |l| l.saturating_sub(position));
@@ -503,7 +504,7 @@ impl Capture for CpalCapture {
                 let start = got as usize * ch;
                 if let Ok(chunk) = self.reader.samples.read_chunk(n) {
                     let (a, b) = chunk.as_slices();
-                    let dst = &mut out.samples.as_mut_slice()[start..start + n];
+                    let dst = &mut out.buffer_mut()[start..start + n];
                     dst[..a.len()].copy_from_slice(a);
                     dst[a.len()..].copy_from_slice(b);
                     chunk.commit_all();
@@ -520,9 +521,9 @@ impl Capture for CpalCapture {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        out.frames = got as u32;
-        out.position = self.position;
-        out.flags = flags;
+        out.set_frames(got as u32);
+        out.set_position(self.position);
+        out.set_flags(flags);
         self.position += got;
         self.record
             .next_position

@@ -210,19 +210,12 @@ impl Processor for Biquad {
         let ch = self.state.len();
         check_channels(input, ch)?;
         let out = &mut outputs[0];
-        out.set_frames(input.frames);
+        out.set_frames(input.frames());
         let Coefficients { b0, b1, b2, a1, a2 } = self.coefficients;
-        let src = input.samples();
-        let dst = out.samples_mut();
         for (c, (s1, s2)) in self.state.iter_mut().enumerate() {
             let (mut z1, mut z2) = (*s1, *s2);
-            for (o, i) in dst
-                .iter_mut()
-                .skip(c)
-                .step_by(ch)
-                .zip(src.iter().skip(c).step_by(ch))
-            {
-                let x = f64::from(*i);
+            for (o, i) in out.channel_mut(c).zip(input.channel(c)) {
+                let x = f64::from(i);
                 let y = b0 * x + z1;
                 z1 = b1 * x - a1 * y + z2;
                 z2 = b2 * x - a2 * y;

@@ -148,10 +148,10 @@ impl Processor for Meter {
         let input = &inputs[0];
         check_channels(input, self.channels)?;
         let out = &mut outputs[0];
-        out.set_frames(input.frames);
+        out.set_frames(input.frames());
         let src = input.samples();
         out.samples_mut().copy_from_slice(src);
-        if input.frames == 0 {
+        if input.frames() == 0 {
             return Ok(());
         }
         let ch = self.channels;
@@ -181,7 +181,7 @@ impl Processor for Meter {
                     }
                 }
                 for (level, sum) in self.levels.iter_mut().zip(&self.block_sums) {
-                    level.rms_db = rms_db(*sum, input.frames as usize);
+                    level.rms_db = rms_db(*sum, input.frames() as usize);
                 }
             }
         }

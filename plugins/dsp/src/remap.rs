@@ -60,7 +60,7 @@ impl Processor for Remap {
         let input = &inputs[0];
         check_channels(input, self.inputs)?;
         let out = &mut outputs[0];
-        out.set_frames(input.frames);
+        out.set_frames(input.frames());
         for (of, inf) in out
             .samples_mut()
             .chunks_exact_mut(self.outputs)

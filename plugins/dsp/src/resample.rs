@@ -81,15 +81,15 @@ impl Plan {
         if input.sample_rate == 0 {
             return Err(PluginError::format("the input has a sample rate of 0 Hz"));
         }
-        let block_frames = ctx.block_frames.max(1) as usize;
-        let chunk = if input.sample_rate == ctx.sample_rate {
+        let block_frames = ctx.block_frames().max(1) as usize;
+        let chunk = if input.sample_rate == ctx.sample_rate() {
             // Blocks at the pipeline rate come in at most `block_frames` frames.
             block_frames
         } else {
             // Behind a source at its own rate or another `resample`: blocks vary in size around
             // the nominal one. Leave room for that variation and an upstream flushed tail.
             let nominal = (block_frames as u64 * u64::from(input.sample_rate))
-                .div_ceil(u64::from(ctx.sample_rate.max(1))) as usize;
+                .div_ceil(u64::from(ctx.sample_rate().max(1))) as usize;
             (2 * nominal).max(block_frames) + SINC_LEN
         };
         Ok(Plan {
@@ -221,14 +221,14 @@ impl Processor for Resample {
         let input = &inputs[0];
         let out = &mut outputs[0];
         let Some(engine) = &mut self.engine else {
-            out.set_frames(input.frames);
+            out.set_frames(input.frames());
             out.samples_mut().copy_from_slice(input.samples());
             return Ok(());
         };
         check_channels(input, engine.channels)?;
-        let written = engine.process(input, out.samples.as_mut_slice())?;
+        let written = engine.process(input, out.buffer_mut())?;
         out.set_frames(written as u32);
-        out.position = self.position;
+        out.set_position(self.position);
         self.position += written as u64;
         Ok(())
     }
@@ -236,11 +236,11 @@ impl Processor for Resample {
     fn finish(&mut self, outputs: &mut [OutputBlock<'_>]) -> PluginResult<()> {
         let out = &mut outputs[0];
         let written = match &mut self.engine {
-            Some(engine) => engine.flush(out.samples.as_mut_slice(), 0)?,
+            Some(engine) => engine.flush(out.buffer_mut(), 0)?,
             None => 0,
         };
         out.set_frames(written as u32);
-        out.position = self.position;
+        out.set_position(self.position);
         self.position += written as u64;
         Ok(())
     }

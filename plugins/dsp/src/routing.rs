@@ -58,15 +58,10 @@ impl Processor for ChannelSplit {
     ) -> PluginResult<()> {
         let input = &inputs[0];
         check_channels(input, self.channels)?;
-        let src = input.samples();
         for (c, out) in outputs.iter_mut().enumerate().take(self.channels) {
-            out.set_frames(input.frames);
-            for (d, frame) in out
-                .samples_mut()
-                .iter_mut()
-                .zip(src.chunks_exact(self.channels))
-            {
-                *d = frame[c];
+            out.set_frames(input.frames());
+            for (d, s) in out.samples_mut().iter_mut().zip(input.channel(c)) {
+                *d = s;
             }
         }
         Ok(())
@@ -106,7 +101,7 @@ impl Processor for ChannelMerge {
     fn new(_config: ChannelMergeConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
         let format = merged_format(ctx)?;
         Ok(ChannelMerge {
-            widths: ctx.inputs.iter().map(|f| f.channels as usize).collect(),
+            widths: ctx.inputs().iter().map(|f| f.channels as usize).collect(),
             total: format.channels as usize,
         })
     }
@@ -117,10 +112,10 @@ impl Processor for ChannelMerge {
         outputs: &mut [OutputBlock<'_>],
     ) -> PluginResult<()> {
         let out = &mut outputs[0];
-        let mut frames = out.frames;
+        let mut frames = out.frames();
         for (input, &width) in inputs.iter().zip(&self.widths) {
             check_channels(input, width)?;
-            frames = frames.min(input.frames);
+            frames = frames.min(input.frames());
         }
         out.set_frames(frames);
         let dst = out.samples_mut();
@@ -140,7 +135,7 @@ impl Processor for ChannelMerge {
 
 /// The format of the merged output, or why the inputs cannot be merged.
 fn merged_format(ctx: &StageContext<'_>) -> PluginResult<PortFormat> {
-    let inputs = ctx.inputs.as_slice();
+    let inputs = ctx.inputs();
     let Some(first) = inputs.first() else {
         return Err(PluginError::format(
             "channel-merge needs at least one input",
@@ -174,12 +169,12 @@ fn merged_format(ctx: &StageContext<'_>) -> PluginResult<PortFormat> {
 
 /// Refuse a block whose channel count is not the one the stage was built for.
 pub(crate) fn check_channels(block: &InputBlock<'_>, expected: usize) -> PluginResult<()> {
-    if block.channels as usize == expected {
+    if block.channels() as usize == expected {
         Ok(())
     } else {
         Err(PluginError::format(format!(
             "got a block of {} channels; this stage was set up for {expected}",
-            block.channels
+            block.channels()
         )))
     }
 }

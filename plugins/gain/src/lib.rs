@@ -45,7 +45,7 @@ impl Processor for Gain {
             Some(per) => per.iter().map(|db| db_to_gain(*db)).collect(),
             None => vec![db_to_gain(config.db); channels as usize],
         };
-        let ramp = (config.ramp_ms.max(0.0) / 1000.0 * ctx.sample_rate as f32) as u32;
+        let ramp = (config.ramp_ms.max(0.0) / 1000.0 * ctx.sample_rate() as f32) as u32;
         let (current, step) = if ramp == 0 {
             (target.clone(), vec![0.0; target.len()])
         } else {

@@ -92,13 +92,13 @@ impl Capture for MockCapture {
 
     fn new(config: MockCaptureConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
         let plan = plan(&config)?;
-        let state = stage_state(Self::NAME, ctx.stage_id.as_str());
-        let crash = plan.faults.crash_site(Self::NAME, ctx.stage_id.as_str())?;
+        let state = stage_state(Self::NAME, ctx.stage_id());
+        let crash = plan.faults.crash_site(Self::NAME, ctx.stage_id())?;
         Ok(MockCapture {
             crash,
             plan,
             length: config.frames,
-            sample_rate: ctx.sample_rate,
+            sample_rate: ctx.sample_rate(),
             // A restarted stage continues the signal where the failed instance left it.
             frame: state.next_frame.load(Ordering::Relaxed),
             state,
@@ -119,7 +119,7 @@ impl Capture for MockCapture {
             // stage restarted in a fresh process (the host isolates it in a child and starts a
             // new one) continues the signal where the host's stream is. In-process restarts
             // continue from the stage state instead (they never get here).
-            self.frame = out.position;
+            self.frame = out.position();
             self.state.next_frame.store(self.frame, Ordering::Relaxed);
         }
         if self.device_gone() {
@@ -138,10 +138,11 @@ impl Capture for MockCapture {
             self.state.lost_at_ms.store(now_ms() + 1, Ordering::Relaxed);
             return Err(self.gone_error());
         }
-        if out.channels != self.plan.channels {
+        if out.channels() != self.plan.channels {
             return Err(PluginError::format(format!(
                 "the host passed a {}-channel buffer to a {}-channel mock-capture",
-                out.channels, self.plan.channels
+                out.channels(),
+                self.plan.channels
             )));
         }
         let capacity = u64::from(out.capacity_frames());
@@ -157,12 +158,12 @@ impl Capture for MockCapture {
                 *s = encode(frame, c as u32);
             }
         }
-        out.position = self.frame;
-        out.flags = if std::mem::take(&mut self.discontinuity) {
+        out.set_position(self.frame);
+        out.set_flags(if std::mem::take(&mut self.discontinuity) {
             FLAG_DISCONTINUITY
         } else {
             0
-        };
+        });
         self.frame += frames;
         self.state.next_frame.store(self.frame, Ordering::Relaxed);
         Ok(match self.length {

@@ -37,9 +37,9 @@ impl Processor for MockProcess {
     fn new(config: MockProcessConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
         let faults = config.faults()?;
         single_input(ctx)?;
-        let state = stage_state(Self::NAME, ctx.stage_id.as_str());
+        let state = stage_state(Self::NAME, ctx.stage_id());
         faults.start(&state, Self::NAME)?;
-        let crash = faults.crash_site(Self::NAME, ctx.stage_id.as_str())?;
+        let crash = faults.crash_site(Self::NAME, ctx.stage_id())?;
         Ok(MockProcess {
             faults,
             state,
@@ -56,9 +56,9 @@ impl Processor for MockProcess {
             .block(&self.state, &mut self.crash, Self::NAME)?;
         let input = &inputs[0];
         let out = &mut outputs[0];
-        out.set_frames(input.frames);
-        out.position = input.position;
-        out.flags = input.flags;
+        out.set_frames(input.frames());
+        out.set_position(input.position());
+        out.set_flags(input.flags());
         let n = out.samples_mut().len().min(input.samples().len());
         out.samples_mut()[..n].copy_from_slice(&input.samples()[..n]);
         Ok(())

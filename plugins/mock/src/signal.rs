@@ -9,7 +9,7 @@
 //! of order: a frame whose channel numbers do not rise from left to right (channel 3 before
 //! channel 2) has swapped channels. A subset in order (channel 2 alone, out of a split) is fine.
 
-use tapeline_plugin_api::{InputBlock, FLAG_DISCONTINUITY};
+use tapeline_plugin_api::InputBlock;
 
 /// Frames before the encoded frame number wraps (about 5.5 s at 48 kHz).
 pub const FRAME_PERIOD: u64 = 1 << 18;
@@ -86,13 +86,13 @@ impl Verifier {
     /// Check one block. Never allocates.
     pub fn check(&mut self, block: &InputBlock<'_>) -> BlockCheck {
         let mut found = BlockCheck::default();
-        let ch = block.channels as usize;
+        let ch = block.channels() as usize;
         if ch == 0 || ch > MAX_CHANNELS as usize {
-            found.corrupt_frames = u64::from(block.frames);
-            self.expected += u64::from(block.frames);
+            found.corrupt_frames = u64::from(block.frames());
+            self.expected += u64::from(block.frames());
             return found;
         }
-        let announced = block.flags & FLAG_DISCONTINUITY != 0;
+        let announced = block.is_discontinuity();
         for (i, frame) in block.samples().chunks_exact(ch).enumerate() {
             let Some(low) = self.frame_number(frame) else {
                 found.corrupt_frames += 1;

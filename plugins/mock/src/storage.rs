@@ -72,13 +72,13 @@ impl Storage for MockStorage {
     fn new(config: MockStorageConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
         let faults = config.faults()?;
         single_input(ctx)?;
-        let state = stage_state(Self::NAME, ctx.stage_id.as_str());
+        let state = stage_state(Self::NAME, ctx.stage_id());
         faults.start(&state, Self::NAME)?;
-        let crash = faults.crash_site(Self::NAME, ctx.stage_id.as_str())?;
+        let crash = faults.crash_site(Self::NAME, ctx.stage_id())?;
         Ok(MockStorage {
             faults,
             crash,
-            stage_id: ctx.stage_id.to_string(),
+            stage_id: ctx.stage_id().to_string(),
             report: config.report.as_ref().map(|p| ctx.resolve(p)),
             fail_on_gap: config.fail_on_gap,
             fail_finalize: config.fail_finalize,
@@ -94,8 +94,8 @@ impl Storage for MockStorage {
             .block(&self.state, &mut self.crash, Self::NAME)?;
         let expected = self.verifier.expected;
         let found = self.verifier.check(block);
-        self.frames_written += u64::from(block.frames);
-        self.publish(block.frames, &found);
+        self.frames_written += u64::from(block.frames());
+        self.publish(block.frames(), &found);
         if self.fail_on_gap && found.is_bad() {
             return Err(PluginError::other(format!(
                 "mock-storage: the sequence broke in the block at frame {expected}: \
@@ -112,7 +112,7 @@ impl Storage for MockStorage {
     }
 
     fn finalize(&mut self) -> PluginResult<StorageReport> {
-        let mut files = Vec::new();
+        let mut done = StorageReport::new().frames(self.frames_written);
         if let Some(path) = &self.report {
             let s = &self.state;
             let report = Report {
@@ -140,17 +140,14 @@ impl Storage for MockStorage {
             std::fs::write(path, text + "\n").map_err(|e| {
                 PluginError::io(format!("mock-storage: writing {}: {e}", path.display()))
             })?;
-            files.push(path.display().to_string().into());
+            done.push_file(path);
         }
         if self.fail_finalize && self.state.fire(Fired::FinalizeFailed) {
             return Err(PluginError::io(
                 "mock-storage: injected finalize failure (fail_finalize)",
             ));
         }
-        Ok(StorageReport {
-            frames_written: self.frames_written,
-            files: files.into(),
-        })
+        Ok(done)
     }
 }
 

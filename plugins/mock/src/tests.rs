@@ -1,5 +1,5 @@
-use tapeline_plugin_api::abi_stable::std_types::RSlice;
 use tapeline_plugin_api::sdk::parse_config;
+use tapeline_plugin_api::testing::input;
 use tapeline_plugin_api::{ErrorKind, InputBlock, FLAG_DISCONTINUITY};
 
 use crate::signal::{decode, encode, Verifier, FRAME_PERIOD, MAX_CHANNELS};
@@ -13,13 +13,7 @@ fn signal(frames: std::ops::Range<u64>, channels: u32) -> Vec<f32> {
 }
 
 fn block(samples: &[f32], channels: u32, flags: u32) -> InputBlock<'_> {
-    InputBlock {
-        samples: RSlice::from_slice(samples),
-        frames: samples.len() as u32 / channels,
-        channels,
-        position: 0,
-        flags,
-    }
+    input(samples, channels).with_flags(flags)
 }
 
 mod signal_encoding {
@@ -249,7 +243,7 @@ mod crash_config {
         }
         let err = parse_config::<MockStorageConfig>(r#"{"crash": "kill", "crash_at_block": 1}"#)
             .unwrap_err();
-        assert!(err.message.contains("stack-overflow"), "{}", err.message);
+        assert!(err.message().contains("stack-overflow"), "{err}");
     }
 }
 
@@ -407,22 +401,16 @@ mod crash_marker {
 }
 
 mod capture_position {
-    use tapeline_plugin_api::abi_stable::std_types::{RSlice, RSliceMut, RStr};
-    use tapeline_plugin_api::prelude::{Capture, OutputBlock, StageContext};
+    use tapeline_plugin_api::prelude::Capture;
+    use tapeline_plugin_api::testing::{context, output};
 
     use super::*;
     use crate::MockCapture;
 
     fn new(stage_id: &str) -> MockCapture {
-        let ctx = StageContext {
-            stage_id: RStr::from_str(stage_id),
-            sample_rate: 48_000,
-            block_frames: 480,
-            base_dir: RStr::from_str(""),
-            inputs: RSlice::from_slice(&[]),
-        };
+        let stage = context(&[]).with_stage_id(stage_id).with_base_dir("");
         let config: MockCaptureConfig = parse_config(r#"{"channels": 2}"#).unwrap();
-        let mut c = MockCapture::new(config, &ctx).unwrap();
+        let mut c = MockCapture::new(config, &stage.get()).unwrap();
         c.start().unwrap();
         c
     }
@@ -431,17 +419,11 @@ mod capture_position {
     /// capture produced.
     fn read(c: &mut MockCapture, position: u64) -> (u64, u64) {
         let mut samples = vec![0.0; 480 * 2];
-        let mut out = OutputBlock {
-            samples: RSliceMut::from_mut_slice(&mut samples),
-            frames: 480,
-            channels: 2,
-            position,
-            flags: 0,
-        };
+        let mut out = output(&mut samples, 2).with_position(position);
         c.read(&mut out).unwrap();
-        assert_eq!(out.frames, 480);
-        let position = out.position;
-        let (frame, channel) = decode(samples[0]).unwrap();
+        assert_eq!(out.frames(), 480);
+        let position = out.position();
+        let (frame, channel) = decode(out.samples()[0]).unwrap();
         assert_eq!(channel, 0);
         (frame, position)
     }

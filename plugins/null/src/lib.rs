@@ -29,15 +29,12 @@ impl Storage for Null {
     }
 
     fn write(&mut self, block: &InputBlock<'_>) -> PluginResult<()> {
-        self.frames += u64::from(block.frames);
+        self.frames += u64::from(block.frames());
         Ok(())
     }
 
     fn finalize(&mut self) -> PluginResult<StorageReport> {
-        Ok(StorageReport {
-            frames_written: self.frames,
-            files: Default::default(),
-        })
+        Ok(StorageReport::new().frames(self.frames))
     }
 }
 
@@ -46,8 +43,8 @@ export_plugin!(storage: Null);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapeline_plugin_api::abi_stable::std_types::{RSlice, RStr};
     use tapeline_plugin_api::sdk::parse_config;
+    use tapeline_plugin_api::testing::{context, input};
 
     #[test]
     fn counts_frames_and_rejects_keys() {
@@ -55,29 +52,17 @@ mod tests {
             channels: 2,
             sample_rate: 48_000,
         }];
-        let ctx = StageContext {
-            stage_id: RStr::from_str("sink"),
-            sample_rate: 48_000,
-            block_frames: 480,
-            base_dir: RStr::from_str(""),
-            inputs: RSlice::from_slice(&inputs),
-        };
+        let stage = context(&inputs).with_stage_id("sink").with_base_dir("");
+        let ctx = stage.get();
         Null::check(&NullConfig::default(), &ctx).unwrap();
         let mut n = Null::new(parse_config("{}").unwrap(), &ctx).unwrap();
         let samples = [0.25f32; 960];
         for frames in [480, 480, 100, 0] {
-            n.write(&InputBlock {
-                samples: RSlice::from_slice(&samples),
-                frames,
-                channels: 2,
-                position: 0,
-                flags: 0,
-            })
-            .unwrap();
+            n.write(&input(&samples[..frames * 2], 2)).unwrap();
         }
         let report = n.finalize().unwrap();
-        assert_eq!(report.frames_written, 1060);
-        assert!(report.files.is_empty());
+        assert_eq!(report.frames_written(), 1060);
+        assert_eq!(report.files().len(), 0);
         assert!(parse_config::<NullConfig>(r#"{"path": "x"}"#).is_err());
     }
 }

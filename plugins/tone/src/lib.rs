@@ -178,13 +178,13 @@ impl Describe for Tone {
 
 impl Capture for Tone {
     fn outputs(config: &ToneConfig, ctx: &StageContext<'_>) -> PluginResult<Vec<OutputPort>> {
-        let plan = plan(config, ctx.sample_rate)?;
+        let plan = plan(config, ctx.sample_rate())?;
         Ok(vec![OutputPort::new("out", ctx.format(plan.channels))])
     }
 
     fn new(config: ToneConfig, ctx: &StageContext<'_>) -> PluginResult<Self> {
-        let plan = plan(&config, ctx.sample_rate)?;
-        let sr = f64::from(ctx.sample_rate);
+        let plan = plan(&config, ctx.sample_rate())?;
+        let sr = f64::from(ctx.sample_rate());
         let inc0 = config.frequency / sr;
         let sweep_log_ratio = match config.end_frequency {
             Some(end) if config.waveform == Waveform::Sweep => (end / config.frequency).ln(),
@@ -205,10 +205,11 @@ impl Capture for Tone {
     }
 
     fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus> {
-        if out.channels as usize != self.channels {
+        if out.channels() as usize != self.channels {
             return Err(PluginError::format(format!(
                 "the host passed a {}-channel buffer to a {}-channel tone",
-                out.channels, self.channels
+                out.channels(),
+                self.channels
             )));
         }
         let capacity = u64::from(out.capacity_frames());
@@ -296,17 +297,14 @@ export_plugin!(capture: Tone);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapeline_plugin_api::abi_stable::std_types::{RSlice, RSliceMut, RStr};
     use tapeline_plugin_api::sdk::parse_config;
+    use tapeline_plugin_api::testing::{audio_call, context, output, Context};
 
-    fn ctx(sample_rate: u32) -> StageContext<'static> {
-        StageContext {
-            stage_id: RStr::from_str("tone"),
-            sample_rate,
-            block_frames: 480,
-            base_dir: RStr::from_str(""),
-            inputs: RSlice::EMPTY,
-        }
+    fn ctx(sample_rate: u32) -> Context {
+        context(&[])
+            .with_stage_id("tone")
+            .with_base_dir("")
+            .with_sample_rate(sample_rate)
     }
 
     fn config(json: &str) -> ToneConfig {
@@ -314,7 +312,7 @@ mod tests {
     }
 
     fn tone(json: &str) -> Tone {
-        Tone::new(config(json), &ctx(48_000)).expect("valid tone")
+        Tone::new(config(json), &ctx(48_000).get()).expect("valid tone")
     }
 
     /// Read blocks of `block` frames until `total` frames or the end; returns interleaved samples
@@ -325,19 +323,12 @@ mod tests {
         let mut all = Vec::new();
         let mut statuses = Vec::new();
         while all.len() < total.saturating_mul(ch) {
-            let mut out = OutputBlock {
-                samples: RSliceMut::from_mut_slice(&mut buf),
-                frames: block as u32,
-                channels: ch as u32,
-                position: 0,
-                flags: 0,
-            };
+            let mut out = output(&mut buf, ch as u32);
             // The same guard the host path uses: it fails the call if read() allocated.
-            let status = tapeline_plugin_api::export::guard_audio("read", || t.read(&mut out))
-                .into_result()
-                .expect("read succeeds without allocating");
-            let frames = out.frames;
-            all.extend_from_slice(&buf[..frames as usize * ch]);
+            let status =
+                audio_call("read", || t.read(&mut out)).expect("read succeeds without allocating");
+            let frames = out.frames();
+            all.extend_from_slice(out.samples());
             statuses.push((frames, status));
             if status == ReadStatus::Finished {
                 break;
@@ -361,9 +352,9 @@ mod tests {
         assert_eq!(c.waveform, Waveform::Sine);
         assert_eq!(c.frequency, 1000.0);
         assert_eq!(c.amplitude_db, -6.0);
-        let ports = Tone::outputs(&c, &ctx(48_000)).unwrap();
+        let ports = Tone::outputs(&c, &ctx(48_000).get()).unwrap();
         assert_eq!(ports.len(), 1);
-        assert_eq!(ports[0].name.as_str(), "out");
+        assert_eq!(ports[0].name(), "out");
         assert_eq!(ports[0].format.channels, 2);
         assert_eq!(ports[0].format.sample_rate, 48_000);
     }

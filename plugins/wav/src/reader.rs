@@ -82,7 +82,7 @@ impl Capture for WavFileReader {
         let (path, decoder, kind) = open(&config, ctx)?;
         let channels = usize::from(decoder.spec().channels);
         let total = u64::from(decoder.duration());
-        let (decoder, raw) = raw_reader(decoder, kind, channels, total, ctx.block_frames)
+        let (decoder, raw) = raw_reader(decoder, kind, channels, total, ctx.block_frames())
             .map_err(|e| read_error(&path, 0, e))?;
         Ok(WavFileReader {
             path,
@@ -97,10 +97,11 @@ impl Capture for WavFileReader {
     }
 
     fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus> {
-        if out.channels as usize != self.channels {
+        if out.channels() as usize != self.channels {
             return Err(PluginError::format(format!(
                 "the host passed a {}-channel buffer for a {}-channel file",
-                out.channels, self.channels
+                out.channels(),
+                self.channels
             )));
         }
         let capacity = out.capacity_frames() as usize;

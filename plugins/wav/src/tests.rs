@@ -4,9 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use hound::{SampleFormat as HoundFormat, WavSpec};
-use tapeline_plugin_api::abi_stable::std_types::{RSlice, RSliceMut, RStr};
 use tapeline_plugin_api::prelude::*;
 use tapeline_plugin_api::sdk::parse_config;
+use tapeline_plugin_api::testing::{self, audio_call, context, output, Context};
 
 use crate::header::Layout;
 use crate::writer::{encode, SampleFormat};
@@ -38,14 +38,13 @@ impl Drop for TempDir {
 
 const RATE: u32 = 48_000;
 
-fn ctx<'a>(base: &'a str, inputs: &'a [PortFormat]) -> StageContext<'a> {
-    StageContext {
-        stage_id: RStr::from_str("test"),
-        sample_rate: RATE,
-        block_frames: 480,
-        base_dir: RStr::from_str(base),
-        inputs: RSlice::from_slice(inputs),
-    }
+/// Stage `test` at 48 kHz with blocks of 480 frames, its pipeline file in `base` (`.get()` it).
+fn ctx(base: &str, inputs: &[PortFormat]) -> Context {
+    context(inputs)
+        .with_stage_id("test")
+        .with_base_dir(base)
+        .with_sample_rate(RATE)
+        .with_block_frames(480)
 }
 
 fn input(channels: u32) -> [PortFormat; 1] {
@@ -61,18 +60,11 @@ fn json_path(p: &Path) -> String {
 
 fn new_writer(dir: &TempDir, extra: &str, channels: u32) -> PluginResult<WavWriter> {
     let cfg = parse_config(&format!("{{{extra}}}"))?;
-    WavWriter::new(cfg, &ctx(dir.base(), &input(channels)))
+    WavWriter::new(cfg, &ctx(dir.base(), &input(channels)).get())
 }
 
 fn write_block(w: &mut WavWriter, samples: &[f32], channels: u32) {
-    w.write(&InputBlock {
-        samples: RSlice::from_slice(samples),
-        frames: (samples.len() / channels as usize) as u32,
-        channels,
-        position: 0,
-        flags: 0,
-    })
-    .unwrap();
+    w.write(&testing::input(samples, channels)).unwrap();
 }
 
 fn bits(format: SampleFormat) -> u32 {
@@ -169,8 +161,8 @@ fn header_after_n_frames_is_sample_exact_for_every_format() {
                 }
                 if stage == "flushed" {
                     let report = w.finalize().unwrap();
-                    assert_eq!(report.frames_written, frames as u64);
-                    assert_eq!(report.files.len(), 1);
+                    assert_eq!(report.frames_written(), frames as u64);
+                    assert_eq!(report.files().len(), 1);
                 }
             }
         }
@@ -186,17 +178,9 @@ fn a_block_is_on_disk_without_flush_when_syncing_every_block() {
     // Valid and empty right after creation.
     assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 0);
     let block = [0.5f32; 960];
-    let input = InputBlock {
-        samples: RSlice::from_slice(&block),
-        frames: 480,
-        channels: 2,
-        position: 0,
-        flags: 0,
-    };
+    let input = testing::input(&block, 2);
     // write(), sync included, passes the host's audio-path allocation check.
-    tapeline_plugin_api::export::guard_audio("write", || w.write(&input))
-        .into_result()
-        .expect("write succeeds without allocating");
+    audio_call("write", || w.write(&input)).expect("write succeeds without allocating");
     assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 480);
     drop(w); // Drop finalizes a writer the host forgot to finalize.
     assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 480);
@@ -212,20 +196,14 @@ fn sync_end_syncs_only_when_finalised() {
     );
     let mut w = new_writer(&dir, &cfg, 2).unwrap();
     let block = [0.25f32; 960];
-    let input = InputBlock {
-        samples: RSlice::from_slice(&block),
-        frames: 480,
-        channels: 2,
-        position: 0,
-        flags: 0,
-    };
+    let input = testing::input(&block, 2);
     for _ in 0..3 {
         w.write(&input).unwrap();
     }
     w.flush().unwrap();
     // Nothing synced yet: the header still counts no audio, though every interval has passed.
     assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 0);
-    assert_eq!(w.finalize().unwrap().frames_written, 1440);
+    assert_eq!(w.finalize().unwrap().frames_written(), 1440);
     assert_eq!(hound::WavReader::open(&path).unwrap().duration(), 1440);
 }
 
@@ -238,8 +216,8 @@ fn per_channel_writes_one_mono_file_per_channel() {
     let (ints, floats) = test_signal(SampleFormat::Pcm16, 300);
     write_block(&mut w, &floats, 3);
     let report = w.finalize().unwrap();
-    assert_eq!(report.frames_written, 100);
-    let names: Vec<String> = report.files.iter().map(|f| f.to_string()).collect();
+    assert_eq!(report.frames_written(), 100);
+    let names: Vec<String> = report.files().map(str::to_string).collect();
     assert_eq!(
         names,
         (0..3)
@@ -262,20 +240,12 @@ fn finalize_after_no_writes_leaves_a_valid_empty_file() {
     let cfg = format!(r#""path": {}, "format": "pcm24""#, json_path(&path));
     let mut w = new_writer(&dir, &cfg, 2).unwrap();
     let report = w.finalize().unwrap();
-    assert_eq!(report.frames_written, 0);
+    assert_eq!(report.frames_written(), 0);
     assert_eq!(w.finalize().unwrap(), report, "finalize is idempotent");
     let r = hound::WavReader::open(&path).unwrap();
     assert_eq!(r.duration(), 0);
     assert_eq!(r.spec().bits_per_sample, 24);
-    assert!(w
-        .write(&InputBlock {
-            samples: RSlice::from_slice(&[0.0; 2]),
-            frames: 1,
-            channels: 2,
-            position: 0,
-            flags: 0,
-        })
-        .is_err());
+    assert!(w.write(&testing::input(&[0.0; 2], 2)).is_err());
 }
 
 #[test]
@@ -331,7 +301,8 @@ fn conversion_clamps_and_rounds() {
 fn check_leaves_an_existing_file_to_new_which_refuses_it_and_creates_nothing() {
     let dir = TempDir::new("check");
     let inputs = input(2);
-    let c = ctx(dir.base(), &inputs);
+    let cx = ctx(dir.base(), &inputs);
+    let c = cx.get();
     let existing = dir.path("take1.wav");
     fs::write(&existing, b"old recording").unwrap();
 
@@ -412,11 +383,12 @@ fn int_spec(channels: u16, bits: u16, rate: u32) -> WavSpec {
 
 fn open_reader(dir: &TempDir, extra: &str) -> PluginResult<WavFileReader> {
     let cfg = parse_config(&format!("{{{extra}}}"))?;
-    let c = ctx(dir.base(), &[]);
+    let cx = ctx(dir.base(), &[]);
+    let c = cx.get();
     let ports = WavFileReader::outputs(&cfg, &c)?;
     let r = WavFileReader::new(cfg, &c)?;
     assert_eq!(ports.len(), 1);
-    assert_eq!(ports[0].name.as_str(), "out");
+    assert_eq!(ports[0].name(), "out");
     assert_eq!(ports[0].format.sample_rate, RATE);
     Ok(r)
 }
@@ -432,19 +404,11 @@ fn read_blocks(
     let mut all = Vec::new();
     let mut statuses = Vec::new();
     for _ in 0..max_blocks {
-        let mut out = OutputBlock {
-            samples: RSliceMut::from_mut_slice(&mut buf),
-            frames: block as u32,
-            channels: channels as u32,
-            position: 0,
-            flags: 0,
-        };
-        let status = tapeline_plugin_api::export::guard_audio("read", || r.read(&mut out))
-            .into_result()
-            .expect("read succeeds without allocating");
-        let frames = out.frames as usize;
-        all.extend_from_slice(&buf[..frames * channels]);
-        statuses.push((frames as u32, status));
+        let mut out = output(&mut buf, channels as u32);
+        let status =
+            audio_call("read", || r.read(&mut out)).expect("read succeeds without allocating");
+        all.extend_from_slice(out.samples());
+        statuses.push((out.frames(), status));
         if status == ReadStatus::Finished {
             break;
         }
@@ -557,7 +521,8 @@ fn a_file_at_another_rate_is_offered_at_its_own_rate() {
     let dir = TempDir::new("rate");
     write_fixture(&dir.path("cd.wav"), int_spec(2, 16, 44_100), &[0, 0]);
     let cfg = parse_config(r#"{"path": "cd.wav"}"#).unwrap();
-    let ports = WavFileReader::outputs(&cfg, &ctx(dir.base(), &[])).expect("a 44.1 kHz file opens");
+    let ports =
+        WavFileReader::outputs(&cfg, &ctx(dir.base(), &[]).get()).expect("a 44.1 kHz file opens");
     assert_eq!(ports[0].format.sample_rate, 44_100);
     assert_eq!(ports[0].format.channels, 2);
 }
@@ -589,13 +554,7 @@ fn missing_invalid_and_truncated_files() {
         .unwrap();
     let mut r = open_reader(&dir, r#""path": "cut.wav""#).unwrap();
     let mut buf = [0.0f32; 1000];
-    let mut out = OutputBlock {
-        samples: RSliceMut::from_mut_slice(&mut buf),
-        frames: 1000,
-        channels: 1,
-        position: 0,
-        flags: 0,
-    };
+    let mut out = output(&mut buf, 1);
     let e = r.read(&mut out).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Io);
     assert!(e.message().contains("truncated"), "{e}");
@@ -663,7 +622,7 @@ fn within_a_second<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
 
 fn check_writer(dir: &TempDir, json: &str) -> PluginResult<()> {
     let cfg = parse_config(&format!("{{{json}}}"))?;
-    WavWriter::check(&cfg, &ctx(dir.base(), &input(1)))
+    WavWriter::check(&cfg, &ctx(dir.base(), &input(1)).get())
 }
 
 #[test]
@@ -675,7 +634,7 @@ fn a_fifo_is_refused_by_reader_and_writer_without_blocking() {
     // The reader, in validation (outputs) and construction alike.
     let e = within_a_second(move || {
         let cfg: crate::WavReaderConfig = parse_config(r#"{"path": "pipe.wav"}"#).unwrap();
-        WavFileReader::outputs(&cfg, &ctx(&base, &[])).unwrap_err()
+        WavFileReader::outputs(&cfg, &ctx(&base, &[]).get()).unwrap_err()
     });
     assert_eq!(e.key(), Some("path"));
     assert!(e.message().contains("FIFO"), "{e}");
@@ -688,7 +647,9 @@ fn a_fifo_is_refused_by_reader_and_writer_without_blocking() {
     let base = dir.base().to_string();
     let e = within_a_second(move || {
         let cfg = parse_config(r#"{"path": "pipe.wav", "overwrite": true}"#).unwrap();
-        WavWriter::new(cfg, &ctx(&base, &input(1))).err().unwrap()
+        WavWriter::new(cfg, &ctx(&base, &input(1)).get())
+            .err()
+            .unwrap()
     });
     assert_eq!(e.key(), Some("path"));
     assert!(e.message().contains("FIFO"), "{e}");

@@ -187,23 +187,19 @@ impl Storage for WavWriter {
                 "an earlier write failed; the file keeps what was written before it",
             ));
         }
-        if block.channels as usize != self.channels {
+        if block.channels() as usize != self.channels {
             return Err(PluginError::format(format!(
                 "got a {}-channel block, expected {} channels",
-                block.channels, self.channels
+                block.channels(),
+                self.channels
             )));
         }
-        let samples = block.samples();
-        let step = self.channels;
         for (c, out) in self.outs.iter_mut().enumerate() {
             let result = match out.w.as_mut() {
-                Some(w) if self.per_channel => write_samples(
-                    self.format,
-                    samples.iter().skip(c).step_by(step).copied(),
-                    &mut self.convert,
-                    w,
-                ),
-                Some(w) => write_slice(self.format, samples, &mut self.convert, w),
+                Some(w) if self.per_channel => {
+                    write_samples(self.format, block.channel(c), &mut self.convert, w)
+                }
+                Some(w) => write_slice(self.format, block.samples(), &mut self.convert, w),
                 None => Ok(()),
             };
             if let Err(e) = result {
@@ -211,7 +207,7 @@ impl Storage for WavWriter {
                 return Err(io_error("writing", &out.path, &e));
             }
         }
-        self.frames += u64::from(block.frames);
+        self.frames += u64::from(block.frames());
         if self.sync_mode == SyncMode::Interval && self.last_sync.elapsed() >= self.sync_interval {
             self.sync()?;
         }
@@ -233,9 +229,9 @@ impl Storage for WavWriter {
         let header_len = self.layout.header_len() as u64;
         let mut frames = self.frames;
         let mut first_error = None;
-        let mut report = StorageReport::default();
+        let mut report = StorageReport::new();
         for out in &mut self.outs {
-            report.files.push(out.path.display().to_string().into());
+            report.push_file(&out.path);
             let Some(w) = out.w.take() else { continue };
             // On a flush error keep what reached the file and drop the rest of the buffer.
             let (file, flushed) = match w.into_inner() {

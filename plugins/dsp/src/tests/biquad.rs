@@ -57,7 +57,8 @@ fn analytic(kind: FilterType, f: f64, f0: f64, q: f64, gain_db: f64, fs: f64) ->
 /// measured over one second (a whole number of cycles) after a quarter second of settling.
 fn measured_db(json: &str, f: f64) -> f64 {
     let input = [format(1, RATE)];
-    let c = ctx(&input);
+    let cx = ctx(&input);
+    let c = cx.get();
     let ports = Biquad::outputs(&config(json), &c).unwrap();
     let mut filter: Biquad = build(json, &c);
     let settle = RATE as usize / 4;
@@ -141,7 +142,8 @@ fn measured_response_matches_the_analytic_response_at_ten_frequencies() {
 #[test]
 fn channels_are_independent_and_block_size_does_not_matter() {
     let input = [format(2, RATE)];
-    let c = ctx(&input);
+    let cx = ctx(&input);
+    let c = cx.get();
     let json = r#"{"type": "peak", "frequency": 2000, "q": 4, "gain_db": 12}"#;
     let ports = Biquad::outputs(&config(json), &c).unwrap();
     // Left: noise; right: silence.
@@ -166,7 +168,8 @@ fn channels_are_independent_and_block_size_does_not_matter() {
 #[test]
 fn bad_settings_name_their_key() {
     let input = [format(1, 44_100)];
-    let c = ctx(&input);
+    let cx = ctx(&input);
+    let c = cx.get();
     let cases = [
         (r#"{"type": "lowpass", "frequency": 22050}"#, "frequency"),
         (r#"{"type": "lowpass", "frequency": 0}"#, "frequency"),

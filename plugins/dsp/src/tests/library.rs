@@ -1,14 +1,12 @@
 //! The library as the host sees it: the manifests and the `layout` entry point, through the
 //! functions `export_plugin!` generated.
 
-use tapeline_plugin_api::abi_stable::std_types::RResult;
-
 use super::*;
 
 #[test]
 fn the_library_lists_every_plugin_with_a_documented_schema() {
-    let manifests = crate::__tapeline_manifests();
-    let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
+    let manifests = crate::__tapeline_library().manifests();
+    let names: Vec<&str> = manifests.iter().map(|m| m.name()).collect();
     assert_eq!(
         names,
         [
@@ -25,30 +23,30 @@ fn the_library_lists_every_plugin_with_a_documented_schema() {
             m.kind,
             tapeline_plugin_api::PluginKind::Process,
             "{}",
-            m.name
+            m.name()
         );
-        assert_eq!(m.version.as_str(), env!("CARGO_PKG_VERSION"));
-        assert!(!m.description.is_empty());
-        let schema: serde_json::Value = serde_json::from_str(&m.config_schema).unwrap();
+        assert_eq!(m.version(), env!("CARGO_PKG_VERSION"));
+        assert!(!m.description().is_empty());
+        let schema: serde_json::Value = serde_json::from_str(m.config_schema()).unwrap();
         // Every field of every config is documented.
         if let Some(props) = schema["properties"].as_object() {
             for (key, prop) in props {
                 assert!(
                     prop.get("description").is_some(),
                     "{}: `{key}` has no description",
-                    m.name
+                    m.name()
                 );
             }
         }
-        assert_eq!(schema["additionalProperties"], false, "{}", m.name);
+        assert_eq!(schema["additionalProperties"], false, "{}", m.name());
     }
     let merge = &manifests[1];
     assert_eq!((merge.inputs.min, merge.inputs.max), (2, 64));
     assert_eq!(
-        manifests[0].outputs.as_str(),
+        manifests[0].outputs(),
         "0..N-1 (also left/right for stereo)"
     );
-    let biquad: serde_json::Value = serde_json::from_str(&manifests[3].config_schema).unwrap();
+    let biquad: serde_json::Value = serde_json::from_str(manifests[3].config_schema()).unwrap();
     assert!(biquad["properties"]["type"].is_object(), "{biquad}");
     assert!(biquad["required"]
         .as_array()
@@ -57,18 +55,14 @@ fn the_library_lists_every_plugin_with_a_documented_schema() {
 }
 
 fn layout(name: &str, json: &str, inputs: &[PortFormat]) -> Result<Vec<OutputPort>, PluginError> {
-    let c = ctx(inputs);
-    match crate::__tapeline_layout(RStr::from_str(name), RStr::from_str(json), &c) {
-        RResult::ROk(ports) => Ok(ports.into_vec()),
-        RResult::RErr(e) => Err(e),
-    }
+    crate::__tapeline_library().layout(name, json, &ctx(inputs).get())
 }
 
 #[test]
 fn layout_parses_the_config_text_like_the_host_sends_it() {
     let stereo = [format(2, RATE)];
     let ports = layout("channel-split", "{}", &stereo).unwrap();
-    assert_eq!(ports[1].alias.as_str(), "right");
+    assert_eq!(ports[1].alias(), Some("right"));
     let ports = layout("resample", r#"{"rate": 44100}"#, &stereo).unwrap();
     assert_eq!(ports[0].format, format(2, 44_100));
     assert!(ports[0].max_frames > 441);

@@ -5,7 +5,8 @@ use crate::Meter;
 
 fn levels_after(json: &str, signal: &[f32], channels: u32, block: usize) -> (Vec<f32>, Vec<Level>) {
     let input = [format(channels, RATE)];
-    let c = ctx(&input);
+    let cx = ctx(&input);
+    let c = cx.get();
     let ports = Meter::outputs(&config(json), &c).unwrap();
     let mut meter: Meter = build(json, &c);
     assert_eq!(meter.levels().len(), channels as usize);
@@ -78,7 +79,7 @@ fn bad_window_is_refused() {
         r#"{"window_ms": -5}"#,
         r#"{"window_ms": 1e9}"#,
     ] {
-        let e = rejection::<Meter>(json, &ctx(&input));
+        let e = rejection::<Meter>(json, &ctx(&input).get());
         assert_eq!(e.key(), Some("window_ms"), "{json}");
     }
     assert!(parse_config::<crate::MeterConfig>(r#"{"window": 5}"#).is_err());
@@ -105,7 +106,8 @@ fn a_windowed_peak_forgets_what_left_the_window_and_never_reads_below_the_rms() 
     // Random blocks of a noisy signal with bursts: at every block, RMS <= peak, and the peak
     // is at least the true peak of the window and at most that of the window plus one chunk.
     let input = [format(1, RATE)];
-    let c = ctx(&input);
+    let cx = ctx(&input);
+    let c = cx.get();
     let ports = Meter::outputs(&config(r#"{"window_ms": 10}"#), &c).unwrap();
     let mut meter: Meter = build(r#"{"window_ms": 10}"#, &c);
     let mut x = noise(20_000, 1, 0.2, 3);

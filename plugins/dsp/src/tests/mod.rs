@@ -4,10 +4,9 @@
 use std::f64::consts::PI;
 
 use serde::de::DeserializeOwned;
-use tapeline_plugin_api::abi_stable::std_types::{RSlice, RSliceMut, RStr};
-use tapeline_plugin_api::export::guard_audio;
 use tapeline_plugin_api::prelude::*;
 use tapeline_plugin_api::sdk::parse_config;
+use tapeline_plugin_api::testing::{audio_call, context, input, output, Context};
 
 mod biquad;
 mod library;
@@ -25,19 +24,17 @@ fn format(channels: u32, sample_rate: u32) -> PortFormat {
     }
 }
 
-/// A context at the pipeline rate of 48 kHz with blocks of 480 frames.
-fn ctx(inputs: &[PortFormat]) -> StageContext<'_> {
+/// A context at the pipeline rate of 48 kHz with blocks of 480 frames (`.get()` it).
+fn ctx(inputs: &[PortFormat]) -> Context {
     ctx_at(RATE, inputs)
 }
 
-fn ctx_at(sample_rate: u32, inputs: &[PortFormat]) -> StageContext<'_> {
-    StageContext {
-        stage_id: RStr::from_str("t"),
-        sample_rate,
-        block_frames: BLOCK as u32,
-        base_dir: RStr::from_str(""),
-        inputs: RSlice::from_slice(inputs),
-    }
+fn ctx_at(sample_rate: u32, inputs: &[PortFormat]) -> Context {
+    context(inputs)
+        .with_stage_id("t")
+        .with_base_dir("")
+        .with_sample_rate(sample_rate)
+        .with_block_frames(BLOCK as u32)
 }
 
 fn config<C: DeserializeOwned>(json: &str) -> C {
@@ -99,20 +96,13 @@ fn finish<P: Processor>(p: &mut P, ports: &[OutputPort]) -> Vec<Vec<f32>> {
         let mut outs: Vec<OutputBlock<'_>> = bufs
             .iter_mut()
             .zip(ports)
-            .map(|(buf, port)| OutputBlock {
-                samples: RSliceMut::from_mut_slice(buf),
-                frames: 0,
-                channels: port.format.channels,
-                position: 0,
-                flags: 0,
-            })
+            .map(|(buf, port)| output(buf, port.format.channels).with_frames(0))
             .collect();
-        guard_audio("finish", || p.finish(&mut outs))
-            .into_result()
+        audio_call("finish", || p.finish(&mut outs))
             .unwrap_or_else(|e| panic!("finish failed: {e}"));
         let produced: Vec<usize> = outs
             .iter()
-            .map(|o| o.frames as usize * o.channels as usize)
+            .map(|o| o.frames() as usize * o.channels() as usize)
             .collect();
         drop(outs);
         if produced.iter().all(|n| *n == 0) {
@@ -148,33 +138,24 @@ fn run_blocks<P: Processor>(
         let ins: Vec<InputBlock<'_>> = inputs
             .iter()
             .map(|(signal, ch)| {
-                let ch = *ch as usize;
-                InputBlock {
-                    samples: RSlice::from_slice(&signal[start * ch..(start + frames) * ch]),
-                    frames: frames as u32,
-                    channels: ch as u32,
-                    position: start as u64,
-                    flags: 0,
-                }
+                let samples = &signal[start * *ch as usize..(start + frames) * *ch as usize];
+                input(samples, *ch).with_position(start as u64)
             })
             .collect();
         let mut outs: Vec<OutputBlock<'_>> = bufs
             .iter_mut()
             .zip(ports)
-            .map(|(buf, port)| OutputBlock {
-                samples: RSliceMut::from_mut_slice(buf),
-                frames: frames as u32,
-                channels: port.format.channels,
-                position: start as u64,
-                flags: 0,
+            .map(|(buf, port)| {
+                output(buf, port.format.channels)
+                    .with_frames(frames as u32)
+                    .with_position(start as u64)
             })
             .collect();
-        guard_audio("process", || p.process(&ins, &mut outs))
-            .into_result()
+        audio_call("process", || p.process(&ins, &mut outs))
             .unwrap_or_else(|e| panic!("process failed: {e}"));
         let produced: Vec<usize> = outs
             .iter()
-            .map(|o| o.frames as usize * o.channels as usize)
+            .map(|o| o.frames() as usize * o.channels() as usize)
             .collect();
         drop(outs);
         for ((result, buf), n) in results.iter_mut().zip(&bufs).zip(produced) {

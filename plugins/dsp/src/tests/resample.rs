@@ -10,7 +10,8 @@ use crate::Resample;
 /// and the port the stage declared.
 fn resample(rate_in: u32, rate_out: u32, signal: &[f32], channels: u32) -> (Vec<f32>, OutputPort) {
     let input = [format(channels, rate_in)];
-    let c = ctx_at(rate_in, &input);
+    let cx = ctx_at(rate_in, &input);
+    let c = cx.get();
     let json = format!(r#"{{"rate": {rate_out}}}"#);
     let ports = Resample::outputs(&config(&json), &c).unwrap();
     assert_eq!(ports.len(), 1);
@@ -172,11 +173,12 @@ fn upsampling_44k1_to_48k_keeps_a_tone_exact_and_in_time() {
 #[test]
 fn the_port_has_the_new_rate_and_room_for_every_block() {
     let input = [format(2, RATE)];
-    let c = ctx(&input);
+    let cx = ctx(&input);
+    let c = cx.get();
     for rate in [8_000u32, 44_100, 96_000, 192_000] {
         let ports = Resample::outputs(&config(&format!(r#"{{"rate": {rate}}}"#)), &c).unwrap();
         assert_eq!(ports.len(), 1);
-        assert_eq!(ports[0].name.as_str(), "out");
+        assert_eq!(ports[0].name(), "out");
         assert_eq!(ports[0].format, format(2, rate));
         let nominal = (BLOCK as u64 * u64::from(rate)).div_ceil(u64::from(RATE)) as u32;
         assert!(
@@ -187,7 +189,8 @@ fn the_port_has_the_new_rate_and_room_for_every_block() {
         // A short final block plus the flushed tail fits (run() fails if it does not).
         let signal = noise(BLOCK * 3 + 1, 2, 0.5, 1);
         let input = [format(2, RATE)];
-        let c = ctx(&input);
+        let cx = ctx(&input);
+        let c = cx.get();
         let json = format!(r#"{{"rate": {rate}}}"#);
         let out = run(
             &mut build::<Resample>(&json, &c),
@@ -218,7 +221,8 @@ fn every_length_comes_out_whole() {
 #[test]
 fn a_stream_after_the_end_starts_afresh() {
     let input = [format(1, RATE)];
-    let c = ctx(&input);
+    let cx = ctx(&input);
+    let c = cx.get();
     let json = r#"{"rate": 32000}"#;
     let ports = Resample::outputs(&config(json), &c).unwrap();
     let first = noise(1000, 1, 0.5, 3);
@@ -265,12 +269,14 @@ fn chained_stages_take_variable_blocks_and_round_trip() {
     let signal = sine(tone, RATE, 0.5, frames, 1);
 
     let in_a = [format(1, RATE)];
-    let ca = ctx(&in_a);
+    let cx_a = ctx(&in_a);
+    let ca = cx_a.get();
     let ports_a = Resample::outputs(&config(r#"{"rate": 44100}"#), &ca).unwrap();
     let mut a: Resample = build(r#"{"rate": 44100}"#, &ca);
 
     let in_b = [format(1, 44_100)];
-    let cb = ctx(&in_b);
+    let cx_b = ctx(&in_b);
+    let cb = cx_b.get();
     let ports_b = Resample::outputs(&config(r#"{"rate": 48000}"#), &cb).unwrap();
     let mut b: Resample = build(r#"{"rate": 48000}"#, &cb);
 
@@ -325,7 +331,7 @@ fn bad_rates_are_refused() {
         r#"{"rate": 500}"#,
         r#"{"rate": 10000000}"#,
     ] {
-        let e = rejection::<Resample>(json, &ctx(&input));
+        let e = rejection::<Resample>(json, &ctx(&input).get());
         assert_eq!(e.kind, ErrorKind::InvalidConfig);
         assert_eq!(e.key(), Some("rate"), "{json}");
     }

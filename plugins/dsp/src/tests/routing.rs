@@ -9,10 +9,10 @@ mod split {
     #[test]
     fn stereo_gets_numbered_ports_with_left_right_aliases() {
         let inputs = [format(2, RATE)];
-        let ports = ChannelSplit::outputs(&config("{}"), &ctx(&inputs)).unwrap();
+        let ports = ChannelSplit::outputs(&config("{}"), &ctx(&inputs).get()).unwrap();
         let names: Vec<(&str, &str)> = ports
             .iter()
-            .map(|p| (p.name.as_str(), p.alias.as_str()))
+            .map(|p| (p.name(), p.alias().unwrap_or("")))
             .collect();
         assert_eq!(names, [("0", "left"), ("1", "right")]);
         assert!(ports.iter().all(|p| p.format == format(1, RATE)));
@@ -22,11 +22,11 @@ mod split {
     fn other_counts_get_numbers_only() {
         for channels in [1, 3, 6] {
             let inputs = [format(channels, 44_100)];
-            let ports = ChannelSplit::outputs(&config("{}"), &ctx(&inputs)).unwrap();
+            let ports = ChannelSplit::outputs(&config("{}"), &ctx(&inputs).get()).unwrap();
             assert_eq!(ports.len(), channels as usize);
             for (i, p) in ports.iter().enumerate() {
-                assert_eq!(p.name.as_str(), i.to_string());
-                assert!(p.alias.is_empty());
+                assert_eq!(p.name(), i.to_string());
+                assert_eq!(p.alias(), None);
                 assert_eq!(p.format, format(1, 44_100));
             }
         }
@@ -35,7 +35,8 @@ mod split {
     #[test]
     fn each_port_carries_its_channel() {
         let inputs = [format(3, RATE)];
-        let c = ctx(&inputs);
+        let cx = ctx(&inputs);
+        let c = cx.get();
         let ports = ChannelSplit::outputs(&config("{}"), &c).unwrap();
         let mut split: ChannelSplit = build("{}", &c);
         let signal: Vec<f32> = (0..3000).map(|i| i as f32).collect();
@@ -50,7 +51,7 @@ mod split {
     fn refuses_keys_and_needs_one_input() {
         assert!(parse_config::<crate::ChannelSplitConfig>(r#"{"channels": 2}"#).is_err());
         let inputs = [format(1, RATE), format(1, RATE)];
-        let e = ChannelSplit::outputs(&config("{}"), &ctx(&inputs)).unwrap_err();
+        let e = ChannelSplit::outputs(&config("{}"), &ctx(&inputs).get()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
     }
 }
@@ -61,10 +62,11 @@ mod merge {
     #[test]
     fn concatenates_channels_in_input_order() {
         let inputs = [format(1, RATE), format(2, RATE), format(1, RATE)];
-        let c = ctx(&inputs);
+        let cx = ctx(&inputs);
+        let c = cx.get();
         let ports = ChannelMerge::outputs(&config("{}"), &c).unwrap();
         assert_eq!(ports.len(), 1);
-        assert_eq!(ports[0].name.as_str(), "out");
+        assert_eq!(ports[0].name(), "out");
         assert_eq!(ports[0].format, format(4, RATE));
         let mut merge: ChannelMerge = build("{}", &c);
         let frames = 1000;
@@ -81,7 +83,7 @@ mod merge {
     #[test]
     fn mixed_rates_are_refused_naming_both() {
         let inputs = [format(2, RATE), format(1, RATE), format(1, 44_100)];
-        let e = rejection::<ChannelMerge>("{}", &ctx(&inputs));
+        let e = rejection::<ChannelMerge>("{}", &ctx(&inputs).get());
         assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
         assert!(e.message().contains("48000 Hz"), "{e}");
         assert!(e.message().contains("44100 Hz"), "{e}");
@@ -91,7 +93,7 @@ mod merge {
     #[test]
     fn more_than_64_channels_are_refused() {
         let inputs = [format(40, RATE), format(30, RATE)];
-        let e = rejection::<ChannelMerge>("{}", &ctx(&inputs));
+        let e = rejection::<ChannelMerge>("{}", &ctx(&inputs).get());
         assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
         assert!(e.message().contains("70"), "{e}");
     }
@@ -100,7 +102,8 @@ mod merge {
     fn split_then_merge_gives_back_the_input_exactly() {
         for channels in [2u32, 5] {
             let input = [format(channels, RATE)];
-            let c = ctx(&input);
+            let cx = ctx(&input);
+            let c = cx.get();
             let split_ports = ChannelSplit::outputs(&config("{}"), &c).unwrap();
             let mut split: ChannelSplit = build("{}", &c);
             // Noise with a short last block (2345 = 4 * 480 + 425), plus values that only
@@ -110,7 +113,8 @@ mod merge {
             let monos = run(&mut split, &[(&signal, channels)], &split_ports, BLOCK);
 
             let mono_formats: Vec<PortFormat> = split_ports.iter().map(|p| p.format).collect();
-            let c2 = ctx(&mono_formats);
+            let cx2 = ctx(&mono_formats);
+            let c2 = cx2.get();
             let merge_ports = ChannelMerge::outputs(&config("{}"), &c2).unwrap();
             assert_eq!(merge_ports[0].format, format(channels, RATE));
             let mut merge: ChannelMerge = build("{}", &c2);
@@ -127,7 +131,8 @@ mod remap {
     #[test]
     fn identity_is_exact() {
         let input = [format(3, RATE)];
-        let c = ctx(&input);
+        let cx = ctx(&input);
+        let c = cx.get();
         let json = r#"{"matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}"#;
         let ports = Remap::outputs(&config(json), &c).unwrap();
         assert_eq!(ports[0].format, format(3, RATE));
@@ -140,7 +145,8 @@ mod remap {
     #[test]
     fn rows_are_outputs_and_columns_inputs() {
         let input = [format(2, RATE)];
-        let c = ctx(&input);
+        let cx = ctx(&input);
+        let c = cx.get();
         // mono mix, right only, left minus right
         let json = r#"{"matrix": [[0.5, 0.5], [0, 1], [1, -1]]}"#;
         let ports = Remap::outputs(&config(json), &c).unwrap();
@@ -157,14 +163,14 @@ mod remap {
     #[test]
     fn a_row_of_the_wrong_length_is_named() {
         let input = [format(2, RATE)];
-        let e = rejection::<Remap>(r#"{"matrix": [[1, 0], [0, 1, 0]]}"#, &ctx(&input));
+        let e = rejection::<Remap>(r#"{"matrix": [[1, 0], [0, 1, 0]]}"#, &ctx(&input).get());
         assert_eq!(e.kind, ErrorKind::InvalidConfig);
         assert_eq!(e.key(), Some("matrix"));
         assert!(e.message().contains("row 2 of 2"), "{e}");
         assert!(e.message().contains("3 coefficient"), "{e}");
         assert!(e.message().contains("2 channel"), "{e}");
 
-        let e = rejection::<Remap>(r#"{"matrix": []}"#, &ctx(&input));
+        let e = rejection::<Remap>(r#"{"matrix": []}"#, &ctx(&input).get());
         assert_eq!(e.key(), Some("matrix"));
         let e = parse_config::<crate::RemapConfig>(r#"{"matrix": [[1]], "gain": 1}"#)
             .err()
