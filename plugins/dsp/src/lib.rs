@@ -6,7 +6,8 @@
 //! - `remap`: a mixing matrix from input channels to output channels.
 //! - `biquad`: one RBJ Audio EQ Cookbook filter per channel.
 //! - `meter`: passes audio through untouched and measures peak and RMS per channel.
-//! - `resample`: converts to another sample rate (rubato's windowed-sinc resampler).
+//! - `resample`: converts to another sample rate (rubato's FFT resampler, or its windowed-sinc
+//!   one for a ratio too fine for FFT units).
 
 mod biquad;
 mod meter;
@@ -17,7 +18,7 @@ mod routing;
 pub use biquad::{Biquad, BiquadConfig, Coefficients, FilterType};
 pub use meter::{Meter, MeterConfig};
 pub use remap::{Remap, RemapConfig};
-pub use resample::{Resample, ResampleConfig};
+pub use resample::{Quality, Resample, ResampleConfig};
 pub use routing::{ChannelMerge, ChannelMergeConfig, ChannelSplit, ChannelSplitConfig};
 
 tapeline_plugin_api::export_plugin!(
