@@ -135,9 +135,8 @@ pub struct Resample {
 impl Describe for Resample {
     type Config = ResampleConfig;
     const NAME: &'static str = "resample";
-    const DESCRIPTION: &'static str = "Converts to another sample rate (FFT resampling for \
-        whole-rate ratios, windowed sinc for the rest; quality fast, balanced or best; \
-        time-aligned)";
+    const DESCRIPTION: &'static str =
+        "Converts to another sample rate (FFT or windowed sinc; fast, balanced, best; time-aligned)";
 }
 
 /// A resampling stream, whatever its engine.
