@@ -19,24 +19,8 @@ set -euo pipefail
 REPS=${REPS:-5}
 LENGTH_S=${LENGTH_S:-600}
 CHAIN_S=${CHAIN_S:-60}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TAPELINE=$ROOT/target/release/tapeline
-
-if ! command -v sox >/dev/null; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sox >/dev/null
-    else
-        echo "error: bench/isolation.sh makes its input with sox" >&2
-        echo "  help: sudo apt-get install sox" >&2
-        exit 2
-    fi
-fi
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    (cd "$ROOT" && cargo build --release --quiet)
-fi
-
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup isolation.sh sox
 sox -n -r 48000 -b 16 -c 2 "$WORK/in.wav" synth "$LENGTH_S" sine 997 sine 1499 gain -3
 sox -n -r 48000 -b 16 -c 2 "$WORK/short.wav" synth "$CHAIN_S" sine 997 sine 1499 gain -3
 
@@ -103,12 +87,11 @@ for _ in $(seq 1 "$REPS"); do
         TIMES[$v]+="$(run_once "$v") "
     done
 done
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 cmp -s "$WORK/gain480.wav" "$WORK/gain480iso.wav" || { echo "isolated gain output differs" >&2; exit 1; }
 cmp -s "$WORK/chain.wav" "$WORK/chainiso.wav" || { echo "isolated chain output differs" >&2; exit 1; }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
+machine_line
 echo "median of $REPS interleaved runs, wall seconds; outputs identical (cmp)"
 printf '%-34s %10s %10s %8s\n' job in-process isolated ratio
 for pair in "gain480 gain job, block 480 (${LENGTH_S} s)" "gain4096 gain job, block 4096 (${LENGTH_S} s)" "chain 16 gain stages, block 480 (${CHAIN_S} s)"; do

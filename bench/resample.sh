@@ -22,30 +22,9 @@ set -euo pipefail
 
 REPS=${REPS:-5}
 LENGTH_S=${LENGTH_S:-600}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TAPELINE=$ROOT/target/release/tapeline
 TIME=/usr/bin/time
-
-missing=()
-command -v sox >/dev/null || missing+=(sox)
-command -v ffmpeg >/dev/null || missing+=(ffmpeg)
-command -v python3 >/dev/null || missing+=(python3)
-[[ -x $TIME ]] || missing+=(time)
-if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        echo "error: bench/resample.sh needs ${missing[*]}" >&2
-        echo "  help: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
-        exit 2
-    fi
-fi
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    (cd "$ROOT" && cargo build --release --quiet)
-fi
-
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup resample.sh sox ffmpeg python3 time
 cd "$WORK"
 sox -D -n -r 44100 -b 16 -c 2 in.wav synth "$LENGTH_S" whitenoise vol 0.4
 for q in fast balanced best; do
@@ -107,7 +86,7 @@ for _ in $(seq 1 "$REPS"); do
     done
 done
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -r); load before: $LOAD"
+echo "$(machine_line); load before: $LOAD"
 echo "tools: $("$TAPELINE" --version), $(sox --version 2>&1 | sed 's/^sox: *//'), $(ffmpeg -version | head -n1 | cut -d' ' -f1-3)"
 echo "${LENGTH_S} s of 44.1 kHz stereo 16-bit -> 48 kHz 16-bit; median of $REPS interleaved runs"
 for k in "${ORDER[@]}"; do

@@ -18,28 +18,9 @@ set -euo pipefail
 REPS=${REPS:-5}
 LENGTH_S=${LENGTH_S:-600}
 CHAIN_S=${CHAIN_S:-600}
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TAPELINE=$ROOT/target/release/tapeline
 TIME=/usr/bin/time
-
-missing=()
-command -v sox >/dev/null || missing+=(sox)
-[[ -x $TIME ]] || missing+=(time)
-if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "error: bench/topology.sh needs ${missing[*]}" >&2
-        echo "  help: sudo apt-get install ${missing[*]}" >&2
-        exit 2
-    fi
-fi
-if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    (cd "$ROOT" && cargo build --release --quiet)
-fi
-
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup topology.sh sox time
 sox -D -n -r 48000 -b 16 -c 2 "$WORK/in.wav" synth "$LENGTH_S" whitenoise vol 0.4
 sox -D -n -r 48000 -b 16 -c 2 "$WORK/chain.wav" synth "$CHAIN_S" whitenoise vol 0.4
 
@@ -82,8 +63,6 @@ run_once() {
     cat "$WORK/$1.time"
 }
 
-median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-
 declare -A TIMES RSS
 for v in "${VARIANTS[@]}"; do run_once "$v" >/dev/null; done
 for _ in $(seq 1 "$REPS"); do
@@ -94,13 +73,13 @@ for _ in $(seq 1 "$REPS"); do
     done
 done
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -r)"
+machine_line
 echo "tapeline: $("$TAPELINE" --version), median of $REPS interleaved runs"
 printf '%-34s %10s %12s\n' variant "wall s" "peak RSS MiB"
 declare -A MED
 for v in "${VARIANTS[@]}"; do
-    MED[$v]=$(median <<<"${TIMES[$v]}")
-    rss=$(median <<<"${RSS[$v]}")
+    MED[$v]=$(median "${TIMES[$v]}")
+    rss=$(median "${RSS[$v]}")
     printf '%-34s %10s %12.1f\n' "$v" "${MED[$v]}" "$(echo "$rss / 1024" | bc -l)"
 done
 awk -v a="${MED[fan1]}" -v b="${MED[fan8]}" \
