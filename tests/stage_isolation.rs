@@ -60,6 +60,25 @@ impl Run {
         let text = std::fs::read_to_string(self.dir.path().join("report.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
+    /// `blocks` blocks of the source were lost and counted, and the storage wrote the rest in
+    /// order, with one gap per lost block and no corrupt frame.
+    fn assert_lost_blocks(&self, what: &str, blocks: u64) {
+        assert_eq!(
+            self.lost(),
+            blocks * BLOCK,
+            "{what}: {}",
+            self.summary["lost_frames"]
+        );
+        let report = self.report();
+        assert_eq!(
+            report["frames_written"],
+            FRAMES - blocks * BLOCK,
+            "{what}: {report:#}"
+        );
+        assert_eq!(report["gaps"], blocks, "{what}: {report:#}");
+        assert_eq!(report["reordered"], 0, "{what}: {report:#}");
+        assert_eq!(report["corrupt_frames"], 0, "{what}: {report:#}");
+    }
     fn lost(&self) -> u64 {
         self.summary["lost_frames"]
             .as_object()
@@ -131,16 +150,7 @@ fn every_crash_in_an_isolated_processor_is_restarted_and_the_recording_goes_on()
         assert_eq!(r.stage("mid")["limits_applied_with"], how, "{what}");
         // The block the crashed call held is the only loss, and it is counted.
         assert_eq!(r.summary["lost_frames"]["stage-error"], BLOCK, "{what}");
-        assert_eq!(r.lost(), BLOCK, "{what}: {}", r.summary["lost_frames"]);
-        let report = r.report();
-        assert_eq!(
-            report["frames_written"],
-            FRAMES - BLOCK,
-            "{what}: {report:#}"
-        );
-        assert_eq!(report["gaps"], 1, "{what}: {report:#}");
-        assert_eq!(report["reordered"], 0, "{what}: {report:#}");
-        assert_eq!(report["corrupt_frames"], 0, "{what}: {report:#}");
+        r.assert_lost_blocks(&what, 1);
     }
 }
 
@@ -329,21 +339,7 @@ fn a_failed_call_with_calls_in_flight_loses_only_its_block() {
             errors * BLOCK,
             "{what}"
         );
-        assert_eq!(
-            r.lost(),
-            errors * BLOCK,
-            "{what}: {}",
-            r.summary["lost_frames"]
-        );
-        let report = r.report();
-        assert_eq!(
-            report["frames_written"],
-            FRAMES - errors * BLOCK,
-            "{what}: {report:#}"
-        );
-        assert_eq!(report["gaps"], errors, "{what}: {report:#}");
-        assert_eq!(report["reordered"], 0, "{what}: {report:#}");
-        assert_eq!(report["corrupt_frames"], 0, "{what}: {report:#}");
+        r.assert_lost_blocks(&what, errors);
     }
 }
 
@@ -401,13 +397,5 @@ fn a_crash_in_the_last_calls_in_flight_loses_only_its_block() {
     );
     let r = run(what, &pipeline("mid", &keys));
     assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
-    assert_eq!(r.lost(), BLOCK, "{what}: {}", r.summary["lost_frames"]);
-    let report = r.report();
-    assert_eq!(
-        report["frames_written"],
-        FRAMES - BLOCK,
-        "{what}: {report:#}"
-    );
-    assert_eq!(report["gaps"], 1, "{what}: {report:#}");
-    assert_eq!(report["reordered"], 0, "{what}: {report:#}");
+    r.assert_lost_blocks(what, 1);
 }
