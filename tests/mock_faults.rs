@@ -121,7 +121,7 @@ fn fail_on_gap_fails_the_write_that_shows_a_repeated_block() {
     let first = read(&mut cap, 2).expect("read");
     write(&mut st, &first, 2).expect("first write");
     let err = write(&mut st, &first, 2).expect_err("the repeated block is refused");
-    assert_eq!(err.kind, ErrorKind::Other);
+    assert_eq!(err.kind(), ErrorKind::Other);
     assert!(err.message().contains("1 reordered"), "{err}");
 }
 
@@ -143,7 +143,7 @@ fn error_at_block_returns_the_configured_kind_once() {
         let results: Vec<_> = (0..3).map(|_| process_block(&mut p, &input, 1)).collect();
         assert!(results[0].is_ok(), "{name}: block 0");
         let err = results[1].as_ref().expect_err("block 1 fails");
-        assert_eq!(err.kind, kind, "{err}");
+        assert_eq!(err.kind(), kind, "{err}");
         assert!(err.message().contains("block 1"), "{err}");
         assert!(results[2].is_ok(), "{name}: block 2");
     }
@@ -159,7 +159,7 @@ fn faults_combine_in_one_stage() {
         .expect("process");
     let input = vec![0.5f32; BLOCK_FRAMES as usize];
     let kinds: Vec<Option<ErrorKind>> = (0..4)
-        .map(|_| process_block(&mut p, &input, 1).err().map(|e| e.kind))
+        .map(|_| process_block(&mut p, &input, 1).err().map(|e| e.kind()))
         .collect();
     assert_eq!(
         kinds,
@@ -182,7 +182,7 @@ fn fail_start_times_fails_that_many_constructions_of_the_stage_then_succeeds() {
     };
     for attempt in 1..=2 {
         let err = build().err().expect("construction fails");
-        assert_eq!(err.kind, ErrorKind::Io);
+        assert_eq!(err.kind(), ErrorKind::Io);
         assert!(err.message().contains(&format!("{attempt} of 2")), "{err}");
     }
     assert!(build().is_ok(), "the third construction succeeds");
@@ -200,7 +200,7 @@ fn fail_start_times_fails_capture_start_then_succeeds() {
     )
     .expect("capture");
     let err = cap.start().into_result().expect_err("first start fails");
-    assert_eq!(err.kind, ErrorKind::Io);
+    assert_eq!(err.kind(), ErrorKind::Io);
     cap.start().into_result().expect("second start succeeds");
 }
 
@@ -222,11 +222,11 @@ fn device_that_never_comes_back_fails_every_read_and_start() {
     read(&mut cap, 2).expect("block 0 is read");
     for _ in 0..3 {
         let err = read(&mut cap, 2).err().expect("the device is lost");
-        assert_eq!(err.kind, ErrorKind::DeviceLost);
+        assert_eq!(err.kind(), ErrorKind::DeviceLost);
         assert!(err.message().contains("never back"), "{err}");
     }
     let err = cap.start().into_result().expect_err("start fails too");
-    assert_eq!(err.kind, ErrorKind::DeviceLost);
+    assert_eq!(err.kind(), ErrorKind::DeviceLost);
 }
 
 #[test]
@@ -242,14 +242,14 @@ fn device_back_after_an_outage_skips_its_frames_and_flags_a_discontinuity() {
     let lost = read(&mut cap, 2)
         .err()
         .expect("the device is lost at block 1");
-    assert_eq!(lost.kind, ErrorKind::DeviceLost);
+    assert_eq!(lost.kind(), ErrorKind::DeviceLost);
 
     // Poll as a host's recovery would, until the device is back.
     let deadline = Instant::now() + Duration::from_secs(30);
     let back = loop {
         match read(&mut cap, 2) {
             Ok(block) => break block,
-            Err(e) if e.kind == ErrorKind::DeviceLost && Instant::now() < deadline => {
+            Err(e) if e.kind() == ErrorKind::DeviceLost && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => panic!("the device did not come back: {e}"),
@@ -283,7 +283,7 @@ fn restarted_capture_continues_the_sequence_without_refiring_its_fault() {
     let mut first = build();
     assert_eq!(read(&mut first, 1).expect("block 0").position, 0);
     let err = read(&mut first, 1).err().expect("block 1 panics");
-    assert_eq!(err.kind, ErrorKind::Panicked);
+    assert_eq!(err.kind(), ErrorKind::Panicked);
     drop(first);
 
     let mut second = build();
@@ -303,7 +303,7 @@ fn fail_finalize_fails_after_writing_the_report() {
     let dir = TempDir::new("mock-finalize");
     let (mut st, path) = storage(dir.path(), 1, r#", "fail_finalize": true"#);
     let err = st.finalize().into_result().expect_err("finalize fails");
-    assert_eq!(err.kind, ErrorKind::Io);
+    assert_eq!(err.kind(), ErrorKind::Io);
     assert_eq!(report(&path)["frames_written"], 0);
 }
 
@@ -319,11 +319,15 @@ fn bad_mock_config_is_refused_before_anything_starts_naming_the_key() {
         (r#"{"back_after_ms": 5}"#, "back_after_ms"),
         (r#"{"chanels": 2}"#, "chanels"),
     ] {
-        let err = layout("mock-capture".into(), config.into(), &ctx)
-            .into_result()
-            .err()
-            .unwrap_or_else(|| panic!("{config} is accepted"));
-        assert_eq!(err.kind, ErrorKind::InvalidConfig, "{config}: {err}");
+        let err = layout(
+            "mock-capture".into(),
+            config.into(),
+            tapeline_plugin_api::abi::ContextRef::new(&ctx),
+        )
+        .into_result()
+        .err()
+        .unwrap_or_else(|| panic!("{config} is accepted"));
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{config}: {err}");
         assert_eq!(err.key().unwrap_or(""), key, "{config}: {err}");
     }
 }

@@ -32,10 +32,14 @@ fn two_libraries_in_one_process_each_answer_for_their_own_plugins() {
     let ctx = context("two-libs", &inputs);
     // Each library's root module knows only its own plugins: the host did not hand out one
     // cached module for both paths.
-    let wrong = (gain.module.new_processor())("mock-process".into(), "{}".into(), &ctx)
-        .into_result()
-        .err()
-        .expect("the gain library has no mock-process");
+    let wrong = (gain.module.new_processor())(
+        "mock-process".into(),
+        "{}".into(),
+        tapeline_plugin_api::abi::ContextRef::new(&ctx),
+    )
+    .into_result()
+    .err()
+    .expect("the gain library has no mock-process");
     assert!(
         wrong.message().contains("no plugin named `mock-process`"),
         "{wrong}"

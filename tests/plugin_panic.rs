@@ -10,7 +10,7 @@ use tapeline_tests::{
 
 fn assert_panicked(result: Result<impl std::fmt::Debug, PluginError>, at_block: u64) {
     let err = result.expect_err("the call at the panic block fails");
-    assert_eq!(err.kind, ErrorKind::Panicked, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
     assert!(
         err.message()
             .contains(&format!("injected panic at block {at_block}")),

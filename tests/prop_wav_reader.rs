@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::RngSeed;
-use tapeline_plugin_api::abi::{CaptureBox, PluginLibraryRef};
+use tapeline_plugin_api::abi::{CaptureBox, ContextRef, PluginLibraryRef};
 use tapeline_plugin_api::{ErrorKind, OutputPort, PluginError, ReadStatus};
 use tapeline_tests::{context, output_block, registry, unique_stage_id, Rng, BLOCK_FRAMES};
 
@@ -106,7 +106,7 @@ impl Drop for CaseFile {
 
 /// A panic inside the plugin, turned into an error by the ABI: always a failure here.
 fn not_panicked(what: &str, e: &PluginError) -> Result<(), String> {
-    if e.kind == ErrorKind::Panicked {
+    if e.kind() == ErrorKind::Panicked {
         return Err(format!("{what} panicked: {e}"));
     }
     Ok(())
@@ -136,7 +136,8 @@ fn play(path: &Path, looping: bool, expected: Option<&Expected>) -> Result<(), S
     let stage = unique_stage_id("prop-wav-reader");
     let ctx = context(&stage, &[]);
 
-    let layout = (lib.layout())(PLUGIN.into(), config.as_str().into(), &ctx).into_result();
+    let layout =
+        (lib.layout())(PLUGIN.into(), config.as_str().into(), ContextRef::new(&ctx)).into_result();
     let channels = match &layout {
         Err(e) => {
             not_panicked("the layout function", e)?;
@@ -147,7 +148,8 @@ fn play(path: &Path, looping: bool, expected: Option<&Expected>) -> Result<(), S
         }
         Ok(ports) => Some(one_port(ports, expected)?),
     };
-    let built = (lib.new_capture())(PLUGIN.into(), config.as_str().into(), &ctx).into_result();
+    let built = (lib.new_capture())(PLUGIN.into(), config.as_str().into(), ContextRef::new(&ctx))
+        .into_result();
     let (mut capture, channels) = match (built, channels) {
         (Err(e), _) => {
             not_panicked("the constructor", &e)?;

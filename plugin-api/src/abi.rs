@@ -8,7 +8,9 @@
 //! directly: the safe traits in [`crate::sdk`] and the [`export_plugin!`](crate::export_plugin)
 //! macro produce them.
 
+use std::ffi::c_void;
 use std::fmt;
+use std::marker::PhantomData;
 
 use abi_stable::{
     declare_root_module_statics,
@@ -16,6 +18,7 @@ use abi_stable::{
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RBox, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    type_layout::TypeLayout,
     StableAbi,
 };
 
@@ -71,6 +74,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind a code on the wire stands for; a code this crate does not know (a kind added
+    /// by a later 1.x version) is [`ErrorKind::Other`].
+    pub fn from_code(code: u8) -> ErrorKind {
+        match code {
+            0 => ErrorKind::InvalidConfig,
+            1 => ErrorKind::UnsupportedFormat,
+            2 => ErrorKind::DeviceLost,
+            3 => ErrorKind::Io,
+            4 => ErrorKind::Panicked,
+            6 => ErrorKind::Crashed,
+            _ => ErrorKind::Other,
+        }
+    }
+
     /// A short lowercase name, as used in pipeline files (`error_kind = "io"`) and reports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -88,10 +105,13 @@ impl ErrorKind {
 /// An error returned by a plugin: a kind the host can act on, a message for people, and, for
 /// configuration errors, the config key it concerns (empty when none) so the host can point at it
 /// in the pipeline file.
+///
+/// The kind crosses as its code (a `u8`), so that a kind added in a later 1.x version reaches
+/// an older host as [`ErrorKind::Other`] instead of a value its enum cannot hold.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct PluginError {
-    pub kind: ErrorKind,
+    code: u8,
     pub message: RString,
     pub key: RString,
 }
@@ -99,18 +119,32 @@ pub struct PluginError {
 impl PluginError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         PluginError {
-            kind,
+            code: kind as u8,
             message: RString::from(message.into()),
             key: RString::new(),
         }
     }
 
+    /// What went wrong, as far as the host needs to know to react.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::from_code(self.code)
+    }
+
+    /// The same error about config key `key` (empty: none).
+    pub fn with_key(mut self, key: &str) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    /// The same error with another kind.
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.code = kind as u8;
+        self
+    }
+
     /// An invalid-config error about one key of the stage's table.
     pub fn config(key: &str, message: impl Into<String>) -> Self {
-        PluginError {
-            key: key.into(),
-            ..Self::new(ErrorKind::InvalidConfig, message)
-        }
+        Self::new(ErrorKind::InvalidConfig, message).with_key(key)
     }
 
     pub fn format(message: impl Into<String>) -> Self {
@@ -202,24 +236,80 @@ impl OutputPort {
     }
 }
 
-/// What the host tells a stage about where it runs. Valid for the duration of one call.
+/// What the host tells a stage about where it runs: the fields of API 1.0, frozen.
+///
+/// A later 1.x host may append fields; its context crosses as a [`ContextRef`] (its address
+/// and its layout), never as this type, so the root module's layout does not depend on it.
+/// The SDK checks on the plugin's side that the host's context begins with these fields and
+/// copies them into its [`StageContext`](crate::StageContext).
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
-pub struct StageContext<'a> {
+pub struct ContextFields<'a> {
     /// The stage id from the pipeline file (`[process.ID]`).
     pub stage_id: RStr<'a>,
     /// The pipeline's sample rate.
     pub sample_rate: u32,
     /// Frames per block the host uses on capture outputs.
-    #[cfg(not(tapeline_abi_drift))]
     pub block_frames: u32,
-    /// Only in the test fixture that proves layout mismatches are caught.
-    #[cfg(tapeline_abi_drift)]
-    pub block_frames: u64,
     /// Folder of the pipeline file; relative paths in the config resolve against it.
     pub base_dir: RStr<'a>,
     /// The formats arriving on each input port, in the order of the stage's `inputs`.
     pub inputs: RSlice<'a, PortFormat>,
+}
+
+/// The host's context as it crosses the boundary: the address of the host's context struct
+/// and that struct's layout. Valid for the duration of one call.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct ContextRef<'a> {
+    /// The layout of the struct `data` points to: [`ContextFields`], possibly with more fields
+    /// at its end (a later 1.x host).
+    pub layout: &'static TypeLayout,
+    pub data: *const c_void,
+    pub lifetime: PhantomData<&'a ()>,
+}
+
+impl<'a> ContextRef<'a> {
+    /// The reference to a host context of this crate's [`ContextFields`].
+    pub fn new(fields: &'a ContextFields<'a>) -> Self {
+        ContextRef {
+            layout: <ContextFields<'static> as StableAbi>::LAYOUT,
+            data: (fields as *const ContextFields<'a>).cast(),
+            lifetime: PhantomData,
+        }
+    }
+}
+
+/// A table of functions one side offers the other, found at run time by name and version, as
+/// CLAP's extensions are: everything added to the API after 1.0 is one. `layout` is the
+/// table's layout, which the side that uses it checks against its own copy of the table type
+/// before it reads `table`; a side that does not know the name answers none, and the other
+/// does without.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct RawExtension {
+    pub layout: &'static TypeLayout,
+    /// The table (a `#[repr(C)]` struct of `extern "C"` functions).
+    pub table: *const c_void,
+    /// What the table's functions take as their first argument: the instance for an
+    /// instance's extension, null for a library's.
+    pub instance: *const c_void,
+}
+
+/// The name of the stats extension: a stage's own counters ([`StatsV1`], version 1).
+pub const STATS_EXTENSION: &str = "tapeline.stats";
+
+/// Extension `tapeline.stats`, version 1: a stage's own counters (a capture's xruns and gaps, a
+/// writer's bytes and syncs), read by the host from the stage's thread between audio calls and
+/// shown in monitoring while the run goes on.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct StatsV1 {
+    /// The counters' names, in the order `read` fills them. Called once per instance.
+    pub names: extern "C" fn(instance: *const c_void) -> RVec<RString>,
+    /// Fills `out` with the counters' current values (at most `out.len()`) and returns how
+    /// many it wrote. Must not allocate, lock or block.
+    pub read: extern "C" fn(instance: *const c_void, out: RSliceMut<'_, u64>) -> u32,
 }
 
 /// Accepted input port count of a plugin.
@@ -227,7 +317,11 @@ pub struct StageContext<'a> {
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortCount {
     pub min: u32,
+    #[cfg(not(tapeline_abi_drift))]
     pub max: u32,
+    /// Only in the test fixture that proves layout mismatches are caught.
+    #[cfg(tapeline_abi_drift)]
+    pub max: u64,
 }
 
 /// The static description of one plugin in a library.
@@ -326,8 +420,10 @@ pub trait CaptureObj: Send {
     fn start(&mut self) -> RResult<(), PluginError>;
     fn read<'a>(&mut self, out: &mut OutputBlock<'a>) -> RResult<ReadStatus, PluginError>;
     fn stop(&mut self) -> RResult<(), PluginError>;
-    #[sabi(last_prefix_field)]
     fn length_frames(&self) -> ROption<u64>;
+    /// The instance's extension `name` at `version`, if it has it ([`RawExtension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension>;
 }
 
 /// A processor instance, as the host sees it.
@@ -340,8 +436,10 @@ pub trait ProcessorObj: Send {
         inputs: RSlice<'b, InputBlock<'a>>,
         outputs: RSliceMut<'b, OutputBlock<'a>>,
     ) -> RResult<(), PluginError>;
-    #[sabi(last_prefix_field)]
     fn levels(&self) -> RSlice<'_, Level>;
+    /// The instance's extension `name` at `version`, if it has it ([`RawExtension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension>;
 }
 
 /// A storage instance, as the host sees it.
@@ -349,8 +447,10 @@ pub trait ProcessorObj: Send {
 pub trait StorageObj: Send {
     fn write<'a>(&mut self, block: &InputBlock<'a>) -> RResult<(), PluginError>;
     fn flush(&mut self) -> RResult<(), PluginError>;
-    #[sabi(last_prefix_field)]
     fn finalize(&mut self) -> RResult<StorageReport, PluginError>;
+    /// The instance's extension `name` at `version`, if it has it ([`RawExtension`]).
+    #[sabi(last_prefix_field)]
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension>;
 }
 
 pub type CaptureBox = CaptureObj_TO<'static, RBox<()>>;
@@ -371,24 +471,26 @@ pub struct PluginLibrary {
     pub layout: extern "C" fn(
         name: RStr<'_>,
         config: RStr<'_>,
-        ctx: &StageContext<'_>,
+        ctx: ContextRef<'_>,
     ) -> RResult<RVec<OutputPort>, PluginError>,
     pub new_capture: extern "C" fn(
         name: RStr<'_>,
         config: RStr<'_>,
-        ctx: &StageContext<'_>,
+        ctx: ContextRef<'_>,
     ) -> RResult<CaptureBox, PluginError>,
     pub new_processor: extern "C" fn(
         name: RStr<'_>,
         config: RStr<'_>,
-        ctx: &StageContext<'_>,
+        ctx: ContextRef<'_>,
     ) -> RResult<ProcessorBox, PluginError>,
-    #[sabi(last_prefix_field)]
     pub new_storage: extern "C" fn(
         name: RStr<'_>,
         config: RStr<'_>,
-        ctx: &StageContext<'_>,
+        ctx: ContextRef<'_>,
     ) -> RResult<StorageBox, PluginError>,
+    /// The library's extension `name` at `version`, if it has it ([`RawExtension`]).
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(name: RStr<'_>, version: u32) -> ROption<RawExtension>,
 }
 
 impl RootModule for PluginLibraryRef {

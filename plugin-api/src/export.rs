@@ -6,6 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
@@ -15,10 +16,11 @@ use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
     std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    StableAbi,
 };
 
 use crate::abi::*;
-use crate::sdk::{parse_config, Capture, Describe, Processor, Storage};
+use crate::sdk::{parse_config, Capture, Describe, Processor, StageContext, Storage};
 
 thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -227,6 +229,8 @@ pub struct Entry {
     new_storage: Option<NewFn<StorageBox>>,
 }
 
+// `into`: the test fixture that proves layout drift is caught builds this with a wider `max`.
+#[allow(clippy::useless_conversion)]
 fn manifest_of<D: Describe>(kind: PluginKind, inputs: (u32, u32)) -> PluginManifest {
     let schema = schemars::schema_for!(D::Config);
     PluginManifest {
@@ -236,12 +240,12 @@ fn manifest_of<D: Describe>(kind: PluginKind, inputs: (u32, u32)) -> PluginManif
         description: D::DESCRIPTION.into(),
         inputs: PortCount {
             min: inputs.0,
-            max: inputs.1,
+            max: inputs.1.into(),
         },
         outputs: D::OUTPUTS.into(),
         channels: PortCount {
             min: D::CHANNELS.0,
-            max: D::CHANNELS.1,
+            max: D::CHANNELS.1.into(),
         },
         sample_rates: D::SAMPLE_RATES.iter().copied().collect(),
         config_schema: serde_json::to_string(&schema).unwrap_or_default().into(),
@@ -324,11 +328,12 @@ pub fn layout(
     entries: &[Entry],
     name: RStr<'_>,
     config: RStr<'_>,
-    ctx: &StageContext<'_>,
+    ctx: ContextRef<'_>,
 ) -> RResult<RVec<OutputPort>, PluginError> {
     guard(|| {
+        let ctx = StageContext::from_host(ctx)?;
         let e = find(entries, name.as_str())?;
-        (e.layout)(config.as_str(), ctx).map(RVec::from)
+        (e.layout)(config.as_str(), &ctx).map(RVec::from)
     })
 }
 
@@ -336,14 +341,15 @@ pub fn new_capture(
     entries: &[Entry],
     name: RStr<'_>,
     config: RStr<'_>,
-    ctx: &StageContext<'_>,
+    ctx: ContextRef<'_>,
 ) -> RResult<CaptureBox, PluginError> {
     guard(|| {
+        let ctx = StageContext::from_host(ctx)?;
         let e = find(entries, name.as_str())?;
         let f = e
             .new_capture
             .ok_or_else(|| wrong_kind(e.name, PluginKind::Capture))?;
-        f(config.as_str(), ctx)
+        f(config.as_str(), &ctx)
     })
 }
 
@@ -351,14 +357,15 @@ pub fn new_processor(
     entries: &[Entry],
     name: RStr<'_>,
     config: RStr<'_>,
-    ctx: &StageContext<'_>,
+    ctx: ContextRef<'_>,
 ) -> RResult<ProcessorBox, PluginError> {
     guard(|| {
+        let ctx = StageContext::from_host(ctx)?;
         let e = find(entries, name.as_str())?;
         let f = e
             .new_processor
             .ok_or_else(|| wrong_kind(e.name, PluginKind::Process))?;
-        f(config.as_str(), ctx)
+        f(config.as_str(), &ctx)
     })
 }
 
@@ -366,14 +373,15 @@ pub fn new_storage(
     entries: &[Entry],
     name: RStr<'_>,
     config: RStr<'_>,
-    ctx: &StageContext<'_>,
+    ctx: ContextRef<'_>,
 ) -> RResult<StorageBox, PluginError> {
     guard(|| {
+        let ctx = StageContext::from_host(ctx)?;
         let e = find(entries, name.as_str())?;
         let f = e
             .new_storage
             .ok_or_else(|| wrong_kind(e.name, PluginKind::Storage))?;
-        f(config.as_str(), ctx)
+        f(config.as_str(), &ctx)
     })
 }
 
@@ -383,23 +391,24 @@ pub fn library(
     layout: extern "C" fn(
         RStr<'_>,
         RStr<'_>,
-        &StageContext<'_>,
+        ContextRef<'_>,
     ) -> RResult<RVec<OutputPort>, PluginError>,
     new_capture: extern "C" fn(
         RStr<'_>,
         RStr<'_>,
-        &StageContext<'_>,
+        ContextRef<'_>,
     ) -> RResult<CaptureBox, PluginError>,
     new_processor: extern "C" fn(
         RStr<'_>,
         RStr<'_>,
-        &StageContext<'_>,
+        ContextRef<'_>,
     ) -> RResult<ProcessorBox, PluginError>,
     new_storage: extern "C" fn(
         RStr<'_>,
         RStr<'_>,
-        &StageContext<'_>,
+        ContextRef<'_>,
     ) -> RResult<StorageBox, PluginError>,
+    extension: extern "C" fn(RStr<'_>, u32) -> ROption<RawExtension>,
 ) -> PluginLibraryRef {
     install_panic_hook();
     PluginLibrary {
@@ -408,13 +417,86 @@ pub fn library(
         new_capture,
         new_processor,
         new_storage,
+        extension,
     }
     .leak_into_prefix()
+}
+
+/// A library's extension `name` at `version`. API 1.0 defines none for libraries; the
+/// function is there so that later 1.x versions can (see `docs/abi.md`).
+pub fn library_extension(_name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
+    ROption::RNone
 }
 
 struct CaptureAdapter<C>(C);
 struct ProcessorAdapter<P>(P);
 struct StorageAdapter<S>(S);
+
+/// The plugin inside an adapter, for the extensions every kind has.
+trait Adapter: Sized {
+    type Plugin: Describe;
+    fn plugin(&self) -> &Self::Plugin;
+}
+
+impl<C: Capture> Adapter for CaptureAdapter<C> {
+    type Plugin = C;
+    fn plugin(&self) -> &C {
+        &self.0
+    }
+}
+
+impl<P: Processor> Adapter for ProcessorAdapter<P> {
+    type Plugin = P;
+    fn plugin(&self) -> &P {
+        &self.0
+    }
+}
+
+impl<S: Storage> Adapter for StorageAdapter<S> {
+    type Plugin = S;
+    fn plugin(&self) -> &S {
+        &self.0
+    }
+}
+
+/// An instance's extension `name` at `version`: `tapeline.stats` 1 when the plugin names
+/// counters in [`Describe::STATS`].
+fn instance_extension<A: Adapter>(me: &A, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+    if name.as_str() == STATS_EXTENSION && version == 1 && !A::Plugin::STATS.is_empty() {
+        return ROption::RSome(RawExtension {
+            layout: <StatsV1 as StableAbi>::LAYOUT,
+            table: (StatsTable::<A>::TABLE as *const StatsV1).cast(),
+            instance: (me as *const A).cast(),
+        });
+    }
+    ROption::RNone
+}
+
+struct StatsTable<A>(std::marker::PhantomData<A>);
+
+impl<A: Adapter> StatsTable<A> {
+    const TABLE: &'static StatsV1 = &StatsV1 {
+        names: stat_names::<A>,
+        read: stat_read::<A>,
+    };
+}
+
+extern "C" fn stat_names<A: Adapter>(_instance: *const c_void) -> RVec<RString> {
+    A::Plugin::STATS.iter().map(|&n| RString::from(n)).collect()
+}
+
+extern "C" fn stat_read<A: Adapter>(instance: *const c_void, mut out: RSliceMut<'_, u64>) -> u32 {
+    // SAFETY: `instance` is the adapter `instance_extension` handed out with this table; the
+    // host calls this only while the instance lives, from the thread that owns it, between
+    // its other calls.
+    let me = unsafe { &*instance.cast::<A>() };
+    let n = A::Plugin::STATS.len().min(out.len());
+    let values = &mut out.as_mut_slice()[..n];
+    match panic::catch_unwind(AssertUnwindSafe(|| me.plugin().stats(values))) {
+        Ok(()) => n as u32,
+        Err(_) => 0,
+    }
+}
 
 impl<C: Capture> CaptureObj for CaptureAdapter<C> {
     fn start(&mut self) -> RResult<(), PluginError> {
@@ -434,6 +516,9 @@ impl<C: Capture> CaptureObj for CaptureAdapter<C> {
             RResult::ROk(v) => v.into(),
             RResult::RErr(_) => ROption::RNone,
         }
+    }
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        instance_extension(self, name, version)
     }
 }
 
@@ -463,6 +548,9 @@ impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
             Err(_) => RSlice::EMPTY,
         }
     }
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        instance_extension(self, name, version)
+    }
 }
 
 impl<S: Storage> StorageObj for StorageAdapter<S> {
@@ -477,6 +565,9 @@ impl<S: Storage> StorageObj for StorageAdapter<S> {
     fn finalize(&mut self) -> RResult<StorageReport, PluginError> {
         let me = self as *const Self as usize;
         guard_in(me, || self.0.finalize())
+    }
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        instance_extension(self, name, version)
     }
 }
 
@@ -534,7 +625,7 @@ macro_rules! export_plugin {
         extern "C" fn __tapeline_layout(
             name: $crate::abi_stable::std_types::RStr<'_>,
             config: $crate::abi_stable::std_types::RStr<'_>,
-            ctx: &$crate::abi::StageContext<'_>,
+            ctx: $crate::abi::ContextRef<'_>,
         ) -> $crate::abi_stable::std_types::RResult<
             $crate::abi_stable::std_types::RVec<$crate::abi::OutputPort>,
             $crate::abi::PluginError,
@@ -544,23 +635,30 @@ macro_rules! export_plugin {
         extern "C" fn __tapeline_new_capture(
             name: $crate::abi_stable::std_types::RStr<'_>,
             config: $crate::abi_stable::std_types::RStr<'_>,
-            ctx: &$crate::abi::StageContext<'_>,
+            ctx: $crate::abi::ContextRef<'_>,
         ) -> $crate::abi_stable::std_types::RResult<$crate::abi::CaptureBox, $crate::abi::PluginError> {
             $crate::export::new_capture(__TAPELINE_ENTRIES, name, config, ctx)
         }
         extern "C" fn __tapeline_new_processor(
             name: $crate::abi_stable::std_types::RStr<'_>,
             config: $crate::abi_stable::std_types::RStr<'_>,
-            ctx: &$crate::abi::StageContext<'_>,
+            ctx: $crate::abi::ContextRef<'_>,
         ) -> $crate::abi_stable::std_types::RResult<$crate::abi::ProcessorBox, $crate::abi::PluginError> {
             $crate::export::new_processor(__TAPELINE_ENTRIES, name, config, ctx)
         }
         extern "C" fn __tapeline_new_storage(
             name: $crate::abi_stable::std_types::RStr<'_>,
             config: $crate::abi_stable::std_types::RStr<'_>,
-            ctx: &$crate::abi::StageContext<'_>,
+            ctx: $crate::abi::ContextRef<'_>,
         ) -> $crate::abi_stable::std_types::RResult<$crate::abi::StorageBox, $crate::abi::PluginError> {
             $crate::export::new_storage(__TAPELINE_ENTRIES, name, config, ctx)
+        }
+
+        extern "C" fn __tapeline_extension(
+            name: $crate::abi_stable::std_types::RStr<'_>,
+            version: u32,
+        ) -> $crate::abi_stable::std_types::ROption<$crate::abi::RawExtension> {
+            $crate::export::library_extension(name, version)
         }
 
         fn __tapeline_root_module() -> $crate::abi::PluginLibraryRef {
@@ -570,6 +668,7 @@ macro_rules! export_plugin {
                 __tapeline_new_capture,
                 __tapeline_new_processor,
                 __tapeline_new_storage,
+                __tapeline_extension,
             )
         }
         extern "C" fn __tapeline_erased_root() -> $crate::abi_stable::library::RootModuleResult {

@@ -46,6 +46,7 @@
 pub mod abi;
 #[doc(hidden)]
 pub mod export;
+pub mod extension;
 pub mod sdk;
 pub mod testing;
 
@@ -56,23 +57,23 @@ pub use serde;
 
 pub use abi::{
     ErrorKind, InputBlock, Level, OutputBlock, OutputPort, PluginError, PluginKind, PortFormat,
-    ReadStatus, StageContext, StorageReport, API_VERSION, FLAG_DISCONTINUITY, FLAG_END_OF_STREAM,
-    MAX_TAIL_CALLS,
+    ReadStatus, StorageReport, API_VERSION, FLAG_DISCONTINUITY, FLAG_END_OF_STREAM, MAX_TAIL_CALLS,
 };
 pub use sdk::{
-    db_to_gain, gain_to_db, single_input, Capture, Describe, PluginResult, Processor, Storage,
-    ERROR_SEPARATOR,
+    db_to_gain, gain_to_db, single_input, Capture, Describe, PluginResult, Processor, StageContext,
+    Storage, ERROR_SEPARATOR,
 };
 
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::abi::{
         ErrorKind, InputBlock, Level, OutputBlock, OutputPort, PluginError, PortFormat, ReadStatus,
-        StageContext, StorageReport,
+        StorageReport,
     };
     pub use crate::export_plugin;
     pub use crate::sdk::{
-        db_to_gain, gain_to_db, single_input, Capture, Describe, PluginResult, Processor, Storage,
+        db_to_gain, gain_to_db, single_input, Capture, Describe, PluginResult, Processor,
+        StageContext, Storage,
     };
     pub use schemars::JsonSchema;
     pub use serde::Deserialize;

@@ -3,7 +3,7 @@
 //! A plugin is a type implementing one of [`Capture`], [`Processor`] or [`Storage`], listed in
 //! [`export_plugin!`](crate::export_plugin). The host owns every thread, lock, queue and
 //! lifecycle decision; a plugin only answers calls. The wrapper the macro generates catches
-//! panics (they become [`ErrorKind::Panicked`] errors) and, in debug builds, reports allocations
+//! panics (they become [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) errors) and, in debug builds, reports allocations
 //! made on the audio path.
 
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
 use crate::abi::{
-    ErrorKind, InputBlock, Level, OutputBlock, OutputPort, PluginError, PluginManifest, PortFormat,
-    ReadStatus, StageContext, StorageReport, FLAG_DISCONTINUITY, FLAG_END_OF_STREAM,
+    ContextFields, InputBlock, Level, OutputBlock, OutputPort, PluginError, PluginManifest,
+    PortFormat, ReadStatus, StorageReport, FLAG_DISCONTINUITY, FLAG_END_OF_STREAM,
 };
 
 /// Result type of every plugin call.
@@ -37,6 +37,14 @@ pub trait Describe {
     const OUTPUTS: &'static str = "out";
     /// True for live sources (devices): the edge behind them defaults to `drop-oldest`.
     const LIVE: bool = false;
+    /// Names of the counters the stage reports while it runs (a capture's xruns, a writer's
+    /// bytes and syncs), in the order [`stats`](Describe::stats) fills them; empty: none. They
+    /// appear in monitoring snapshots, metrics and the summary as `stats`.
+    const STATS: &'static [&'static str] = &[];
+    /// Fill `values` (one per name in [`STATS`](Describe::STATS)) with the counters' current
+    /// values. Called by the host on the stage's thread between audio calls: must not
+    /// allocate, lock or block.
+    fn stats(&self, _values: &mut [u64]) {}
 }
 
 /// A source of audio: a generator, a file reader, a device.
@@ -133,45 +141,80 @@ pub fn single_input(ctx: &StageContext<'_>) -> PluginResult<PortFormat> {
     }
 }
 
+/// What the host tells a stage about where it runs: its id, the pipeline's rate and block
+/// size, the pipeline file's folder, its inputs' formats. Valid for the duration of one call
+/// (`outputs`, `check`, `new`); keep copies of what you need.
+#[derive(Debug, Clone, Copy)]
+pub struct StageContext<'a> {
+    fields: ContextFields<'a>,
+}
+
+/// Fields of [`ContextFields`] in API 1.0: every 1.x host's context has at least these.
+const FIELDS_1_0: usize = 5;
+
+/// The host context layout last found compatible, and how many fields it has: the check runs
+/// once per host, not once per call.
+static ACCEPTED: std::sync::Mutex<Option<(usize, usize)>> = std::sync::Mutex::new(None);
+
 impl<'a> StageContext<'a> {
+    /// The context a host passed, checked: the host's context must begin with the fields this
+    /// crate knows, each of the same type (a later 1.x host may have more; they are not read).
+    pub(crate) fn from_host(ctx: crate::abi::ContextRef<'a>) -> PluginResult<Self> {
+        let host_fields = accept(ctx.layout)?;
+        if host_fields < FIELDS_1_0 {
+            return Err(PluginError::other(format!(
+                "the host's stage context has {host_fields} fields, fewer than API 1.0's \
+                 {FIELDS_1_0}: the host is not a 1.x host"
+            )));
+        }
+        // SAFETY: `accept` checked that the host's struct begins with the fields of
+        // `ContextFields`, with the same layouts, and has at least all of them; `data` is valid
+        // for `'a` (the call), as `ContextRef` says.
+        let fields = unsafe { *ctx.data.cast::<ContextFields<'a>>() };
+        Ok(StageContext { fields })
+    }
+
+    /// A context made of these fields (the testing module's).
+    pub(crate) fn from_fields(fields: ContextFields<'a>) -> Self {
+        StageContext { fields }
+    }
+
+    /// The fields as they cross to a plugin (the testing module's).
+    pub(crate) fn fields(&self) -> &ContextFields<'a> {
+        &self.fields
+    }
+
     /// The stage id from the pipeline file (`[process.ID]`).
     pub fn stage_id(&self) -> &'a str {
-        self.stage_id.as_str()
+        self.fields.stage_id.as_str()
     }
 
     /// The pipeline file's folder, against which relative paths in the config resolve (see
     /// [`resolve`](Self::resolve)). Empty when the host has none to give.
     pub fn base_dir(&self) -> &'a Path {
-        Path::new(self.base_dir.as_str())
+        Path::new(self.fields.base_dir.as_str())
     }
 
     /// The formats arriving on each input port, in the order of the stage's `inputs` (empty
     /// for a capture).
     pub fn inputs(&self) -> &'a [PortFormat] {
-        self.inputs.as_slice()
+        self.fields.inputs.as_slice()
     }
 
     /// The pipeline's sample rate.
     pub fn sample_rate(&self) -> u32 {
-        self.sample_rate
+        self.fields.sample_rate
     }
 
     /// Frames per block the host uses on capture outputs.
-    #[cfg(not(tapeline_abi_drift))]
     pub fn block_frames(&self) -> u32 {
-        self.block_frames
-    }
-
-    /// Frames per block the host uses on capture outputs.
-    #[cfg(tapeline_abi_drift)]
-    pub fn block_frames(&self) -> u32 {
-        self.block_frames as u32
+        self.fields.block_frames
     }
 
     /// Resolve a path from the config against the pipeline file's folder.
     pub fn resolve(&self, path: impl AsRef<Path>) -> PathBuf {
         let path = path.as_ref();
-        if path.is_absolute() || self.base_dir.is_empty() {
+        if path.is_absolute() || self.fields.base_dir.is_empty() {
             path.to_path_buf()
         } else {
             self.base_dir().join(path)
@@ -182,9 +225,26 @@ impl<'a> StageContext<'a> {
     pub fn format(&self, channels: u32) -> PortFormat {
         PortFormat {
             channels,
-            sample_rate: self.sample_rate,
+            sample_rate: self.fields.sample_rate,
         }
     }
+}
+
+/// How many fields the host's context (of layout `host`) has, once it is known to begin with
+/// this crate's [`ContextFields`]; an error naming the first field that differs otherwise.
+fn accept(host: &'static abi_stable::type_layout::TypeLayout) -> PluginResult<usize> {
+    let key = host as *const _ as usize;
+    let mut accepted = ACCEPTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((k, n)) = *accepted {
+        if k == key {
+            return Ok(n);
+        }
+    }
+    let mine = <ContextFields<'static> as abi_stable::StableAbi>::LAYOUT;
+    let n = crate::extension::prefix_of(mine, host)
+        .map_err(|e| PluginError::other(format!("the host's stage context does not match: {e}")))?;
+    *accepted = Some((key, n));
+    Ok(n)
 }
 
 /// Asserts that `channel` is one of `channels`, for the per-channel views.
@@ -489,11 +549,7 @@ pub fn parse_config<C: DeserializeOwned>(text: &str) -> PluginResult<C> {
 }
 
 fn config_error(key: String, message: String) -> PluginError {
-    PluginError {
-        kind: ErrorKind::InvalidConfig,
-        message: message.into(),
-        key: key.into(),
-    }
+    PluginError::config(&key, message)
 }
 
 /// Convert decibels to a linear factor.

@@ -25,10 +25,11 @@ use std::path::Path;
 use abi_stable::std_types::{RSlice, RSliceMut, RStr};
 
 use crate::abi::{
-    InputBlock, OutputBlock, OutputPort, PluginError, PluginManifest, PortFormat, StageContext,
+    ContextFields, ContextRef, InputBlock, OutputBlock, OutputPort, PluginError, PluginManifest,
+    PortFormat,
 };
 use crate::export::{self, Entry};
-use crate::sdk::PluginResult;
+use crate::sdk::{PluginResult, StageContext};
 
 /// What a test's stage context is made of: stage `test`, 48 kHz, blocks of 480 frames, the
 /// current folder as the pipeline's; the `with_` methods change each.
@@ -53,17 +54,14 @@ pub fn context(inputs: &[PortFormat]) -> Context {
 
 impl Context {
     /// The context, as `new`, `outputs` and `check` take it.
-    // `into`: the test fixture that proves layout drift is caught builds this with a wider
-    // `block_frames`.
-    #[allow(clippy::useless_conversion)]
     pub fn get(&self) -> StageContext<'_> {
-        StageContext {
+        StageContext::from_fields(ContextFields {
             stage_id: RStr::from_str(&self.id),
             sample_rate: self.sample_rate,
-            block_frames: self.block_frames.into(),
+            block_frames: self.block_frames,
             base_dir: RStr::from_str(&self.base_dir),
             inputs: RSlice::from_slice(&self.inputs),
-        }
+        })
     }
 
     /// The same context for the stage `id`.
@@ -161,8 +159,13 @@ impl Library {
         json: &str,
         ctx: &StageContext<'_>,
     ) -> Result<Vec<OutputPort>, PluginError> {
-        export::layout(self.entries, name.into(), json.into(), ctx)
-            .into_result()
-            .map(|ports| ports.into_vec())
+        export::layout(
+            self.entries,
+            name.into(),
+            json.into(),
+            ContextRef::new(ctx.fields()),
+        )
+        .into_result()
+        .map(|ports| ports.into_vec())
     }
 }

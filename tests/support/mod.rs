@@ -14,8 +14,9 @@ use std::sync::OnceLock;
 
 use tapeline::plugins::Registry;
 use tapeline_plugin_api::abi::{CaptureBox, ProcessorBox, StorageBox};
+use tapeline_plugin_api::abi::{ContextFields, ContextRef};
 use tapeline_plugin_api::abi_stable::std_types::{RSlice, RSliceMut, RStr};
-use tapeline_plugin_api::{InputBlock, OutputBlock, PluginError, PortFormat, StageContext};
+use tapeline_plugin_api::{InputBlock, OutputBlock, PluginError, PortFormat};
 
 /// The sample rate every helper here runs at.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -144,8 +145,8 @@ pub fn unique_stage_id(prefix: &str) -> String {
 }
 
 /// A stage context at [`SAMPLE_RATE`] and [`BLOCK_FRAMES`] with the given input formats.
-pub fn context<'a>(stage_id: &'a str, inputs: &'a [PortFormat]) -> StageContext<'a> {
-    StageContext {
+pub fn context<'a>(stage_id: &'a str, inputs: &'a [PortFormat]) -> ContextFields<'a> {
+    ContextFields {
         stage_id: RStr::from_str(stage_id),
         sample_rate: SAMPLE_RATE,
         block_frames: BLOCK_FRAMES,
@@ -167,10 +168,11 @@ pub fn new_processor(
     reg: &Registry,
     name: &str,
     config_json: &str,
-    ctx: &StageContext<'_>,
+    ctx: &ContextFields<'_>,
 ) -> Result<ProcessorBox, PluginError> {
     let entry = reg.get(name).unwrap_or_else(|e| panic!("{e}"));
-    (entry.module.new_processor())(name.into(), config_json.into(), ctx).into_result()
+    (entry.module.new_processor())(name.into(), config_json.into(), ContextRef::new(ctx))
+        .into_result()
 }
 
 /// A capture built by its library's constructor, through the ABI.
@@ -178,10 +180,11 @@ pub fn new_capture(
     reg: &Registry,
     name: &str,
     config_json: &str,
-    ctx: &StageContext<'_>,
+    ctx: &ContextFields<'_>,
 ) -> Result<CaptureBox, PluginError> {
     let entry = reg.get(name).unwrap_or_else(|e| panic!("{e}"));
-    (entry.module.new_capture())(name.into(), config_json.into(), ctx).into_result()
+    (entry.module.new_capture())(name.into(), config_json.into(), ContextRef::new(ctx))
+        .into_result()
 }
 
 /// A storage built by its library's constructor, through the ABI.
@@ -189,10 +192,11 @@ pub fn new_storage(
     reg: &Registry,
     name: &str,
     config_json: &str,
-    ctx: &StageContext<'_>,
+    ctx: &ContextFields<'_>,
 ) -> Result<StorageBox, PluginError> {
     let entry = reg.get(name).unwrap_or_else(|e| panic!("{e}"));
-    (entry.module.new_storage())(name.into(), config_json.into(), ctx).into_result()
+    (entry.module.new_storage())(name.into(), config_json.into(), ContextRef::new(ctx))
+        .into_result()
 }
 
 /// An input block over `samples` (interleaved, `channels` channels) starting at `position`.

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use abi_stable::std_types::{RSlice, RStr};
-use tapeline_plugin_api::abi::{OutputPort, PluginError, PortFormat, StageContext};
+use tapeline_plugin_api::abi::{ContextFields, ContextRef, OutputPort, PluginError, PortFormat};
 use tapeline_plugin_api::{ErrorKind, PluginKind};
 
 use super::diagnostic::Diagnostic;
@@ -73,7 +73,7 @@ pub struct Plan {
 
 impl Plan {
     /// The context a stage's plugin is called with.
-    pub fn context<'a>(&'a self, stage: &'a PlannedStage, base_dir: &'a str) -> StageContext<'a> {
+    pub fn context<'a>(&'a self, stage: &'a PlannedStage, base_dir: &'a str) -> ContextFields<'a> {
         context(&stage.id, &self.file, base_dir, &stage.input_formats)
     }
 }
@@ -83,8 +83,8 @@ fn context<'a>(
     file: &PipelineFile,
     base_dir: &'a str,
     inputs: &'a [PortFormat],
-) -> StageContext<'a> {
-    StageContext {
+) -> ContextFields<'a> {
+    ContextFields {
         stage_id: RStr::from_str(id),
         sample_rate: file.sample_rate,
         block_frames: file.block_frames,
@@ -466,9 +466,12 @@ fn ask_plugins(
         let config = serde_json::Value::Object(s.config.clone()).to_string();
         let ctx = context(&s.id, file, &base, &formats);
         wiring.asked[i] = true;
-        let result =
-            (entry.module.layout())(RStr::from_str(&s.plugin), RStr::from_str(&config), &ctx)
-                .into_result();
+        let result = (entry.module.layout())(
+            RStr::from_str(&s.plugin),
+            RStr::from_str(&config),
+            ContextRef::new(&ctx),
+        )
+        .into_result();
         match result {
             Ok(ports) => {
                 let ports: Vec<OutputPort> = ports.into_iter().collect();
@@ -510,12 +513,15 @@ fn check_unreached_configs(
         let formats = vec![placeholder; s.inputs.len()];
         let config = serde_json::Value::Object(s.config.clone()).to_string();
         let ctx = context(&s.id, file, &base, &formats);
-        let result =
-            (entry.module.layout())(RStr::from_str(&s.plugin), RStr::from_str(&config), &ctx)
-                .into_result();
+        let result = (entry.module.layout())(
+            RStr::from_str(&s.plugin),
+            RStr::from_str(&config),
+            ContextRef::new(&ctx),
+        )
+        .into_result();
         let Err(e) = result else { continue };
         let read_errors = split_errors(&e).into_iter().filter(|e| {
-            e.kind == ErrorKind::InvalidConfig
+            e.kind() == ErrorKind::InvalidConfig
                 && [
                     "unknown field",
                     "invalid type",
@@ -945,10 +951,7 @@ pub fn split_errors(e: &PluginError) -> Vec<PluginError> {
     e.message()
         .split(sep)
         .enumerate()
-        .map(|(i, m)| PluginError {
-            key: keys.get(i).copied().unwrap_or("").into(),
-            ..PluginError::new(e.kind, m)
-        })
+        .map(|(i, m)| PluginError::new(e.kind(), m).with_key(keys.get(i).copied().unwrap_or("")))
         .collect()
 }
 
@@ -966,14 +969,14 @@ pub(crate) fn plugin_diagnostic(
         .as_deref()
         .and_then(|k| s.config_spans.get(k).cloned())
         .or_else(|| {
-            (e.kind == ErrorKind::UnsupportedFormat)
+            (e.kind() == ErrorKind::UnsupportedFormat)
                 .then(|| s.inputs_span.clone())
                 .flatten()
         })
         .unwrap_or(s.header_span.clone());
     let mut message = format!("{}: {}", s.plugin, e.message());
     let mut help = None;
-    match e.kind {
+    match e.kind() {
         ErrorKind::UnsupportedFormat => {
             if !inputs.is_empty() {
                 message = format!("{message} ({})", describe_inputs(s, formats, inputs, file));

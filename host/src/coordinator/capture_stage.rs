@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use abi_stable::std_types::RSliceMut;
+use abi_stable::std_types::{ROption, RSliceMut, RStr};
 use tapeline_plugin_api::abi::{
-    CaptureBox, OutputBlock, PluginError, ReadStatus, FLAG_DISCONTINUITY,
+    CaptureBox, OutputBlock, PluginError, RawExtension, ReadStatus, FLAG_DISCONTINUITY,
 };
 
 use super::component::{Component, Event};
@@ -136,6 +136,10 @@ impl StageWork for CaptureStage {
         // A source that keeps failing (a device that is gone) is not polled in a loop.
         let wait = c.on_error_policy().backoff_ms.clamp(10, 1000);
         c.stop().nap(Duration::from_millis(wait));
+    }
+
+    fn extension(instance: &CaptureBox, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        instance.extension(name, version)
     }
 
     fn finish(&mut self, mut instance: CaptureBox, _io: &mut StageIo, c: &Component) -> StageExit {

@@ -360,8 +360,7 @@ fn exhausted(error: PluginError, restarts: u32) -> PluginError {
         return error;
     }
     let msg = format!("{} (gave up after {restarts} restart(s))", error.message());
-    PluginError {
-        message: msg.into(),
-        ..error
-    }
+    let mut error = error;
+    error.message = msg.into();
+    error
 }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use abi_stable::std_types::{RSlice, RStr};
 use tapeline_plugin_api::abi::{
-    CaptureBox, PluginError, PluginLibraryRef, PortFormat, ProcessorBox, StageContext, StorageBox,
+    CaptureBox, ContextFields, ContextRef, PluginError, PluginLibraryRef, PortFormat, ProcessorBox,
+    StorageBox,
 };
 
 use crate::isolation::protocol::Init;
@@ -29,8 +30,8 @@ pub struct Factory {
 }
 
 impl Factory {
-    fn ctx(&self) -> StageContext<'_> {
-        StageContext {
+    fn ctx(&self) -> ContextFields<'_> {
+        ContextFields {
             stage_id: RStr::from_str(&self.id),
             sample_rate: self.sample_rate,
             block_frames: self.block_frames,
@@ -42,19 +43,22 @@ impl Factory {
         if let Some(i) = &self.isolated {
             return ChildStage::new(i.init.clone(), i.iso.clone()).map(ChildStage::into_capture);
         }
-        (self.module.new_capture())(self.name(), self.config(), &self.ctx()).into_result()
+        (self.module.new_capture())(self.name(), self.config(), ContextRef::new(&self.ctx()))
+            .into_result()
     }
     pub fn processor(&self) -> Result<ProcessorBox, PluginError> {
         if let Some(i) = &self.isolated {
             return ChildStage::new(i.init.clone(), i.iso.clone()).map(ChildStage::into_processor);
         }
-        (self.module.new_processor())(self.name(), self.config(), &self.ctx()).into_result()
+        (self.module.new_processor())(self.name(), self.config(), ContextRef::new(&self.ctx()))
+            .into_result()
     }
     pub fn storage(&self) -> Result<StorageBox, PluginError> {
         if let Some(i) = &self.isolated {
             return ChildStage::new(i.init.clone(), i.iso.clone()).map(ChildStage::into_storage);
         }
-        (self.module.new_storage())(self.name(), self.config(), &self.ctx()).into_result()
+        (self.module.new_storage())(self.name(), self.config(), ContextRef::new(&self.ctx()))
+            .into_result()
     }
     fn name(&self) -> RStr<'_> {
         RStr::from_str(&self.plugin)

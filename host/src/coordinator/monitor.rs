@@ -62,6 +62,9 @@ pub struct StageSnapshot {
     pub in_call_ms: Option<u64>,
     /// Frames a finite source will produce in all (captures with a known length).
     pub length_frames: Option<u64>,
+    /// The plugin's own counters by name (`Describe::STATS`: a capture's xruns, a writer's
+    /// bytes and syncs), as the stage last read them; empty when it reports none.
+    pub stats: std::collections::BTreeMap<String, u64>,
 }
 
 /// Everything at one instant.
@@ -253,6 +256,7 @@ impl Monitor {
                 in_call,
                 in_call_ms,
                 length_frames: (length != u64::MAX).then_some(length),
+                stats: st.plugin.snapshot(),
             }
         }
     }

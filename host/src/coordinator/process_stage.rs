@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use abi_stable::std_types::{RSlice, RSliceMut};
+use abi_stable::std_types::{ROption, RSlice, RSliceMut, RStr};
 use arrayvec::ArrayVec;
 use tapeline_plugin_api::abi::{
-    InputBlock, OutputBlock, PluginError, PortFormat, ProcessorBox, FLAG_END_OF_STREAM,
-    MAX_TAIL_CALLS,
+    InputBlock, OutputBlock, PluginError, PortFormat, ProcessorBox, RawExtension,
+    FLAG_END_OF_STREAM, MAX_TAIL_CALLS,
 };
 
 use super::capture_stage::push_all;
@@ -269,6 +269,10 @@ impl StageWork for ProcessStage {
         io.count_dropped(DropReason::StageError, frames);
         self.held.clear();
         io.in_flight = 0;
+    }
+
+    fn extension(instance: &ProcessorBox, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        instance.extension(name, version)
     }
 
     fn finish(&mut self, mut instance: ProcessorBox, io: &mut StageIo, c: &Component) -> StageExit {

@@ -79,7 +79,7 @@ impl RecoveryLog {
         e: &PluginError,
         epoch: Instant,
     ) {
-        self.note(c, severity, e.kind.as_str(), e.message(), epoch);
+        self.note(c, severity, e.kind().as_str(), e.message(), epoch);
     }
 
     /// Log the state changes of every stage since the last call.

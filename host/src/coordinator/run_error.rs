@@ -44,7 +44,7 @@ impl StageFault {
 impl From<&PluginError> for StageFault {
     fn from(e: &PluginError) -> Self {
         StageFault::Plugin {
-            kind: e.kind.as_str().to_string(),
+            kind: e.kind().as_str().to_string(),
             message: e.message().to_string(),
             key: e.key().map(str::to_string),
         }

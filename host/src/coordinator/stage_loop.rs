@@ -8,9 +8,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tapeline_plugin_api::abi::{PluginError, StorageReport};
+use abi_stable::std_types::{ROption, RStr};
+use tapeline_plugin_api::abi::{PluginError, RawExtension, StorageReport};
 
 use super::component::{Component, Verdict};
+use super::plugin_stats::PluginStats;
 use super::stage_io::{IoSlot, StageIo};
 use super::stage_stats::Call;
 
@@ -67,6 +69,14 @@ pub trait StageWork: Send + 'static {
     fn ignored(&mut self, _c: &Component) {}
     /// A restart replaced `old`.
     fn replaced(&mut self, _old: Self::Instance, _io: &mut StageIo) {}
+    /// The instance's extension `name` at `version` (none by default).
+    fn extension(
+        _instance: &Self::Instance,
+        _name: RStr<'_>,
+        _version: u32,
+    ) -> ROption<RawExtension> {
+        ROption::RNone
+    }
     /// The stream is over or the stage stops: flush, finalise, stop.
     fn finish(&mut self, instance: Self::Instance, io: &mut StageIo, c: &Component) -> StageExit;
 }
@@ -126,6 +136,7 @@ pub fn run<W: StageWork>(
         return StageExit::default();
     };
     work.started(&instance, c);
+    let mut counters = PluginStats::attach::<W>(&instance, c);
     let mut given_up = false;
     loop {
         match work.take(&mut io, c, given_up) {
@@ -154,6 +165,7 @@ pub fn run<W: StageWork>(
         c.stats.leave();
         let verdict = match result {
             Ok(()) => {
+                counters.tick(c);
                 if work.deliver(&mut io, c, started.elapsed()) == Flow::Ended {
                     break;
                 }
@@ -174,7 +186,9 @@ pub fn run<W: StageWork>(
             None => {}
             Some(Verdict::Ignore) => work.ignored(c),
             Some(Verdict::Restarted(fresh)) => {
-                work.replaced(std::mem::replace(&mut instance, fresh), &mut io)
+                counters.detach();
+                work.replaced(std::mem::replace(&mut instance, fresh), &mut io);
+                counters = PluginStats::attach::<W>(&instance, c);
             }
             Some(Verdict::GaveUp | Verdict::Stopped) if W::DRAINS_AFTER_GIVING_UP => {
                 given_up = true
@@ -182,5 +196,11 @@ pub fn run<W: StageWork>(
             Some(Verdict::GaveUp | Verdict::Stopped) => break,
         }
     }
-    work.finish(instance, &mut io, c)
+    counters.read(c);
+    let exit = work.finish(instance, &mut io, c);
+    // The instance lives on in `exit` (same address): what finalising wrote is counted too.
+    if exit.instance.is_some() {
+        counters.read(c);
+    }
+    exit
 }

@@ -85,6 +85,8 @@ pub struct StageStats {
     pub length_frames: AtomicU64,
     /// Idle-time flushes of a storage stage that failed (finalise reports for good).
     pub flush_failures: AtomicU64,
+    /// The plugin's own counters (`Describe::STATS`), read by the stage thread.
+    pub plugin: super::plugin_stats::PublishedStats,
 }
 
 impl Default for StageStats {
@@ -113,6 +115,7 @@ impl Default for StageStats {
             length_frames: AtomicU64::new(u64::MAX),
             thread_id: AtomicU32::new(0),
             flush_failures: AtomicU64::new(0),
+            plugin: Default::default(),
         }
     }
 }

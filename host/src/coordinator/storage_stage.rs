@@ -4,8 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use abi_stable::std_types::RSlice;
-use tapeline_plugin_api::abi::{InputBlock, PluginError, PortFormat, StorageBox, StorageReport};
+use abi_stable::std_types::{ROption, RSlice, RStr};
+use tapeline_plugin_api::abi::{
+    InputBlock, PluginError, PortFormat, RawExtension, StorageBox, StorageReport,
+};
 
 use super::component::Component;
 use super::factory::Factory;
@@ -116,6 +118,10 @@ impl StageWork for StorageStage {
         if let Ok(r) = old.finalize().into_result() {
             merge(&mut io.written_before, r);
         }
+    }
+
+    fn extension(instance: &StorageBox, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        instance.extension(name, version)
     }
 
     fn finish(&mut self, mut instance: StorageBox, io: &mut StageIo, c: &Component) -> StageExit {

@@ -55,6 +55,8 @@ pub struct StageSummary {
     pub isolated: bool,
     /// How its `limits` were applied (`setrlimit`; cgroups are not used), when it has any.
     pub limits_applied_with: Option<&'static str>,
+    /// The plugin's own counters by name at the end (`Describe::STATS`); empty: none.
+    pub stats: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -425,6 +427,7 @@ fn stage_summary(plan: &Plan, r: &StageRun, edges: &[EdgeSnapshot]) -> StageSumm
             .isolation()
             .filter(|i| i.limits != crate::config::Limits::default())
             .map(|_| "setrlimit"),
+        stats: stats.plugin.snapshot(),
     }
 }
 

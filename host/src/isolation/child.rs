@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use abi_stable::std_types::{RSlice, RSliceMut, RStr};
 use arrayvec::ArrayVec;
 use tapeline_plugin_api::abi::{
-    CaptureBox, InputBlock, OutputBlock, PluginError, PortFormat, ProcessorBox, ReadStatus,
-    StageContext, StorageBox,
+    CaptureBox, ContextFields, ContextRef, InputBlock, OutputBlock, PluginError, PortFormat,
+    ProcessorBox, ReadStatus, StorageBox,
 };
 
 use super::protocol::{encode_error, tag, Channel, Fields, Init, Report};
@@ -97,7 +97,7 @@ fn build(init: &Init) -> Result<Instance, PluginError> {
             sample_rate,
         })
         .collect();
-    let ctx = StageContext {
+    let ctx = ContextFields {
         stage_id: RStr::from_str(&init.stage_id),
         sample_rate: init.sample_rate,
         block_frames: init.block_frames,
@@ -106,10 +106,11 @@ fn build(init: &Init) -> Result<Instance, PluginError> {
     };
     let (name, config) = (RStr::from_str(&init.plugin), RStr::from_str(&init.config));
     let m = entry.module;
+    let ctx = ContextRef::new(&ctx);
     Ok(match init.kind.as_str() {
-        "capture" => Instance::Capture((m.new_capture())(name, config, &ctx).into_result()?),
-        "process" => Instance::Process((m.new_processor())(name, config, &ctx).into_result()?),
-        _ => Instance::Storage((m.new_storage())(name, config, &ctx).into_result()?),
+        "capture" => Instance::Capture((m.new_capture())(name, config, ctx).into_result()?),
+        "process" => Instance::Process((m.new_processor())(name, config, ctx).into_result()?),
+        _ => Instance::Storage((m.new_storage())(name, config, ctx).into_result()?),
     })
 }
 

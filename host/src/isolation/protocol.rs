@@ -140,7 +140,7 @@ impl Fields<'_> {
 
 /// An error as the child sends it: kind, key, message.
 pub fn encode_error(e: &PluginError) -> Vec<u8> {
-    let mut b = vec![e.kind as u8];
+    let mut b = vec![e.kind() as u8];
     let key = e.key.as_str().as_bytes();
     b.extend_from_slice(&(key.len() as u32).to_le_bytes());
     b.extend_from_slice(key);
@@ -150,22 +150,11 @@ pub fn encode_error(e: &PluginError) -> Vec<u8> {
 
 pub fn decode_error(payload: &[u8]) -> PluginError {
     let mut f = Fields(payload);
-    let kind = match f.u8() {
-        0 => ErrorKind::InvalidConfig,
-        1 => ErrorKind::UnsupportedFormat,
-        2 => ErrorKind::DeviceLost,
-        3 => ErrorKind::Io,
-        4 => ErrorKind::Panicked,
-        6 => ErrorKind::Crashed,
-        _ => ErrorKind::Other,
-    };
+    let kind = ErrorKind::from_code(f.u8());
     let key_len = (f.u32() as usize).min(f.0.len());
     let key = String::from_utf8_lossy(&f.0[..key_len]).into_owned();
     let message = String::from_utf8_lossy(&f.0[key_len..]).into_owned();
-    PluginError {
-        key: key.into(),
-        ..PluginError::new(kind, message)
-    }
+    PluginError::new(kind, message).with_key(&key)
 }
 
 /// The final report, as JSON.

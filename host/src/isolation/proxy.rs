@@ -18,12 +18,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{ROption, RResult};
+use abi_stable::std_types::{ROption, RResult, RStr};
 use arrayvec::ArrayVec;
 use crossbeam_utils::atomic::AtomicCell;
 use tapeline_plugin_api::abi::{
     CaptureBox, CaptureObj, CaptureObj_TO, ErrorKind, InputBlock, Level, OutputBlock, PluginError,
-    ProcessorBox, ProcessorObj_TO, ReadStatus, StorageBox, StorageObj, StorageObj_TO,
+    ProcessorBox, ProcessorObj_TO, RawExtension, ReadStatus, StorageBox, StorageObj, StorageObj_TO,
     StorageReport,
 };
 
@@ -498,6 +498,10 @@ impl CaptureObj for ChildStage {
     fn length_frames(&self) -> ROption<u64> {
         self.length.into()
     }
+    /// An isolated stage's own counters stay in its process for now (docs/isolation.md).
+    fn extension(&self, _name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
+        ROption::RNone
+    }
 }
 
 impl StorageObj for ChildStage {
@@ -535,5 +539,9 @@ impl StorageObj for ChildStage {
                 "isolation: a report that does not read: {e}"
             ))),
         }
+    }
+    /// An isolated stage's own counters stay in its process for now (docs/isolation.md).
+    fn extension(&self, _name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
+        ROption::RNone
     }
 }

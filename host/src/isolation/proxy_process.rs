@@ -15,10 +15,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::{RResult, RSlice, RSliceMut};
+use abi_stable::std_types::{ROption, RResult, RSlice, RSliceMut, RStr};
 use arrayvec::ArrayVec;
 use tapeline_plugin_api::abi::{
-    ErrorKind, InputBlock, Level, OutputBlock, PluginError, ProcessorObj, FLAG_END_OF_STREAM,
+    ErrorKind, InputBlock, Level, OutputBlock, PluginError, ProcessorObj, RawExtension,
+    FLAG_END_OF_STREAM,
 };
 
 use super::protocol::{decode_error, tag};
@@ -77,6 +78,10 @@ impl ProcessorObj for ChildStage {
 
     fn levels(&self) -> RSlice<'_, Level> {
         RSlice::from_slice(&self.levels)
+    }
+    /// An isolated stage's own counters stay in its process for now (docs/isolation.md).
+    fn extension(&self, _name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
+        ROption::RNone
     }
 }
 

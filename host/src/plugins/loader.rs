@@ -138,14 +138,9 @@ pub fn load_with_steps(path: &Path, steps: &mut Vec<Step>) -> Result<LoadedLibra
         check_layout(path, header),
         |s| s.clone(),
     )?;
-    let module = record(
-        steps,
-        "root module initialises",
-        header
-            .init_root_module::<PluginLibraryRef>()
-            .map_err(|e| library_error(path, e)),
-        |_| "yes".into(),
-    )?;
+    let module = record(steps, "root module initialises", init(path, header), |_| {
+        "yes".into()
+    })?;
     let manifests: Vec<PluginManifest> = (module.manifests())().into_iter().collect();
     let names: Vec<String> = manifests
         .iter()
@@ -222,9 +217,24 @@ fn check_version(path: &Path, header: &LibHeader) -> Result<(), LoadError> {
     }
 }
 
+/// The root module, once the version and the layout are checked (by [`check_version`] and
+/// [`check_layout`]). Not `init_root_module`: abi_stable's own version rule refuses a library
+/// whose minor version is older than the host's, which is what API 1.x promises to load.
+fn init(path: &Path, header: &LibHeader) -> Result<PluginLibraryRef, LoadError> {
+    // SAFETY: `load_with_steps` calls this only after `check_layout` found the library's root
+    // module layout compatible with `PluginLibraryRef`'s (a library without a layout is refused
+    // there).
+    unsafe { header.unchecked_layout::<PluginLibraryRef>() }
+        .map_err(|e| library_error(path, e.into_library_error::<PluginLibraryRef>()))
+}
+
 fn check_layout(path: &Path, header: &LibHeader) -> Result<String, LoadError> {
     let Some(found) = header.layout() else {
-        return Ok("not checked (the library exports no layout)".into());
+        return Err(LoadError::Layout {
+            path: path.to_path_buf(),
+            first: "the library exports no layout to check".into(),
+            detail: String::new(),
+        });
     };
     match check_layout_compatibility(<PluginLibraryRef as abi_stable::StableAbi>::LAYOUT, found) {
         Ok(()) => Ok("yes".into()),

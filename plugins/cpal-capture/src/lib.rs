@@ -236,10 +236,7 @@ fn resolve(
             format!("cpal-capture: cannot query {label}: {e}"),
         );
         if validating {
-            PluginError {
-                key: "device".into(),
-                ..e
-            }
+            e.with_key("device")
         } else {
             e
         }
@@ -280,24 +277,22 @@ fn resolve(
         } else {
             "sample_rate"
         };
-        return Err(PluginError {
-            key: key.into(),
-            ..PluginError::format(format!(
-                "cpal-capture: {label} cannot record {channels} channel(s) of {format} at {rate} \
+        return Err(PluginError::format(format!(
+            "cpal-capture: {label} cannot record {channels} channel(s) of {format} at {rate} \
                  Hz; it offers channels {}, rates {} Hz, formats {}",
-                tapeline_devices::channels_text(&caps.channels),
-                caps.rates
-                    .iter()
-                    .map(|(lo, hi)| tapeline_devices::range_text(*lo, *hi))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                caps.formats
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ))
-        });
+            tapeline_devices::channels_text(&caps.channels),
+            caps.rates
+                .iter()
+                .map(|(lo, hi)| tapeline_devices::range_text(*lo, *hi))
+                .collect::<Vec<_>>()
+                .join(", "),
+            caps.formats
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
+        .with_key(key));
     }
     Ok(Resolved {
         device,

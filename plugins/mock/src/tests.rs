@@ -145,7 +145,7 @@ mod config {
     use super::*;
 
     fn key_of(err: tapeline_plugin_api::PluginError) -> String {
-        assert_eq!(err.kind, ErrorKind::InvalidConfig);
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
         err.key().unwrap_or("").to_string()
     }
 
@@ -188,7 +188,7 @@ mod crash_config {
     use crate::crash::{Crash, CrashKind};
 
     fn key_of(err: tapeline_plugin_api::PluginError) -> String {
-        assert_eq!(err.kind, ErrorKind::InvalidConfig);
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
         err.key().unwrap_or("").to_string()
     }
 

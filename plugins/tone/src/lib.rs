@@ -342,7 +342,7 @@ mod tests {
         let e = plan(&config(json), 48_000)
             .err()
             .expect("config is rejected");
-        assert_eq!(e.kind, ErrorKind::InvalidConfig);
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
         e.key().unwrap_or("").to_string()
     }
 

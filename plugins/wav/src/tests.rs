@@ -556,7 +556,7 @@ fn missing_invalid_and_truncated_files() {
     let mut buf = [0.0f32; 1000];
     let mut out = output(&mut buf, 1);
     let e = r.read(&mut out).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Io);
+    assert_eq!(e.kind(), ErrorKind::Io);
     assert!(e.message().contains("truncated"), "{e}");
 }
 

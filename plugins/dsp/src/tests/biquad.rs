@@ -186,7 +186,7 @@ fn bad_settings_name_their_key() {
     ];
     for (json, key) in cases {
         let e = rejection::<Biquad>(json, &c);
-        assert_eq!(e.kind, ErrorKind::InvalidConfig, "{json}");
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{json}");
         assert_eq!(e.key(), Some(key), "{json}: {e}");
     }
     let e = rejection::<Biquad>(r#"{"type": "lowpass", "frequency": 30000}"#, &c);
@@ -197,7 +197,7 @@ fn bad_settings_name_their_key() {
         r#"{"frequency": 1000}"#,
     ] {
         let e = parse_config::<BiquadConfig>(json).expect_err(json);
-        assert_eq!(e.kind, ErrorKind::InvalidConfig, "{json}");
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{json}");
     }
     let c: BiquadConfig = config(r#"{"type": "highpass", "frequency": 50}"#);
     assert_eq!(c.q, BUTTERWORTH_Q);

@@ -75,7 +75,7 @@ fn layout_parses_the_config_text_like_the_host_sends_it() {
     assert_eq!(ports[0].format, format(2, RATE));
 
     let e = layout("biquad", r#"{"type": "lowpass", "frequncy": 100}"#, &stereo).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::InvalidConfig);
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig);
     assert!(e.message().contains("frequncy"), "{e}");
     let e = layout("remap", r#"{"matrix": [[1, 2, 3]]}"#, &stereo).unwrap_err();
     assert_eq!(e.key(), Some("matrix"));

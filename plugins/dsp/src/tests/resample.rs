@@ -573,7 +573,7 @@ fn bad_rates_are_refused() {
         r#"{"rate": 10000000}"#,
     ] {
         let e = rejection::<Resample>(json, &ctx(&input).get());
-        assert_eq!(e.kind, ErrorKind::InvalidConfig);
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
         assert_eq!(e.key(), Some("rate"), "{json}");
     }
     for json in [
@@ -592,7 +592,7 @@ fn bad_rates_are_refused() {
     // An unknown quality is an error at its key, naming the settings.
     let e = parse_config::<crate::ResampleConfig>(r#"{"rate": 44100, "quality": "medium"}"#)
         .unwrap_err();
-    assert_eq!(e.kind, ErrorKind::InvalidConfig);
+    assert_eq!(e.kind(), ErrorKind::InvalidConfig);
     assert_eq!(e.key(), Some("quality"));
     for name in ["fast", "balanced", "best"] {
         assert!(e.message().contains(name), "{}", e.message());

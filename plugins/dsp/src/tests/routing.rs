@@ -52,7 +52,7 @@ mod split {
         assert!(parse_config::<crate::ChannelSplitConfig>(r#"{"channels": 2}"#).is_err());
         let inputs = [format(1, RATE), format(1, RATE)];
         let e = ChannelSplit::outputs(&config("{}"), &ctx(&inputs).get()).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+        assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
     }
 }
 
@@ -84,7 +84,7 @@ mod merge {
     fn mixed_rates_are_refused_naming_both() {
         let inputs = [format(2, RATE), format(1, RATE), format(1, 44_100)];
         let e = rejection::<ChannelMerge>("{}", &ctx(&inputs).get());
-        assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+        assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
         assert!(e.message().contains("48000 Hz"), "{e}");
         assert!(e.message().contains("44100 Hz"), "{e}");
         assert!(e.message().contains("input 3"), "{e}");
@@ -94,7 +94,7 @@ mod merge {
     fn more_than_64_channels_are_refused() {
         let inputs = [format(40, RATE), format(30, RATE)];
         let e = rejection::<ChannelMerge>("{}", &ctx(&inputs).get());
-        assert_eq!(e.kind, ErrorKind::UnsupportedFormat);
+        assert_eq!(e.kind(), ErrorKind::UnsupportedFormat);
         assert!(e.message().contains("70"), "{e}");
     }
 
@@ -164,7 +164,7 @@ mod remap {
     fn a_row_of_the_wrong_length_is_named() {
         let input = [format(2, RATE)];
         let e = rejection::<Remap>(r#"{"matrix": [[1, 0], [0, 1, 0]]}"#, &ctx(&input).get());
-        assert_eq!(e.kind, ErrorKind::InvalidConfig);
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
         assert_eq!(e.key(), Some("matrix"));
         assert!(e.message().contains("row 2 of 2"), "{e}");
         assert!(e.message().contains("3 coefficient"), "{e}");
@@ -175,6 +175,6 @@ mod remap {
         let e = parse_config::<crate::RemapConfig>(r#"{"matrix": [[1]], "gain": 1}"#)
             .err()
             .unwrap();
-        assert_eq!(e.kind, ErrorKind::InvalidConfig);
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig);
     }
 }

@@ -1,0 +1,126 @@
+//! A stage's own counters, reported by its plugin through the `tapeline.stats` extension (a
+//! capture's xruns and gaps, a writer's bytes and syncs): read on the stage's thread between
+//! audio calls into atomics, which monitoring, metrics and the summary read.
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use abi_stable::std_types::{ROption, RSliceMut, RStr};
+use tapeline_plugin_api::abi::{StatsV1, STATS_EXTENSION};
+
+use super::component::Component;
+use super::stage_loop::StageWork;
+
+/// Most counters a stage publishes; a plugin naming more has the rest left out.
+pub const MAX_PLUGIN_STATS: usize = 16;
+
+/// Calls between two readings of the counters (and one after the last call).
+const EVERY_CALLS: u32 = 16;
+
+/// The published counters of one stage: names set once, values by the stage thread.
+#[derive(Debug)]
+pub struct PublishedStats {
+    names: OnceLock<Vec<String>>,
+    values: [AtomicU64; MAX_PLUGIN_STATS],
+    len: AtomicU32,
+}
+
+impl Default for PublishedStats {
+    fn default() -> Self {
+        PublishedStats {
+            names: OnceLock::new(),
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            len: AtomicU32::new(0),
+        }
+    }
+}
+
+impl PublishedStats {
+    /// The counters by name, as last read (empty: the plugin reports none).
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let Some(names) = self.names.get() else {
+            return BTreeMap::new();
+        };
+        let len = (self.len.load(Ordering::Acquire) as usize).min(names.len());
+        names[..len]
+            .iter()
+            .zip(&self.values)
+            .map(|(n, v)| (n.clone(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// The stage thread's reader of its instance's counters.
+pub struct PluginStats {
+    table: Option<(&'static StatsV1, *const c_void)>,
+    scratch: [u64; MAX_PLUGIN_STATS],
+    calls: u32,
+}
+
+// SAFETY: the instance pointer is only used on the stage thread that owns the instance (the
+// reader moves with the stage's loop, never shared), between the instance's other calls.
+unsafe impl Send for PluginStats {}
+
+impl PluginStats {
+    /// A reader for `instance`'s counters; nothing to read when the plugin has none or its
+    /// table is not the host's `StatsV1`.
+    pub fn attach<W: StageWork>(instance: &W::Instance, c: &Component) -> PluginStats {
+        let answer = W::extension(instance, RStr::from_str(STATS_EXTENSION), 1);
+        let mut me = PluginStats {
+            table: None,
+            scratch: [0; MAX_PLUGIN_STATS],
+            calls: 0,
+        };
+        let ROption::RSome(raw) = answer else {
+            return me;
+        };
+        // SAFETY: `raw` is what the instance's `extension` call returned.
+        let table = match unsafe { tapeline_plugin_api::extension::table::<StatsV1>(&raw) } {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(stage = %c.who.id, "its counters are not read: {e}");
+                return me;
+            }
+        };
+        let names: Vec<String> = (table.names)(raw.instance)
+            .into_iter()
+            .take(MAX_PLUGIN_STATS)
+            .map(String::from)
+            .collect();
+        // A restarted instance of the same plugin keeps the names already set.
+        c.stats.plugin.names.get_or_init(|| names);
+        me.table = Some((table, raw.instance));
+        me.read(c);
+        me
+    }
+
+    /// Called after every call: reads the counters every [`EVERY_CALLS`] calls.
+    pub fn tick(&mut self, c: &Component) {
+        self.calls += 1;
+        if self.calls >= EVERY_CALLS {
+            self.read(c);
+        }
+    }
+
+    /// Read the counters now (no allocation: into a fixed scratch, then the atomics).
+    pub fn read(&mut self, c: &Component) {
+        self.calls = 0;
+        let Some((table, instance)) = self.table else {
+            return;
+        };
+        let n = (table.read)(instance, RSliceMut::from_mut_slice(&mut self.scratch)) as usize;
+        let n = n.min(MAX_PLUGIN_STATS);
+        let published = &c.stats.plugin;
+        for (slot, v) in published.values.iter().zip(&self.scratch[..n]) {
+            slot.store(*v, Ordering::Relaxed);
+        }
+        published.len.store(n as u32, Ordering::Release);
+    }
+
+    /// Forget the instance (it is about to be dropped or was replaced).
+    pub fn detach(&mut self) {
+        self.table = None;
+    }
+}
