@@ -8,34 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use tapeline_tests::{
-    cargo, code, library_file_name, stderr, stdout, target_dir, workspace_root, Output,
-};
+use tapeline_tests::{build_fixture, code, library_file_name, stderr, stdout, Output};
 
 /// Build both fixture plugins once; returns the folder holding them.
 fn fixture_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target = target_dir().join("fixtures");
-        for name in ["plugin-next", "plugin-drift"] {
-            let dir = workspace_root().join("tests/fixtures").join(name);
-            // The main lock file pins the same dependency versions as the host's.
-            std::fs::copy(workspace_root().join("Cargo.lock"), dir.join("Cargo.lock"))
-                .expect("copy Cargo.lock into the fixture");
-            let out = cargo()
-                .args(["build", "--quiet", "--manifest-path"])
-                .arg(dir.join("Cargo.toml"))
-                .arg("--target-dir")
-                .arg(&target)
-                .output()
-                .expect("cargo runs");
-            assert!(
-                out.status.success(),
-                "building the {name} fixture failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        target.join("debug")
+        build_fixture("plugin-next");
+        build_fixture("plugin-drift")
     })
 }
 

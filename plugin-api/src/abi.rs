@@ -255,6 +255,9 @@ pub struct ContextFields<'a> {
     pub base_dir: RStr<'a>,
     /// The formats arriving on each input port, in the order of the stage's `inputs`.
     pub inputs: RSlice<'a, PortFormat>,
+    /// Only in the test fixture of a later 1.x API (`crate::next`): a field a 1.1 host adds.
+    #[cfg(tapeline_api_next)]
+    pub host_tag: RStr<'a>,
 }
 
 /// The host's context as it crosses the boundary: the address of the host's context struct

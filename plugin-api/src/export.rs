@@ -227,6 +227,8 @@ pub struct Entry {
     new_capture: Option<NewFn<CaptureBox>>,
     new_processor: Option<NewFn<ProcessorBox>>,
     new_storage: Option<NewFn<StorageBox>>,
+    #[cfg(tapeline_api_next)]
+    tags: &'static str,
 }
 
 // `into`: the test fixture that proves layout drift is caught builds this with a wider `max`.
@@ -257,6 +259,8 @@ impl Entry {
     pub const fn capture<C: Capture>() -> Entry {
         Entry {
             name: C::NAME,
+            #[cfg(tapeline_api_next)]
+            tags: C::TAGS,
             manifest: || manifest_of::<C>(PluginKind::Capture, (0, 0)),
             layout: |cfg, ctx| C::outputs(&parse_config(cfg)?, ctx),
             new_capture: Some(|cfg, ctx| {
@@ -271,6 +275,8 @@ impl Entry {
     pub const fn process<P: Processor>() -> Entry {
         Entry {
             name: P::NAME,
+            #[cfg(tapeline_api_next)]
+            tags: P::TAGS,
             manifest: || manifest_of::<P>(PluginKind::Process, P::INPUTS),
             layout: |cfg, ctx| P::outputs(&parse_config(cfg)?, ctx),
             new_capture: None,
@@ -288,6 +294,8 @@ impl Entry {
     pub const fn storage<S: Storage>() -> Entry {
         Entry {
             name: S::NAME,
+            #[cfg(tapeline_api_next)]
+            tags: S::TAGS,
             manifest: || manifest_of::<S>(PluginKind::Storage, (1, 1)),
             layout: |cfg, ctx| S::check(&parse_config(cfg)?, ctx).map(|()| Vec::new()),
             new_capture: None,
@@ -409,8 +417,10 @@ pub fn library(
         ContextRef<'_>,
     ) -> RResult<StorageBox, PluginError>,
     extension: extern "C" fn(RStr<'_>, u32) -> ROption<RawExtension>,
+    entries: &'static [Entry],
 ) -> PluginLibraryRef {
     install_panic_hook();
+    LIBRARY.get_or_init(|| entries);
     PluginLibrary {
         manifests,
         layout,
@@ -422,10 +432,33 @@ pub fn library(
     .leak_into_prefix()
 }
 
+/// The library's plugins, for its extensions (set when the host loads the library).
+static LIBRARY: std::sync::OnceLock<&'static [Entry]> = std::sync::OnceLock::new();
+
 /// A library's extension `name` at `version`. API 1.0 defines none for libraries; the
 /// function is there so that later 1.x versions can (see `docs/abi.md`).
-pub fn library_extension(_name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
+#[cfg_attr(not(tapeline_api_next), allow(unused_variables))]
+pub fn library_extension(name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+    #[cfg(tapeline_api_next)]
+    if name.as_str() == crate::next::MANIFEST_EXTENSION && version == 1 {
+        const TABLE: &crate::next::ManifestV1 = &crate::next::ManifestV1 { tags: next_tags };
+        return ROption::RSome(RawExtension {
+            layout: <crate::next::ManifestV1 as StableAbi>::LAYOUT,
+            table: (TABLE as *const crate::next::ManifestV1).cast(),
+            instance: std::ptr::null(),
+        });
+    }
     ROption::RNone
+}
+
+#[cfg(tapeline_api_next)]
+extern "C" fn next_tags(name: RStr<'_>) -> RString {
+    let entries = LIBRARY.get().copied().unwrap_or_default();
+    let tags = entries
+        .iter()
+        .find(|e| e.name == name.as_str())
+        .map(|e| e.tags);
+    tags.unwrap_or_default().into()
 }
 
 struct CaptureAdapter<C>(C);
@@ -549,8 +582,33 @@ impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
         }
     }
     fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        #[cfg(tapeline_api_next)]
+        if name.as_str() == crate::next::LATENCY_EXTENSION && version == 1 {
+            return ROption::RSome(RawExtension {
+                layout: <crate::next::LatencyV1 as StableAbi>::LAYOUT,
+                table: (LatencyTable::<P>::TABLE as *const crate::next::LatencyV1).cast(),
+                instance: (self as *const Self).cast(),
+            });
+        }
         instance_extension(self, name, version)
     }
+}
+
+#[cfg(tapeline_api_next)]
+struct LatencyTable<P>(std::marker::PhantomData<P>);
+
+#[cfg(tapeline_api_next)]
+impl<P: Processor> LatencyTable<P> {
+    const TABLE: &'static crate::next::LatencyV1 = &crate::next::LatencyV1 {
+        latency_frames: next_latency::<P>,
+    };
+}
+
+#[cfg(tapeline_api_next)]
+extern "C" fn next_latency<P: Processor>(instance: *const c_void) -> u32 {
+    // SAFETY: `instance` is the adapter the extension was asked of, alive while it is used.
+    let me = unsafe { &*instance.cast::<ProcessorAdapter<P>>() };
+    me.0.latency_frames()
 }
 
 impl<S: Storage> StorageObj for StorageAdapter<S> {
@@ -669,6 +727,7 @@ macro_rules! export_plugin {
                 __tapeline_new_processor,
                 __tapeline_new_storage,
                 __tapeline_extension,
+                __TAPELINE_ENTRIES,
             )
         }
         extern "C" fn __tapeline_erased_root() -> $crate::abi_stable::library::RootModuleResult {

@@ -47,6 +47,8 @@ pub mod abi;
 #[doc(hidden)]
 pub mod export;
 pub mod extension;
+#[cfg(tapeline_api_next)]
+pub mod next;
 pub mod sdk;
 pub mod testing;
 

@@ -45,6 +45,9 @@ pub trait Describe {
     /// values. Called by the host on the stage's thread between audio calls: must not
     /// allocate, lock or block.
     fn stats(&self, _values: &mut [u64]) {}
+    /// Only in the test fixture of a later 1.x API (`crate::next`): the plugin's tags.
+    #[cfg(tapeline_api_next)]
+    const TAGS: &'static str = "";
 }
 
 /// A source of audio: a generator, a file reader, a device.
@@ -109,6 +112,11 @@ pub trait Processor: Describe + Sized + Send + 'static {
     fn levels(&self) -> &[Level] {
         &[]
     }
+    /// Only in the test fixture of a later 1.x API (`crate::next`): frames of delay.
+    #[cfg(tapeline_api_next)]
+    fn latency_frames(&self) -> u32 {
+        0
+    }
 }
 
 /// A sink that keeps audio: a file writer, a counter.
@@ -147,6 +155,9 @@ pub fn single_input(ctx: &StageContext<'_>) -> PluginResult<PortFormat> {
 #[derive(Debug, Clone, Copy)]
 pub struct StageContext<'a> {
     fields: ContextFields<'a>,
+    /// Fields the host's context has (fields of this crate's it lacks hold defaults).
+    #[cfg_attr(not(tapeline_api_next), allow(dead_code))]
+    host_fields: usize,
 }
 
 /// Fields of [`ContextFields`] in API 1.0: every 1.x host's context has at least these.
@@ -168,15 +179,33 @@ impl<'a> StageContext<'a> {
             )));
         }
         // SAFETY: `accept` checked that the host's struct begins with the fields of
-        // `ContextFields`, with the same layouts, and has at least all of them; `data` is valid
-        // for `'a` (the call), as `ContextRef` says.
+        // `ContextFields`, with the same layouts, and has at least all of API 1.0's, which are
+        // all of them in 1.0; `data` is valid for `'a` (the call), as `ContextRef` says.
+        #[cfg(not(tapeline_api_next))]
         let fields = unsafe { *ctx.data.cast::<ContextFields<'a>>() };
-        Ok(StageContext { fields })
+        // SAFETY: as above; a later version's fields are read only when the host has them.
+        #[cfg(tapeline_api_next)]
+        let fields = unsafe { crate::next::read_fields(ctx.data, host_fields) };
+        Ok(StageContext {
+            fields,
+            host_fields,
+        })
     }
 
     /// A context made of these fields (the testing module's).
     pub(crate) fn from_fields(fields: ContextFields<'a>) -> Self {
-        StageContext { fields }
+        let all = <ContextFields<'static> as abi_stable::StableAbi>::LAYOUT.get_fields();
+        StageContext {
+            fields,
+            host_fields: all.map_or(0, |f| f.len()),
+        }
+    }
+
+    /// Only in the test fixture of a later 1.x API (`crate::next`): the host's tag, when the
+    /// host's context has the field (a 1.1 host); none from a 1.0 host.
+    #[cfg(tapeline_api_next)]
+    pub fn host_tag(&self) -> Option<&'a str> {
+        (self.host_fields > crate::next::FIELDS_1_0).then(|| self.fields.host_tag.as_str())
     }
 
     /// The fields as they cross to a plugin (the testing module's).

@@ -61,6 +61,8 @@ impl Context {
             block_frames: self.block_frames,
             base_dir: RStr::from_str(&self.base_dir),
             inputs: RSlice::from_slice(&self.inputs),
+            #[cfg(tapeline_api_next)]
+            host_tag: RStr::from_str("test"),
         })
     }
 

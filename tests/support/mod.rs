@@ -243,6 +243,29 @@ pub fn process_block(
     Ok(out)
 }
 
+/// Build the fixture workspace `tests/fixtures/NAME` (a plugin or a host built against another
+/// copy of the plugin API) into `target/fixtures`, with the main lock file's versions, offline.
+/// Returns the folder its libraries and binaries land in.
+pub fn build_fixture(name: &str) -> PathBuf {
+    let target = target_dir().join("fixtures");
+    let dir = workspace_root().join("tests/fixtures").join(name);
+    std::fs::copy(workspace_root().join("Cargo.lock"), dir.join("Cargo.lock"))
+        .expect("copy Cargo.lock into the fixture");
+    let out = cargo()
+        .args(["build", "--quiet", "--offline", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building the {name} fixture failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    target.join("debug")
+}
+
 /// A folder under the system temp folder, removed when dropped.
 pub struct TempDir(PathBuf);
 
