@@ -120,11 +120,21 @@ fn a_plugin_built_against_api_1_0_loads_in_this_host() {
 
 #[test]
 fn a_plugin_built_against_api_1_0_runs_every_kind_sample_exact_with_its_stats() {
-    let dir = TempDir::new("compat-v10");
+    run_v10_pipeline("compat-v10", "");
+}
+
+#[test]
+fn a_plugin_built_against_api_1_0_runs_isolated_with_its_stats_read_across() {
+    run_v10_pipeline("compat-v10-isolated", "isolate = true\n");
+}
+
+/// ramp → v10-gain → wav-writer, ramp → v10-count, with `pipeline_extra` in `[pipeline]`.
+fn run_v10_pipeline(name: &str, pipeline_extra: &str) {
+    let dir = TempDir::new(name);
     let path = write_pipeline(
         &dir,
         &format!(
-            r#"{RAMP}
+            r#"{pipeline_extra}{RAMP}
 [process.g10]
 plugin = "v10-gain"
 inputs = ["ramp"]
@@ -169,6 +179,10 @@ path = "count.txt"
         stage_stats(&summary, "count"),
         serde_json::json!({"frames": 48000, "blocks": 100})
     );
+    let isolated = !pipeline_extra.is_empty();
+    for stage in summary["stages"].as_array().expect("stages") {
+        assert_eq!(stage["isolated"], isolated, "{stage}");
+    }
 }
 
 #[test]

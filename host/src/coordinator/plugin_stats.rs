@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use abi_stable::std_types::{ROption, RSliceMut, RStr};
-use tapeline_plugin_api::abi::{StatsV1, STATS_EXTENSION};
+use tapeline_plugin_api::abi::{RawExtension, StatsV1, STATS_EXTENSION};
 
 use super::component::Component;
 use super::stage_loop::StageWork;
@@ -64,34 +64,48 @@ pub struct PluginStats {
 unsafe impl Send for PluginStats {}
 
 impl PluginStats {
-    /// A reader for `instance`'s counters; nothing to read when the plugin has none or its
-    /// table is not the host's `StatsV1`.
-    pub fn attach<W: StageWork>(instance: &W::Instance, c: &Component) -> PluginStats {
-        let answer = W::extension(instance, RStr::from_str(STATS_EXTENSION), 1);
-        let mut me = PluginStats {
+    /// A reader with nothing to read.
+    pub fn none() -> PluginStats {
+        PluginStats {
             table: None,
             scratch: [0; MAX_PLUGIN_STATS],
             calls: 0,
-        };
+        }
+    }
+
+    /// A reader for the table an instance's `extension(tapeline.stats, 1)` answered, and the
+    /// counters' names; nothing to read (and no names) when it answered none.
+    pub fn from_answer(
+        answer: ROption<RawExtension>,
+    ) -> Result<(PluginStats, Vec<String>), String> {
+        let mut me = Self::none();
         let ROption::RSome(raw) = answer else {
-            return me;
+            return Ok((me, Vec::new()));
         };
         // SAFETY: `raw` is what the instance's `extension` call returned.
-        let table = match unsafe { tapeline_plugin_api::extension::table::<StatsV1>(&raw) } {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(stage = %c.who.id, "its counters are not read: {e}");
-                return me;
-            }
-        };
+        let table = unsafe { tapeline_plugin_api::extension::table::<StatsV1>(&raw) }?;
         let names: Vec<String> = (table.names)(raw.instance)
             .into_iter()
             .take(MAX_PLUGIN_STATS)
             .map(String::from)
             .collect();
+        me.table = Some((table, raw.instance));
+        Ok((me, names))
+    }
+
+    /// A reader for `instance`'s counters, publishing to the stage's counters; nothing to read
+    /// when the plugin has none or its table is not the host's `StatsV1`.
+    pub fn attach<W: StageWork>(instance: &W::Instance, c: &Component) -> PluginStats {
+        let answer = W::extension(instance, RStr::from_str(STATS_EXTENSION), 1);
+        let (mut me, names) = match Self::from_answer(answer) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(stage = %c.who.id, "its counters are not read: {e}");
+                return Self::none();
+            }
+        };
         // A restarted instance of the same plugin keeps the names already set.
         c.stats.plugin.names.get_or_init(|| names);
-        me.table = Some((table, raw.instance));
         me.read(c);
         me
     }
@@ -104,19 +118,24 @@ impl PluginStats {
         }
     }
 
-    /// Read the counters now (no allocation: into a fixed scratch, then the atomics).
+    /// Read the counters now into the stage's published counters.
     pub fn read(&mut self, c: &Component) {
         self.calls = 0;
+        self.read_into(&c.stats.plugin.values, &c.stats.plugin.len);
+    }
+
+    /// Read the counters into `values` and say how many in `len` (no allocation: into a fixed
+    /// scratch, then the atomics). An isolated stage's process publishes into shared memory.
+    pub fn read_into(&mut self, values: &[AtomicU64], len: &AtomicU32) {
         let Some((table, instance)) = self.table else {
             return;
         };
         let n = (table.read)(instance, RSliceMut::from_mut_slice(&mut self.scratch)) as usize;
-        let n = n.min(MAX_PLUGIN_STATS);
-        let published = &c.stats.plugin;
-        for (slot, v) in published.values.iter().zip(&self.scratch[..n]) {
+        let n = n.min(MAX_PLUGIN_STATS).min(values.len());
+        for (slot, v) in values.iter().zip(&self.scratch[..n]) {
             slot.store(*v, Ordering::Relaxed);
         }
-        published.len.store(n as u32, Ordering::Release);
+        len.store(n as u32, Ordering::Release);
     }
 
     /// Forget the instance (it is about to be dropped or was replaced).

@@ -10,17 +10,18 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use abi_stable::std_types::{RSlice, RSliceMut, RStr};
+use abi_stable::std_types::{ROption, RSlice, RSliceMut, RStr};
 use arrayvec::ArrayVec;
 use tapeline_plugin_api::abi::{
     CaptureBox, ContextFields, ContextRef, InputBlock, OutputBlock, PluginError, PortFormat,
-    ProcessorBox, ReadStatus, StorageBox,
+    ProcessorBox, RawExtension, ReadStatus, StorageBox, STATS_EXTENSION,
 };
 
 use super::protocol::{encode_error, tag, Channel, Fields, Init, Report};
 use super::ring;
 use super::shm::{Shared, MAX_PORTS, REPLY_AT};
 use crate::config::Limits;
+use crate::coordinator::plugin_stats::PluginStats;
 use crate::plugins::Registry;
 
 enum Instance {
@@ -36,11 +37,11 @@ pub fn serve() -> ExitCode {
         return ExitCode::from(2);
     };
     let mut ch = Channel::new(UnixStream::from(fd));
-    let Some((mut instance, mut shm)) = setup(&mut ch) else {
+    let Some((mut instance, mut shm, mut stats)) = setup(&mut ch) else {
         return ExitCode::from(2);
     };
     if let Instance::Process(p) = &mut instance {
-        serve_ring(&mut ch, p, &mut shm);
+        serve_ring(&mut ch, p, &mut shm, &mut stats);
         return ExitCode::SUCCESS;
     }
     // Requests are small headers: copied here so the reply can use the channel (no allocation).
@@ -48,15 +49,35 @@ pub fn serve() -> ExitCode {
     while let Ok((t, payload)) = ch.recv() {
         let n = payload.len().min(request.len());
         request[..n].copy_from_slice(&payload[..n]);
-        if answer(&mut ch, &mut instance, &mut shm, t, &request[..n]).is_err() {
+        let answered = answer(&mut ch, &mut instance, &mut shm, t, &request[..n]);
+        publish(&mut stats, &shm);
+        if answered.is_err() {
             break;
         }
     }
     ExitCode::SUCCESS
 }
 
-/// INIT: limits, library, instance, shared memory. The reply says whether it worked.
-fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared)> {
+/// The plugin's own counters, into the shared memory for the host to read.
+fn publish(stats: &mut PluginStats, shm: &Shared) {
+    let ring = shm.ring();
+    stats.read_into(&ring.stats, &ring.stats_len);
+}
+
+impl Instance {
+    fn extension(&self, name: &str, version: u32) -> ROption<RawExtension> {
+        let name = RStr::from_str(name);
+        match self {
+            Instance::Capture(c) => c.extension(name, version),
+            Instance::Process(p) => p.extension(name, version),
+            Instance::Storage(s) => s.extension(name, version),
+        }
+    }
+}
+
+/// INIT: limits, library, instance, shared memory. The reply says whether it worked and, when
+/// it did, names the plugin's own counters (JSON; `tapeline.stats`).
+fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared, PluginStats)> {
     let init: Init = match ch.recv() {
         Ok((tag::INIT, p)) => serde_json::from_slice(p).ok()?,
         _ => return None,
@@ -74,12 +95,20 @@ fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared)> {
             .map_err(|e| PluginError::other(format!("cannot map the shared memory: {e}")))?;
             Ok((i, shm))
         });
+    let built = built.and_then(|(i, shm)| {
+        let answer = i.extension(STATS_EXTENSION, 1);
+        let (stats, names) = PluginStats::from_answer(answer).map_err(PluginError::other)?;
+        Ok((i, shm, stats, names))
+    });
     let sent = match &built {
-        Ok(_) => ch.begin(tag::OK).send(),
+        Ok((.., names)) => {
+            let json = serde_json::to_vec(names).unwrap_or_default();
+            ch.begin(tag::OK).put(&json).send()
+        }
         Err(e) => ch.begin(tag::ERR).put(&encode_error(e)).send(),
     };
     sent.ok()?;
-    built.ok()
+    built.ok().map(|(i, shm, stats, _)| (i, shm, stats))
 }
 
 fn build(init: &Init) -> Result<Instance, PluginError> {
@@ -208,7 +237,12 @@ fn read(
 
 /// A processor: answer the calls the host puts in the ring, in order, until it closes the
 /// socket. After a failed call, wait for the host to say go on.
-fn serve_ring(ch: &mut Channel<UnixStream>, p: &mut ProcessorBox, shm: &mut Shared) {
+fn serve_ring(
+    ch: &mut Channel<UnixStream>,
+    p: &mut ProcessorBox,
+    shm: &mut Shared,
+    stats: &mut PluginStats,
+) {
     let slots = shm.slots() as u64;
     let mut done = 0u64;
     let mut positions: ArrayVec<u64, MAX_PORTS> = ArrayVec::new();
@@ -228,6 +262,7 @@ fn serve_ring(ch: &mut Channel<UnixStream>, p: &mut ProcessorBox, shm: &mut Shar
                 true
             }
         };
+        publish(stats, shm);
         done += 1;
         shm.ring().completed.store(done, Ordering::SeqCst);
         if ring::wake_host(shm, ch, done).is_err() {

@@ -23,5 +23,6 @@ pub mod exit;
 pub mod protocol;
 pub mod proxy;
 pub mod proxy_process;
+pub mod proxy_stats;
 pub mod ring;
 pub mod shm;

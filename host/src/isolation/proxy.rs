@@ -168,6 +168,8 @@ pub struct ChildStage {
     pub(super) levels: ArrayVec<Level, MAX_PORTS>,
     /// The last reply's payload (allocated once; only a long final report grows it).
     reply: Vec<u8>,
+    /// The names of the plugin's own counters (`tapeline.stats`), as the process said.
+    pub(super) stat_names: Vec<String>,
 }
 
 impl ChildStage {
@@ -183,6 +185,7 @@ impl ChildStage {
             length: None,
             levels: ArrayVec::new(),
             reply: Vec::with_capacity(4096),
+            stat_names: Vec::new(),
         };
         stage.launch()?;
         if stage.init.kind == "capture" {
@@ -252,12 +255,18 @@ impl ChildStage {
             PluginError::other(format!("isolation: cannot start the stage's process: {e}"))
         })?;
         self.iso.pid.store(run.process.id(), Ordering::Release);
-        let reply = run.ch.recv().map(|(t, p)| (t, decode_error(p)));
+        let reply = run.ch.recv().map(|(t, p)| match t {
+            tag::OK => (t, Ok(serde_json::from_slice(p).unwrap_or_default())),
+            _ => (t, Err(decode_error(p))),
+        });
         std::fs::remove_file(&path).ok();
         self.run = Some(run);
         match reply {
-            Ok((tag::OK, _)) => Ok(()),
-            Ok((_, e)) => {
+            Ok((_, Ok(names))) => {
+                self.stat_names = names;
+                Ok(())
+            }
+            Ok((_, Err(e))) => {
                 self.stop_process();
                 Err(e)
             }
@@ -498,9 +507,8 @@ impl CaptureObj for ChildStage {
     fn length_frames(&self) -> ROption<u64> {
         self.length.into()
     }
-    /// An isolated stage's own counters stay in its process for now (docs/isolation.md).
-    fn extension(&self, _name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
-        ROption::RNone
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        self.stats_extension(name, version)
     }
 }
 
@@ -540,8 +548,7 @@ impl StorageObj for ChildStage {
             ))),
         }
     }
-    /// An isolated stage's own counters stay in its process for now (docs/isolation.md).
-    fn extension(&self, _name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
-        ROption::RNone
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        self.stats_extension(name, version)
     }
 }

@@ -79,9 +79,8 @@ impl ProcessorObj for ChildStage {
     fn levels(&self) -> RSlice<'_, Level> {
         RSlice::from_slice(&self.levels)
     }
-    /// An isolated stage's own counters stay in its process for now (docs/isolation.md).
-    fn extension(&self, _name: RStr<'_>, _version: u32) -> ROption<RawExtension> {
-        ROption::RNone
+    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
+        self.stats_extension(name, version)
     }
 }
 

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use arrayvec::ArrayVec;
 use memmap2::MmapMut;
 
+use crate::coordinator::plugin_stats::MAX_PLUGIN_STATS;
+
 /// Most ports one stage has (as in the coordinator).
 pub const MAX_PORTS: usize = 64;
 
@@ -46,6 +48,9 @@ pub struct Ring {
     pub host_waiting: AtomicU32,
     _d: [u8; 4],
     pub host_want: AtomicU64,
+    /// The plugin's own counters (`tapeline.stats`), written by the child after every call.
+    pub stats: [AtomicU64; MAX_PLUGIN_STATS],
+    pub stats_len: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Ring>() <= HEADER_BYTES);
