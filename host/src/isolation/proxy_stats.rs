@@ -12,10 +12,7 @@ use tapeline_plugin_api::abi::{RawExtension, StatsV1, STATS_EXTENSION};
 
 use super::proxy::ChildStage;
 
-const TABLE: &StatsV1 = &StatsV1 {
-    names: names,
-    read: read,
-};
+const TABLE: &StatsV1 = &StatsV1 { names, read };
 
 impl ChildStage {
     /// `tapeline.stats` 1 when the plugin in the process has counters.
