@@ -208,6 +208,30 @@ path = ""
 }
 
 #[test]
+fn an_unknown_key_is_refused_at_its_key_though_the_config_type_does_not_deny_them() {
+    let dir = TempDir::new("compat-v10-unknown");
+    let path = write_pipeline(
+        &dir,
+        &format!(
+            r#"{RAMP}
+[process.g10]
+plugin = "v10-gain"
+inputs = ["ramp"]
+factor = 0.5
+factr = 0.25
+"#
+        ),
+    );
+    let out = tapeline(&["validate", path.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    // `factr = 0.25` is line 16 of the file written above.
+    assert!(err.contains("p.toml:16:"), "not at the key's line:\n{err}");
+    assert!(err.contains("unknown key `factr`"), "{err}");
+    assert!(err.contains("did you mean `factor`?"), "{err}");
+}
+
+#[test]
 fn a_plugin_built_against_api_1_1_runs_in_this_host_without_the_additions() {
     let lib = library("tapeline_fixture_v11");
     let out = run(["doctor".as_ref(), lib.as_os_str()]);

@@ -21,9 +21,10 @@ pub type PluginResult<T> = Result<T, PluginError>;
 
 /// What every plugin declares about itself, whatever its kind.
 pub trait Describe {
-    /// The config table's type. Deserialized from the stage's table in the pipeline file with
-    /// unknown keys rejected (put `#[serde(deny_unknown_fields)]` on it). Doc comments on its
-    /// fields become the descriptions `tapeline plugins inspect` and editors show.
+    /// The config table's type. Deserialized from the stage's table in the pipeline file; a
+    /// key its JSON Schema does not list is refused at that key (with or without
+    /// `#[serde(deny_unknown_fields)]`), every wrong key at once. Doc comments on its fields
+    /// become the descriptions `tapeline plugins inspect` and editors show.
     type Config: DeserializeOwned + JsonSchema;
     /// The name pipeline files use in `plugin = "..."`.
     const NAME: &'static str;
@@ -534,13 +535,14 @@ pub const ERROR_SEPARATOR: char = '\u{1e}';
 /// Deserialize a plugin config from the JSON text the host passes, naming the offending key.
 /// Every key that is wrong is reported, not only the first: after an error the key is set aside
 /// and the rest read again (an unknown key, a value of the wrong type or out of its enum each
-/// count once; a key the config cannot do without ends the search).
-pub fn parse_config<C: DeserializeOwned>(text: &str) -> PluginResult<C> {
-    let mut errors: Vec<(String, String)> = Vec::new();
+/// count once; a key the config cannot do without ends the search). A key the config's schema
+/// does not list is unknown whether or not the type says `#[serde(deny_unknown_fields)]`.
+pub fn parse_config<C: DeserializeOwned + JsonSchema>(text: &str) -> PluginResult<C> {
     let mut value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => return Err(config_error(String::new(), e.to_string())),
     };
+    let mut errors = unknown_keys::<C>(&mut value);
     loop {
         match serde_path_to_error::deserialize::<_, C>(&value) {
             Ok(c) if errors.is_empty() => return Ok(c),
@@ -577,6 +579,43 @@ pub fn parse_config<C: DeserializeOwned>(text: &str) -> PluginResult<C> {
     Err(config_error(keys.join(&sep), messages.join(&sep)))
 }
 
+/// The top-level keys of `value` the schema of `C` does not list, taken out of it, each with
+/// serde's message for an unknown field. None when the schema allows other keys (a map, an
+/// enum of tables): then serde decides.
+fn unknown_keys<C: JsonSchema>(value: &mut serde_json::Value) -> Vec<(String, String)> {
+    let schema = serde_json::to_value(schemars::schema_for!(C)).unwrap_or_default();
+    let closed = schema
+        .get("additionalProperties")
+        .is_none_or(|a| a == false);
+    let (Some(known), Some(given), true) = (
+        schema.get("properties").and_then(|p| p.as_object()),
+        value.as_object_mut(),
+        closed,
+    ) else {
+        return Vec::new();
+    };
+    let unknown: Vec<String> = given
+        .keys()
+        .filter(|k| !known.contains_key(*k))
+        .cloned()
+        .collect();
+    let expected: Vec<String> = known.keys().map(|k| format!("`{k}`")).collect();
+    unknown
+        .into_iter()
+        .map(|k| {
+            given.remove(&k);
+            let message = match expected.len() {
+                0 => format!("unknown field `{k}`, there are no fields"),
+                _ => format!(
+                    "unknown field `{k}`, expected one of {}",
+                    expected.join(", ")
+                ),
+            };
+            (k, message)
+        })
+        .collect()
+}
+
 fn config_error(key: String, message: String) -> PluginError {
     PluginError::config(&key, message)
 }
@@ -600,7 +639,7 @@ mod parse_config_tests {
     use super::*;
     use serde::Deserialize;
 
-    #[derive(Deserialize, Debug)]
+    #[derive(Deserialize, JsonSchema, Debug)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Config {
@@ -609,10 +648,34 @@ mod parse_config_tests {
         seconds: f64,
     }
 
-    #[derive(Deserialize, Debug)]
+    #[derive(Deserialize, JsonSchema, Debug)]
     #[serde(rename_all = "lowercase")]
     enum Mode {
         Fast,
+    }
+
+    /// As an author who forgot `deny_unknown_fields` writes it.
+    #[derive(Deserialize, JsonSchema, Debug)]
+    #[allow(dead_code)]
+    struct Forgetful {
+        #[serde(default)]
+        level: f32,
+        #[serde(rename = "max-db", default)]
+        max_db: f32,
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_without_deny_unknown_fields_each_at_its_key() {
+        let e = parse_config::<Forgetful>(r#"{"levle": 1, "max-db": 2, "maxdb": 3}"#).unwrap_err();
+        let keys: Vec<&str> = e.key.as_str().split(ERROR_SEPARATOR).collect();
+        assert_eq!(keys, ["levle", "maxdb"], "{e:?}");
+        assert!(
+            e.message
+                .as_str()
+                .starts_with("unknown field `levle`, expected one of `level`, `max-db`"),
+            "{e:?}"
+        );
+        assert!(parse_config::<Forgetful>(r#"{"level": 1, "max-db": 2}"#).is_ok());
     }
 
     #[test]

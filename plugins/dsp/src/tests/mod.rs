@@ -37,7 +37,7 @@ fn ctx_at(sample_rate: u32, inputs: &[PortFormat]) -> Context {
         .with_block_frames(BLOCK as u32)
 }
 
-fn config<C: DeserializeOwned>(json: &str) -> C {
+fn config<C: DeserializeOwned + JsonSchema>(json: &str) -> C {
     parse_config(json).expect("valid test config")
 }
 
