@@ -90,7 +90,8 @@ pub enum GapMode {
     #[default]
     Silence,
     /// Nothing: the audio after the gap follows at once (flagged as a discontinuity); the
-    /// skipped frames are only counted (in the warning the stage gives when it stops).
+    /// skipped frames are only counted (in the stage's `stats` and in the warning the stage
+    /// gives when it stops).
     Skip,
 }
 
@@ -325,6 +326,10 @@ pub struct CpalCapture {
     /// `gap = "skip"`: gaps do not move the position; their frames are counted here.
     skip_gaps: bool,
     skipped_frames: u64,
+    /// Gaps delivered so far (discontinuities: frames lost in the ring or an xrun, or the
+    /// outage before a restarted instance's first block), and the frames they stand for.
+    gaps: u64,
+    gap_frames: u64,
     started_ns: u64,
     /// Backend error count and time at the start of the current one-second window.
     burst: (u64, u64),
@@ -339,6 +344,38 @@ impl Describe for CpalCapture {
     const DESCRIPTION: &'static str =
         "Records from an audio input device (cpal: ALSA); `tapeline devices` lists them";
     const LIVE: bool = true;
+    const STATS: &'static [&'static str] = &[
+        "xruns_reported",
+        "xruns_detected",
+        "xrun_frames",
+        "overflows",
+        "overflow_frames",
+        "gaps",
+        "gap_frames",
+        "skipped_frames",
+    ];
+
+    /// This instance's counts (a restarted instance starts again from zero): xruns the backend
+    /// reported and xruns found in the capture timestamps, with the frames the timestamps say
+    /// were lost; times frames did not fit into the ring, and those frames; gaps delivered to
+    /// the host and their frames (silence, or with `gap = "skip"` skipped frames, also
+    /// counted apart).
+    fn stats(&self, values: &mut [u64]) {
+        let s = &self.shared;
+        let now = [
+            s.xruns_reported.load(Ordering::Relaxed),
+            s.xruns_detected.load(Ordering::Relaxed),
+            s.xrun_frames.load(Ordering::Relaxed),
+            s.overflows.load(Ordering::Relaxed),
+            s.overflow_frames.load(Ordering::Relaxed),
+            self.gaps,
+            self.gap_frames,
+            self.skipped_frames,
+        ];
+        for (v, x) in values.iter_mut().zip(now) {
+            *v = x;
+        }
+    }
 }
 
 impl Capture for CpalCapture {
@@ -416,6 +453,8 @@ impl Capture for CpalCapture {
             next_gap: None,
             skip_gaps: config.gap == GapMode::Skip,
             skipped_frames: 0,
+            gaps: 0,
+            gap_frames: 0,
             started_ns: 0,
             burst: (0, 0),
             failing: None,
@@ -558,6 +597,8 @@ impl CpalCapture {
     /// A gap of `frames`: the position jumps over it (the host inserts silence), or with
     /// `gap = "skip"` it is only counted.
     fn advance_over_gap(&mut self, frames: u64, limit: Option<u64>) {
+        self.gaps += 1;
+        self.gap_frames += frames;
         if self.skip_gaps {
             self.skipped_frames += frames;
         } else {
@@ -667,3 +708,135 @@ impl CpalCapture {
 }
 
 export_plugin!(capture: CpalCapture);
+
+#[cfg(test)]
+mod tests {
+    use tapeline_devices::cpal::{Data, InputCallbackInfo, InputStreamTimestamp, StreamInstant};
+    use tapeline_plugin_api::testing::{audio_call, output};
+
+    use super::*;
+
+    const RATE: u32 = 48_000;
+    const PERIOD: usize = 480;
+
+    /// An instance without a device, fed by driving the callbacks by hand: a ring of
+    /// `ring_frames` stereo frames; `read` never waits.
+    fn instance(
+        ring_frames: usize,
+        gap: GapMode,
+    ) -> (CpalCapture, callback::Writer, callback::ErrorSink) {
+        let (writer, sink, reader, shared) = callback::channel(2, RATE, ring_frames, epoch(), None);
+        let capture = CpalCapture {
+            stream: None,
+            reader,
+            shared,
+            record: stage_record(&format!("stats-test-{gap:?}")),
+            label: "test device".into(),
+            channels: 2,
+            rate: RATE,
+            wait_ns: 0,
+            timeout_ns: 0,
+            position: 0,
+            ring_read: 0,
+            limit: None,
+            resume_after: None,
+            next_gap: None,
+            skip_gaps: gap == GapMode::Skip,
+            skipped_frames: 0,
+            gaps: 0,
+            gap_frames: 0,
+            started_ns: 0,
+            burst: (0, 0),
+            failing: None,
+        };
+        (capture, writer, sink)
+    }
+
+    /// One device period of stereo audio whose capture began `capture_ms` into the stream.
+    fn period(writer: &mut callback::Writer, capture_ms: u64) {
+        let mut samples = [0.25f32; PERIOD * 2];
+        // SAFETY: `samples` holds `len` f32 samples and outlives `data`.
+        let data = unsafe {
+            Data::from_parts(
+                samples.as_mut_ptr().cast(),
+                samples.len(),
+                SampleFormat::F32,
+            )
+        };
+        let at = StreamInstant::from_millis(capture_ms);
+        let info = InputCallbackInfo::new(InputStreamTimestamp {
+            callback: at,
+            capture: at,
+        });
+        writer.on_data(&data, &info);
+    }
+
+    /// Read one block of up to `PERIOD` frames; its frames, position and flags.
+    fn read(c: &mut CpalCapture) -> (u32, u64, u32) {
+        let mut buf = [0.0f32; PERIOD * 2];
+        let mut out = output(&mut buf, 2);
+        assert_eq!(c.read(&mut out).unwrap(), ReadStatus::More);
+        (out.frames(), out.position(), out.flags())
+    }
+
+    fn stats(c: &CpalCapture) -> Vec<(&'static str, u64)> {
+        let mut values = [u64::MAX; CpalCapture::STATS.len()];
+        // The host reads them between audio calls: no allocation either.
+        audio_call("stats", || {
+            c.stats(&mut values);
+            Ok(())
+        })
+        .expect("stats() does not allocate");
+        CpalCapture::STATS.iter().copied().zip(values).collect()
+    }
+
+    /// The counters as `stats` names them: `[xruns_reported, xruns_detected, xrun_frames,
+    /// overflows, overflow_frames, gaps, gap_frames, skipped_frames]`.
+    fn expect(values: [u64; 8]) -> Vec<(&'static str, u64)> {
+        CpalCapture::STATS.iter().copied().zip(values).collect()
+    }
+
+    /// A ring overflow (440 frames), then an xrun the timestamps show (50 ms: 2400 frames) and
+    /// the backend reports: counted as they happen, the gap once `read` delivers it.
+    fn overflow_then_xrun(gap: GapMode) -> (CpalCapture, Vec<(u32, u64, u32)>) {
+        let (mut c, mut writer, mut sink) = instance(1000, gap);
+        assert_eq!(stats(&c), expect([0, 0, 0, 0, 0, 0, 0, 0]));
+        period(&mut writer, 0);
+        period(&mut writer, 10);
+        // 40 of these 480 frames fit into the ring.
+        period(&mut writer, 20);
+        assert_eq!(stats(&c), expect([0, 0, 0, 1, 440, 0, 0, 0]));
+        let mut blocks = vec![read(&mut c)];
+        // Due at 30 ms, captured at 80 ms.
+        period(&mut writer, 80);
+        sink.on_error(cpal::Error::new(cpal::ErrorKind::Xrun));
+        assert_eq!(stats(&c), expect([1, 1, 2400, 1, 440, 0, 0, 0]));
+        for _ in 0..3 {
+            blocks.push(read(&mut c));
+        }
+        (c, blocks)
+    }
+
+    #[test]
+    fn stats_count_overflows_xruns_and_the_gaps_read_delivers() {
+        let (c, blocks) = overflow_then_xrun(GapMode::Silence);
+        // The ring's 1000 frames, then the gap of 440 + 2400 frames as a position jump.
+        assert_eq!(
+            blocks,
+            vec![
+                (480, 0, 0),
+                (480, 480, 0),
+                (40, 960, 0),
+                (480, 1000 + 2840, FLAG_DISCONTINUITY)
+            ]
+        );
+        assert_eq!(stats(&c), expect([1, 1, 2400, 1, 440, 1, 2840, 0]));
+    }
+
+    #[test]
+    fn skipped_gaps_are_counted_as_skipped_frames_too() {
+        let (c, blocks) = overflow_then_xrun(GapMode::Skip);
+        assert_eq!(blocks[3], (480, 1000, FLAG_DISCONTINUITY));
+        assert_eq!(stats(&c), expect([1, 1, 2400, 1, 440, 1, 2840, 2840]));
+    }
+}

@@ -40,6 +40,10 @@ pub struct WavFileReader {
     total: u64,
     pos: u64,
     looping: bool,
+    /// Bytes one frame takes in the file (0 for a file with no frames).
+    frame_bytes: u64,
+    /// Audio data bytes read so far, every pass of a loop counted.
+    bytes_read: u64,
 }
 
 /// Bulk reading of the sample data, for files whose samples fill their container exactly
@@ -61,6 +65,13 @@ impl Describe for WavFileReader {
     type Config = WavReaderConfig;
     const NAME: &'static str = "wav-reader";
     const DESCRIPTION: &'static str = "Plays a WAV file (PCM 8/16/24/32-bit or 32-bit float)";
+    const STATS: &'static [&'static str] = &["bytes_read"];
+
+    fn stats(&self, values: &mut [u64]) {
+        if let Some(v) = values.first_mut() {
+            *v = self.bytes_read;
+        }
+    }
 }
 
 impl Capture for WavFileReader {
@@ -82,8 +93,9 @@ impl Capture for WavFileReader {
         let (path, decoder, kind) = open(&config, ctx)?;
         let channels = usize::from(decoder.spec().channels);
         let total = u64::from(decoder.duration());
-        let (decoder, raw) = raw_reader(decoder, kind, channels, total, ctx.block_frames())
-            .map_err(|e| read_error(&path, 0, e))?;
+        let (decoder, raw, frame_bytes) =
+            raw_reader(decoder, kind, channels, total, ctx.block_frames())
+                .map_err(|e| read_error(&path, 0, e))?;
         Ok(WavFileReader {
             path,
             kind,
@@ -93,6 +105,8 @@ impl Capture for WavFileReader {
             looping: config.looping,
             decoder,
             raw,
+            frame_bytes: frame_bytes as u64,
+            bytes_read: 0,
         })
     }
 
@@ -132,6 +146,7 @@ impl Capture for WavFileReader {
             }
             filled += n;
             self.pos += n as u64;
+            self.bytes_read += n as u64 * self.frame_bytes;
         }
         out.set_frames(filled as u32);
         // Looping a file with no frames loops nothing: it ends (it returned `More` with no
@@ -190,7 +205,8 @@ fn lost(path: &Path) -> PluginError {
 
 /// Decide how to read the data: in bulk when hound's one-frame read shows samples filling
 /// their container (then the decoder is given up for its file), else sample by sample through
-/// hound. The bulk buffer holds one block (`block_frames`).
+/// hound. The bulk buffer holds one block (`block_frames`). Also returns the bytes a frame
+/// takes in the file, as measured (0 when not measured: no frames).
 #[allow(clippy::type_complexity)]
 fn raw_reader(
     mut decoder: Decoder<BufReader<File>>,
@@ -198,10 +214,10 @@ fn raw_reader(
     channels: usize,
     total: u64,
     block_frames: u32,
-) -> Result<(Option<Decoder<BufReader<File>>>, Option<Raw>), hound::Error> {
+) -> Result<(Option<Decoder<BufReader<File>>>, Option<Raw>, usize), hound::Error> {
     let bits = usize::from(decoder.spec().bits_per_sample);
     if total == 0 || !matches!(bits, 8 | 16 | 24 | 32) {
-        return Ok((Some(decoder), None));
+        return Ok((Some(decoder), None, 0));
     }
     // Measure one frame through hound, then go back to the start of the data.
     let mut file = decoder.into_inner();
@@ -219,7 +235,7 @@ fn raw_reader(
     if n < channels || frame_bytes != channels * bits / 8 {
         // An unusual container (e.g. 24-bit samples in 4 bytes): hound knows best.
         file.seek(SeekFrom::Start(0))?;
-        return Ok((Some(Decoder::new(file)?), None));
+        return Ok((Some(Decoder::new(file)?), None, frame_bytes));
     }
     let raw = Raw {
         file,
@@ -228,7 +244,7 @@ fn raw_reader(
         width: bits / 8,
         bytes: vec![0; frame_bytes * block_frames.max(1) as usize],
     };
-    Ok((None, Some(raw)))
+    Ok((None, Some(raw), frame_bytes))
 }
 
 impl Raw {

@@ -358,6 +358,100 @@ fn new_creates_missing_folders() {
     assert!(dir.path("a/b/c.wav").is_file());
 }
 
+/// A plugin's counters by name, read as the host reads them: between calls, without allocating.
+fn stats<P: Describe>(p: &P) -> Vec<(&'static str, u64)> {
+    let mut values = vec![u64::MAX; P::STATS.len()];
+    audio_call("stats", || {
+        p.stats(&mut values);
+        Ok(())
+    })
+    .expect("stats() does not allocate");
+    P::STATS.iter().copied().zip(values).collect()
+}
+
+/// The size field of the file's `data` chunk, read from its RIFF header.
+fn data_chunk_size(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    assert_eq!(&bytes[..4], b"RIFF", "{}", path.display());
+    assert_eq!(&bytes[8..12], b"WAVE", "{}", path.display());
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        if &bytes[at..at + 4] == b"data" {
+            return u64::from(size);
+        }
+        at += 8 + size as usize + size as usize % 2;
+    }
+    panic!("no data chunk in {}", path.display());
+}
+
+#[test]
+fn writer_stats_count_data_bytes_and_every_sync() {
+    let dir = TempDir::new("stats");
+    let path = dir.path("counted.wav");
+    let cfg = format!(
+        r#""path": {}, "format": "pcm16", "sync_interval_ms": 3600000"#,
+        json_path(&path)
+    );
+    let mut w = new_writer(&dir, &cfg, 2).unwrap();
+    // Creating the file synced it and its folder.
+    assert_eq!(stats(&w), [("bytes_written", 0), ("syncs", 2)]);
+    let (_, floats) = test_signal(SampleFormat::Pcm16, 1001 * 2);
+    write_block(&mut w, &floats[..960], 2);
+    write_block(&mut w, &floats[960..1920], 2);
+    write_block(&mut w, &floats[1920..], 2);
+    // 1001 stereo 16-bit frames; no interval has passed, so no sync yet.
+    assert_eq!(stats(&w), [("bytes_written", 1001 * 4), ("syncs", 2)]);
+    // A sync: the data, then the header.
+    w.flush().unwrap();
+    assert_eq!(stats(&w), [("bytes_written", 4004), ("syncs", 4)]);
+    assert_eq!(
+        data_chunk_size(&path),
+        4004,
+        "the synced header counts them"
+    );
+    w.finalize().unwrap();
+    assert_eq!(stats(&w), [("bytes_written", 4004), ("syncs", 5)]);
+    assert_eq!(data_chunk_size(&path), 4004);
+
+    // Syncing after every block: two per block.
+    let path = dir.path("every-block.wav");
+    let cfg = format!(
+        r#""path": {}, "format": "float32", "sync_interval_ms": 0"#,
+        json_path(&path)
+    );
+    let mut w = new_writer(&dir, &cfg, 1).unwrap();
+    for _ in 0..3 {
+        write_block(&mut w, &[0.5; 480], 1);
+    }
+    assert_eq!(
+        stats(&w),
+        [("bytes_written", 3 * 480 * 4), ("syncs", 2 + 3 * 2)]
+    );
+    drop(w);
+    assert_eq!(data_chunk_size(&path), 3 * 480 * 4);
+}
+
+#[test]
+fn writer_stats_add_up_every_file_of_a_per_channel_recording() {
+    let dir = TempDir::new("stats-per-channel");
+    let path = dir.path("rec.wav");
+    let cfg = format!(
+        r#""path": {}, "format": "pcm24", "per_channel": true"#,
+        json_path(&path)
+    );
+    let mut w = new_writer(&dir, &cfg, 3).unwrap();
+    let (_, floats) = test_signal(SampleFormat::Pcm24, 300);
+    write_block(&mut w, &floats, 3);
+    w.finalize().unwrap();
+    // Three files of 100 mono 24-bit frames, each created (2 syncs) and finished (1).
+    assert_eq!(stats(&w), [("bytes_written", 900), ("syncs", 9)]);
+    let sizes: Vec<u64> = (0..3)
+        .map(|c| data_chunk_size(&dir.path(&format!("rec-{c}.wav"))))
+        .collect();
+    assert_eq!(sizes, [300, 300, 300]);
+}
+
 // ---- wav-reader ----
 
 fn write_fixture(path: &Path, spec: WavSpec, samples: &[i32]) {
@@ -513,6 +607,35 @@ fn loops_seamlessly_with_24_bit_samples_in_4_byte_containers() {
     for (k, s) in got.iter().enumerate() {
         assert_eq!(*s, values[k % 100] as f32 / 8_388_608.0, "frame {k}");
     }
+}
+
+#[test]
+fn reader_stats_count_the_data_bytes_read_every_loop_included() {
+    let dir = TempDir::new("stats-reader");
+    write_fixture(&dir.path("in.wav"), int_spec(2, 16, RATE), &[7; 400]);
+    let mut r = open_reader(&dir, r#""path": "in.wav""#).unwrap();
+    assert_eq!(stats(&r), [("bytes_read", 0)]);
+    read_blocks(&mut r, 2, 64, 1);
+    assert_eq!(stats(&r), [("bytes_read", 64 * 4)]);
+    let (_, statuses) = read_blocks(&mut r, 2, 64, 100);
+    assert_eq!(statuses.last(), Some(&(8, ReadStatus::Finished)));
+    assert_eq!(stats(&r), [("bytes_read", 200 * 4)]);
+
+    // Read through hound (24-bit samples in 4-byte containers), looping: 320 frames of a
+    // 100-frame file, 4 bytes each as stored.
+    let spec = hound::WavSpecEx {
+        spec: int_spec(1, 24, RATE),
+        bytes_per_sample: 4,
+    };
+    let path = dir.path("loop.wav");
+    let mut w = hound::WavWriter::new_with_spec_ex(fs::File::create(&path).unwrap(), spec).unwrap();
+    for v in 0..100 {
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+    let mut r = open_reader(&dir, r#""path": "loop.wav", "loop": true"#).unwrap();
+    read_blocks(&mut r, 1, 64, 5);
+    assert_eq!(stats(&r), [("bytes_read", 320 * 4)]);
 }
 
 #[test]

@@ -113,6 +113,8 @@ pub struct WavWriter {
     /// file length, not the frame count.
     failed: bool,
     report: Option<StorageReport>,
+    /// fsync/fdatasync calls made so far, on the files and their folders.
+    syncs: u64,
 }
 
 impl Describe for WavWriter {
@@ -120,6 +122,21 @@ impl Describe for WavWriter {
     const NAME: &'static str = "wav-writer";
     const DESCRIPTION: &'static str =
         "Writes WAV files (RF64 past 4 GiB) that stay readable after a crash";
+    const STATS: &'static [&'static str] = &["bytes_written", "syncs"];
+
+    /// `bytes_written`: audio bytes in the files' data chunks, every file together (what the
+    /// headers will count: after `finalize`, what they do count); `syncs`: fsync/fdatasync
+    /// calls so far.
+    fn stats(&self, values: &mut [u64]) {
+        let frames = self
+            .report
+            .as_ref()
+            .map_or(self.frames, |r| r.frames_written());
+        let bytes = frames * u64::from(self.layout.block_align()) * self.outs.len() as u64;
+        for (v, x) in values.iter_mut().zip([bytes, self.syncs]) {
+            *v = x;
+        }
+    }
 }
 
 impl Storage for WavWriter {
@@ -149,12 +166,14 @@ impl Storage for WavWriter {
         let mut header = [0u8; MAX_HEADER];
         let header_len = write_header(&layout, 0, false, &mut header);
         let mut outs = Vec::with_capacity(paths.len());
+        let mut syncs = 0;
         for path in paths {
             let file = create(
                 &path,
                 config.overwrite,
                 config.follow_symlinks,
                 &header[..header_len],
+                &mut syncs,
             )?;
             outs.push(Out {
                 path,
@@ -175,6 +194,7 @@ impl Storage for WavWriter {
             sync_mode: config.sync,
             failed: false,
             report: None,
+            syncs,
         })
     }
 
@@ -244,7 +264,7 @@ impl Storage for WavWriter {
                     let on_disk = file.metadata()?.len().saturating_sub(header_len);
                     data = data.min(on_disk / align * align);
                 }
-                finish(file, &self.layout, data, &mut self.header)?;
+                finish(file, &self.layout, data, &mut self.header, &mut self.syncs)?;
                 Ok(data / align)
             })();
             match result {
@@ -275,11 +295,13 @@ impl WavWriter {
             let result = (|| -> io::Result<()> {
                 w.flush()?;
                 let file = w.get_mut();
+                self.syncs += 1;
                 file.sync_data()?;
                 let len = write_header(&self.layout, data, false, &mut self.header);
                 file.seek(SeekFrom::Start(0))?;
                 file.write_all(&self.header[..len])?;
                 file.seek(SeekFrom::End(0))?;
+                self.syncs += 1;
                 file.sync_data()
             })();
             if let Err(e) = result {
@@ -302,17 +324,19 @@ impl Drop for WavWriter {
 }
 
 /// Cut the file to the header plus `data` bytes (and the pad byte, zero-filled by `set_len`),
-/// write the final header and sync.
+/// write the final header and sync (counted in `syncs`).
 fn finish(
     mut file: File,
     layout: &Layout,
     data: u64,
     header: &mut [u8; MAX_HEADER],
+    syncs: &mut u64,
 ) -> io::Result<()> {
     let len = write_header(layout, data, true, header);
     file.set_len(len as u64 + data + data % 2)?;
     file.seek(SeekFrom::Start(0))?;
     file.write_all(&header[..len])?;
+    *syncs += 1;
     file.sync_all()
 }
 
@@ -565,11 +589,18 @@ fn writable(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Create the folders and the file, write a valid empty header and make both durable.
+/// Create the folders and the file, write a valid empty header and make both durable (the
+/// syncs counted in `syncs`).
 ///
 /// The file is opened without blocking, without following a symlink (unless `follow`) and
 /// without truncating; only once it is known to be a regular file is it cut to nothing.
-fn create(path: &Path, overwrite: bool, follow: bool, header: &[u8]) -> PluginResult<File> {
+fn create(
+    path: &Path,
+    overwrite: bool,
+    follow: bool,
+    header: &[u8],
+    syncs: &mut u64,
+) -> PluginResult<File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| {
             PluginError::config(
@@ -610,7 +641,10 @@ fn create(path: &Path, overwrite: bool, follow: bool, header: &[u8]) -> PluginRe
             .map_err(|e| io_error("truncating", path, &e))?;
     }
     file.write_all(header)
-        .and_then(|()| file.sync_data())
+        .and_then(|()| {
+            *syncs += 1;
+            file.sync_data()
+        })
         .map_err(|e| io_error("writing", path, &e))?;
     // The new directory entry must survive a crash too. Best effort: not every platform can
     // open a folder to sync it.
@@ -621,6 +655,7 @@ fn create(path: &Path, overwrite: bool, follow: bool, header: &[u8]) -> PluginRe
             parent
         };
         if let Ok(d) = File::open(dir) {
+            *syncs += 1;
             let _ = d.sync_all();
         }
     }
