@@ -150,7 +150,7 @@ pub fn guard_in<T>(
 }
 
 /// Like [`guard`], and in debug builds also fails the call if the plugin allocated during it.
-/// Used for the calls on the audio path (`read`, `process`).
+/// Used for the calls on the audio path (`read`, `process`, `finish`, `write`).
 pub fn guard_audio<T>(
     what: &str,
     f: impl FnOnce() -> Result<T, PluginError>,
@@ -647,7 +647,7 @@ pub const fn lib_header(constructor: extern "C" fn() -> RootModuleResult) -> Lib
 /// Each entry is `kind: Type` with kind one of `capture`, `process`, `storage`. The macro
 /// generates the library's root module and wraps every call into the plugin in `catch_unwind`.
 /// In debug builds it installs a global allocator that reports allocations made inside
-/// `read`/`process`. A plugin built with `panic = "abort"` is refused at compile time: its panics
+/// `read`/`process`/`finish`/`write`. A plugin built with `panic = "abort"` is refused at compile time: its panics
 /// could not be caught and would end the host.
 #[macro_export]
 macro_rules! export_plugin {

@@ -40,7 +40,8 @@ pub trait Describe {
     const LIVE: bool = false;
     /// Names of the counters the stage reports while it runs (a capture's xruns, a writer's
     /// bytes and syncs), in the order [`stats`](Describe::stats) fills them; empty: none. They
-    /// appear in monitoring snapshots, metrics and the summary as `stats`.
+    /// appear as `stats` in monitoring snapshots (`--metrics`) and in the JSON summary
+    /// (`--summary-json`).
     const STATS: &'static [&'static str] = &[];
     /// Fill `values` (one per name in [`STATS`](Describe::STATS)) with the counters' current
     /// values. Called by the host on the stage's thread between audio calls: must not
@@ -127,7 +128,8 @@ pub trait Processor: Describe + Sized + Send + 'static {
 /// on shutdown, so that what was recorded is kept.
 pub trait Storage: Describe + Sized + Send + 'static {
     /// Check the configuration against the input format. Validation only: create nothing here,
-    /// but do report an output that would be clobbered or cannot be written.
+    /// but do report an output that cannot be written (an existing take is better refused in `new`,
+    /// so that validating a pipeline does not fail because it already ran once).
     fn check(_config: &Self::Config, _ctx: &StageContext<'_>) -> PluginResult<()> {
         Ok(())
     }

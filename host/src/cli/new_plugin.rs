@@ -268,6 +268,7 @@ pub struct {{Type}} {
     step: f64,
     phase: f64,
     left: u64,
+    total: u64,
     channels: usize,
 }
 
@@ -290,16 +291,19 @@ impl Capture for {{Type}} {
         if !(config.seconds >= 0.0 && config.seconds.is_finite()) {
             return Err(PluginError::config("seconds", "must be 0 or more"));
         }
+        let total = (config.seconds * f64::from(ctx.sample_rate())).round() as u64;
         Ok({{Type}} {
             step: std::f64::consts::TAU * config.frequency / f64::from(ctx.sample_rate()),
             phase: 0.0,
-            left: (config.seconds * f64::from(ctx.sample_rate())).round() as u64,
+            left: total,
+            total,
             channels: config.channels as usize,
         })
     }
 
     fn read(&mut self, out: &mut OutputBlock<'_>) -> PluginResult<ReadStatus> {
-        let frames = (out.capacity_frames() as u64).min(self.left) as usize;
+        // `out.frames()` is preset by the host to the pipeline's block size.
+        let frames = u64::from(out.frames()).min(self.left) as usize;
         for frame in out.samples_mut().chunks_exact_mut(self.channels).take(frames) {
             frame.fill(self.phase.sin() as f32 * 0.5);
             self.phase = (self.phase + self.step) % std::f64::consts::TAU;
@@ -310,7 +314,7 @@ impl Capture for {{Type}} {
     }
 
     fn length_frames(&self) -> Option<u64> {
-        Some(self.left)
+        Some(self.total)
     }
 }
 
