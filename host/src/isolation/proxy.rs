@@ -445,6 +445,8 @@ fn is_backtrace(line: &str) -> bool {
     let t = line.trim_start();
     t.starts_with("stack backtrace:")
         || t.starts_with("note: Some details are omitted")
+        // What std prints after "memory allocation of N bytes failed" with RUST_BACKTRACE set.
+        || t.starts_with("skipping backtrace printing")
         || t.starts_with("at ")
         || t.split_once(':')
             .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
@@ -550,5 +552,30 @@ impl StorageObj for ChildStage {
     }
     fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
         self.stats_extension(name, version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_backtrace;
+
+    #[test]
+    fn what_rust_adds_after_the_reason_is_not_taken_for_last_words() {
+        for line in [
+            "stack backtrace:",
+            "   0: __rustc::rust_begin_unwind",
+            "             at /rustc/x/library/std/src/panicking.rs:689:5",
+            "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.",
+            "skipping backtrace printing to avoid potential recursion",
+        ] {
+            assert!(is_backtrace(line), "{line}");
+        }
+        for line in [
+            "memory allocation of 16777216 bytes failed",
+            "thread 'main' panicked at src/lib.rs:3:5:",
+            "error: 12: not a frame",
+        ] {
+            assert!(!is_backtrace(line), "{line}");
+        }
     }
 }
