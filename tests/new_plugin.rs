@@ -1,28 +1,9 @@
 //! `tapeline new-plugin NAME --kind KIND`: for each kind, the crate it writes builds, passes its
 //! own test, loads (`tapeline doctor`) and runs in its example pipeline, in one go.
 
-use std::path::Path;
-use std::process::Command;
-
 use tapeline_tests::{
-    cargo, code, run, run_in, stderr, stdout, target_dir, workspace_root, TempDir,
+    cargo_in, code, run, run_in, stderr, stdout, target_dir, workspace_root, TempDir,
 };
-
-fn cargo_in(dir: &Path, args: &[&str], target: &Path) {
-    let mut cmd: Command = cargo();
-    let out = cmd
-        .current_dir(dir)
-        .args(args)
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "cargo {args:?} in {}:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn a_new_plugin_of_each_kind_builds_tests_loads_and_runs_its_example() {

@@ -22,11 +22,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use tapeline_tests::{
-    cargo, code, library_file_name, run_in, stderr, stdout, target_dir, workspace_root, TempDir,
+    cargo_in, code, library_file_name, run_in, stderr, stdout, target_dir, workspace_root, TempDir,
 };
 
 /// One fenced block of the guide: the words of its info string and its text.
@@ -152,24 +151,6 @@ fn write_if_changed(path: &Path, text: &str) {
     }
     std::fs::create_dir_all(path.parent().expect("a file in a folder")).expect("create a folder");
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// Run cargo in `dir` with the shared target folder; its stdout and stderr, or a panic.
-fn cargo_in(dir: &Path, args: &[&str], target: &Path) -> (String, String) {
-    let mut cmd: Command = cargo();
-    let out = cmd
-        .current_dir(dir)
-        .args(args)
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .expect("cargo runs");
-    let (so, se) = (stdout(&out), stderr(&out));
-    assert!(
-        out.status.success(),
-        "cargo {args:?} in {} failed (the examples are docs/plugin-guide.md's):\n{so}\n{se}",
-        dir.display()
-    );
-    (so, se)
 }
 
 /// Stage `id` of a run summary, and its index there.

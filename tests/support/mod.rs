@@ -243,6 +243,24 @@ pub fn process_block(
     Ok(out)
 }
 
+/// Run cargo with `args` in `dir` with `target` as its target folder; its stdout and stderr,
+/// or a panic that shows both.
+pub fn cargo_in(dir: &Path, args: &[&str], target: &Path) -> (String, String) {
+    let out = cargo()
+        .current_dir(dir)
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .expect("cargo runs");
+    let (so, se) = (stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{so}\n{se}",
+        dir.display()
+    );
+    (so, se)
+}
+
 /// Build the fixture workspace `tests/fixtures/NAME` (a plugin or a host built against another
 /// copy of the plugin API) into `target/fixtures`, with the main lock file's versions, offline.
 /// Returns the folder its libraries and binaries land in.
