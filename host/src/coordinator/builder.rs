@@ -203,7 +203,7 @@ fn has_live_source(plan: &Plan) -> bool {
 }
 
 /// Calls an isolated processor keeps in flight: one behind a live source (a call waits for its
-/// own answer: no latency added), else as many as about 1 MiB of blocks holds (4 to 32).
+/// own answer: no latency added), else as many as about 2 MiB of blocks holds (4 to 64).
 fn ring_slots(plan: &Plan, in_samples: &[usize], out_samples: &[usize]) -> usize {
     if has_live_source(plan) {
         return 1;
