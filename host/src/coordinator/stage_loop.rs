@@ -100,6 +100,24 @@ pub enum Begin {
     Replace(PluginError),
 }
 
+/// A fresh instance, built and started.
+fn rebuild<W: StageWork>(f: &W::Factory) -> Result<W::Instance, PluginError> {
+    let mut i = W::build(f)?;
+    W::start(&mut i)?;
+    Ok(i)
+}
+
+/// The thread's first instance, as `begin` says, under the stage's policy.
+fn first<W: StageWork>(c: &Component, f: &W::Factory, begin: Begin) -> Option<W::Instance> {
+    match begin {
+        Begin::Start => c.start(|| W::build(f), W::start),
+        Begin::Replace(e) => match c.replace(e, || rebuild::<W>(f)) {
+            Verdict::Restarted(i) => Some(i),
+            _ => None,
+        },
+    }
+}
+
 /// The body of a stage thread.
 pub fn run<W: StageWork>(
     c: &Component,
@@ -115,20 +133,9 @@ pub fn run<W: StageWork>(
         crate::isolation::crash_note::this_thread_id(),
         Ordering::Relaxed,
     );
-    let rebuild = || -> Result<W::Instance, PluginError> {
-        let mut i = W::build(f)?;
-        W::start(&mut i)?;
-        Ok(i)
-    };
-    let first = match begin {
-        Begin::Start => c.start(|| W::build(f), W::start),
-        Begin::Replace(e) => match c.replace(e, rebuild) {
-            Verdict::Restarted(i) => Some(i),
-            _ => None,
-        },
-    };
+    let rebuild = || rebuild::<W>(f);
     // Without an instance the edges close here: producers upstream stop waiting for room.
-    let Some(mut instance) = first else {
+    let Some(mut instance) = first::<W>(c, f, begin) else {
         c.wind_down(
             crate::discipline::state_machine::State::Stopping,
             "not started",

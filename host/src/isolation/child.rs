@@ -95,10 +95,14 @@ fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared, PluginStats)
             .map_err(|e| PluginError::other(format!("cannot map the shared memory: {e}")))?;
             Ok((i, shm))
         });
-    let built = built.and_then(|(i, shm)| {
+    let built = built.map(|(i, shm)| {
+        // As in the host: a stats table of another layout is left unread, with a warning.
         let answer = i.extension(STATS_EXTENSION, 1);
-        let (stats, names) = PluginStats::from_answer(answer).map_err(PluginError::other)?;
-        Ok((i, shm, stats, names))
+        let (stats, names) = PluginStats::from_answer(answer).unwrap_or_else(|e| {
+            eprintln!("warning: its counters are not read: {e}");
+            (PluginStats::none(), Vec::new())
+        });
+        (i, shm, stats, names)
     });
     let sent = match &built {
         Ok((.., names)) => {
