@@ -283,8 +283,8 @@ pub fn spawn(mut monitor: Monitor, sink: Option<Sink>, epoch: Instant) -> Monito
                 while !done.load(Ordering::Acquire) {
                     let now = epoch.elapsed();
                     if now < next {
-                        // Short naps, so that the end of the run is not held up.
-                        std::thread::sleep((next - now).min(Duration::from_millis(20)));
+                        // `finish` unparks it: the end of the run is not held up by a nap.
+                        std::thread::park_timeout(next - now);
                         continue;
                     }
                     next += interval;
@@ -309,6 +309,9 @@ impl Monitoring {
     /// Stop, take the last snapshot (the state everything ended in), return the totals.
     pub fn finish(mut self, g: &Running) -> MonitorTotals {
         self.done.store(true, Ordering::Release);
+        if let Some(h) = &self.handle {
+            h.thread().unpark();
+        }
         // Without its thread (it could not start, or it panicked), one snapshot still tells
         // the end state.
         let mut monitor = match self.handle.take().map(JoinHandle::join) {
