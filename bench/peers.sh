@@ -20,7 +20,8 @@
 # Usage: bash bench/peers.sh          (from any folder)
 # Environment:
 #   REPS=5               timed repetitions per tool and job
-#   LENGTH_S=600         length of both jobs, in seconds
+#   LENGTH_S=600         length of both jobs, in seconds (120: the 2-minute job that
+#                        overwrites its previous output; every timed run overwrites the last)
 #   MEM_LENGTHS="60 600 3600"   tone lengths (s) at which Tapeline's peak RSS is measured
 #   BLOCK_FRAMES=4096    Tapeline's [pipeline] block_frames: larger blocks for an offline file job
 #                        (the default, 480 = 10 ms, is for low latency behind a live device)
@@ -327,6 +328,8 @@ report() {
                 printf "gain: tapeline / gst16 = %.2f, tapeline-end / gst16 = %.2f (target: at most 0.8); tapeline480 / gst16 = %.2f (target: at most 1.0)\n",
                     med["gain tapeline"] / med["gain gst16"], med["gain tapeline-end"] / med["gain gst16"],
                     med["gain tapeline480"] / med["gain gst16"]
+                printf "gain: tapeline / sox = %.2f, tapeline480 / sox = %.2f (every timed run overwrites the output of the one before, synced: with LENGTH_S=120, the 2-minute overwrite job, target at most 0.8)\n",
+                    med["gain tapeline"] / med["gain sox"], med["gain tapeline480"] / med["gain sox"]
             }
             printf "\nall runs (s):\n"
             for (i = 1; i <= k; i++) {
