@@ -12,7 +12,7 @@ use super::component::{Component, Event};
 use super::factory::Factory;
 use super::policy::Severity;
 use super::stage_io::StageIo;
-use super::stage_loop::{Flow, StageExit, StageWork, Take};
+use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
 use crate::discipline::buffers::Producer;
 use crate::discipline::state_machine::State;
@@ -104,10 +104,10 @@ impl StageWork for CaptureStage {
         Ok(())
     }
 
-    fn deliver(&mut self, io: &mut StageIo, c: &Component, busy: Duration) -> Flow {
-        let stamp = c.epoch().elapsed().as_micros() as u64;
+    fn deliver(&mut self, io: &mut StageIo, c: &Component, t: CallTime) -> Flow {
+        let stamp = t.end_us;
         let (n, flags, at, status) = self.read;
-        c.stats.record_busy(busy, 0, u64::from(n));
+        c.stats.record_busy(t.busy, 0, u64::from(n));
         if flags & FLAG_DISCONTINUITY != 0 && at > io.positions[0] {
             self.fill_gap(io, c, at - io.positions[0], stamp);
         }

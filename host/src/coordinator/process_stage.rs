@@ -15,7 +15,7 @@ use super::component::Component;
 use super::factory::Factory;
 use super::policy::Severity;
 use super::stage_io::StageIo;
-use super::stage_loop::{Flow, StageExit, StageWork, Take};
+use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
 use crate::discipline::buffers::{DropReason, Received, RecvTimeoutError};
 use crate::discipline::state_machine::State;
@@ -250,10 +250,10 @@ impl StageWork for ProcessStage {
         result
     }
 
-    fn deliver(&mut self, io: &mut StageIo, c: &Component, busy: Duration) -> Flow {
+    fn deliver(&mut self, io: &mut StageIo, c: &Component, t: CallTime) -> Flow {
         let out_frames = self.push_produced(io, self.stamp);
         c.stats
-            .record_busy(busy, u64::from(self.frames), out_frames);
+            .record_busy(t.busy, u64::from(self.frames), out_frames);
         self.held.clear();
         io.in_flight = 0;
         Flow::Continue

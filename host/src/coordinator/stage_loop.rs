@@ -57,8 +57,8 @@ pub trait StageWork: Send + 'static {
     fn take(&mut self, io: &mut StageIo, c: &Component, given_up: bool) -> Take;
     /// The plugin call. No access to the edges: they may be handed to another thread meanwhile.
     fn call(&mut self, instance: &mut Self::Instance, c: &Component) -> Result<(), PluginError>;
-    /// Pass a successful call's output on; `busy` is the call's time.
-    fn deliver(&mut self, io: &mut StageIo, c: &Component, busy: Duration) -> Flow;
+    /// Pass a successful call's output on; `t` says how long the call took and when it ended.
+    fn deliver(&mut self, io: &mut StageIo, c: &Component, t: CallTime) -> Flow;
     /// The call failed: account for the input it took.
     fn lost(&mut self, io: &mut StageIo, c: &Component);
     /// The first instance is running (a capture says how long its source is).
@@ -79,6 +79,16 @@ pub trait StageWork: Send + 'static {
     }
     /// The stream is over or the stage stops: flush, finalise, stop.
     fn finish(&mut self, instance: Self::Instance, io: &mut StageIo, c: &Component) -> StageExit;
+}
+
+/// When a plugin call ran, from two clock reads (one before, one after): what the stage
+/// loop hands to `deliver`, so that no stage reads the clock again per block.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTime {
+    /// How long the call took.
+    pub busy: Duration,
+    /// When it ended, in microseconds since the run started.
+    pub end_us: u64,
 }
 
 /// How a stage thread ended.
@@ -156,8 +166,9 @@ pub fn run<W: StageWork>(
             Take::Ready => {}
         }
         let started = Instant::now();
+        let start = started.saturating_duration_since(c.epoch());
         slot.park(io);
-        c.stats.enter(W::CALL, c.epoch());
+        c.stats.enter_at(W::CALL, start);
         let result = work.call(&mut instance, c);
         let Some(back) = slot.take() else {
             // Given up by the watchdog: another thread has the edges. Touch nothing shared,
@@ -173,7 +184,9 @@ pub fn run<W: StageWork>(
         let verdict = match result {
             Ok(()) => {
                 counters.tick(c);
-                if work.deliver(&mut io, c, started.elapsed()) == Flow::Ended {
+                let busy = started.elapsed();
+                let end_us = (start + busy).as_micros() as u64;
+                if work.deliver(&mut io, c, CallTime { busy, end_us }) == Flow::Ended {
                     break;
                 }
                 if c.stop().is_abandoned() {

@@ -123,9 +123,14 @@ impl Default for StageStats {
 impl StageStats {
     /// Entering a plugin call: the watchdog measures from here.
     pub(crate) fn enter(&self, call: Call, epoch: Instant) {
+        self.enter_at(call, epoch.elapsed());
+    }
+
+    /// [`enter`](Self::enter) at `since_epoch` after the run started (a time already read).
+    pub(crate) fn enter_at(&self, call: Call, since_epoch: Duration) {
         self.call.store(call as u8, Ordering::Relaxed);
         // At least 1: 0 means "not in a call".
-        let now = epoch.elapsed().as_micros() as u64 + 1;
+        let now = since_epoch.as_micros() as u64 + 1;
         self.call_since_us.store(now, Ordering::Release);
     }
 

@@ -12,7 +12,7 @@ use tapeline_plugin_api::abi::{
 use super::component::Component;
 use super::factory::Factory;
 use super::stage_io::StageIo;
-use super::stage_loop::{Flow, StageExit, StageWork, Take};
+use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
 use crate::discipline::buffers::{DropReason, Received, RecvTimeoutError};
 use crate::discipline::state_machine::State;
@@ -79,13 +79,12 @@ impl StageWork for StorageStage {
         instance.write(&block).into_result()
     }
 
-    fn deliver(&mut self, io: &mut StageIo, c: &Component, busy: Duration) -> Flow {
+    fn deliver(&mut self, io: &mut StageIo, c: &Component, t: CallTime) -> Flow {
         if let Some(b) = self.block.take() {
             if b.stamp_us != 0 {
-                let now = c.epoch().elapsed().as_micros() as u64;
-                c.stats.record_latency(now.saturating_sub(b.stamp_us));
+                c.stats.record_latency(t.end_us.saturating_sub(b.stamp_us));
             }
-            c.stats.record_busy(busy, u64::from(b.frames), 0);
+            c.stats.record_busy(t.busy, u64::from(b.frames), 0);
             io.written_now += u64::from(b.frames);
         }
         io.in_flight = 0;

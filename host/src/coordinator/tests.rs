@@ -14,7 +14,7 @@ use super::component::{Component, Event, Identity, Setting, Verdict};
 use super::lifecycle::InternalErrors;
 use super::policy::Severity;
 use super::stage_io::{IoSlot, StageIo};
-use super::stage_loop::{self, Begin, Flow, StageExit, StageWork, Take};
+use super::stage_loop::{self, Begin, CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
 use super::stop::Stop;
 use crate::config::parse::{OnError, Policy};
@@ -218,7 +218,7 @@ impl StageWork for Hanging {
         i.n += 1;
         Ok(())
     }
-    fn deliver(&mut self, io: &mut StageIo, _c: &Component, _busy: Duration) -> Flow {
+    fn deliver(&mut self, io: &mut StageIo, _c: &Component, _t: CallTime) -> Flow {
         self.produced += 1;
         io.positions[0] += 1;
         self.delivered.fetch_add(1, Ordering::SeqCst);

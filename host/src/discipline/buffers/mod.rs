@@ -53,11 +53,12 @@ mod wake_slot;
 
 use counters::Counter;
 pub use counters::{ChannelCounters, EdgeSnapshot, EdgeStats};
+use crossbeam_utils::CachePadded;
 use wake_slot::WakeSlot;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -290,7 +291,7 @@ pub fn edge(spec: EdgeSpec) -> (Producer, Consumer, Arc<EdgeStats>) {
         when_full: spec.when_full,
         wake_batch: spec.wake_batch.clamp(1, spec.capacity_blocks),
         pushed: Counter::default(),
-        popped: Counter::default(),
+        popped: CachePadded::new(Counter::default()),
         dropped: Default::default(),
         high_water: AtomicU64::new(0),
         closed: AtomicBool::new(false),
@@ -347,28 +348,28 @@ impl Producer {
         flags: u32,
         stamp_us: u64,
     ) -> Result<PushOutcome, Closed> {
-        let stats = Arc::clone(&self.stats);
+        // `self.stats` is borrowed afresh at each use: no reference count changes per push.
         assert!(
-            frames <= stats.max_frames,
+            frames <= self.stats.max_frames,
             "edge `{}`: block of {frames} frames exceeds max_frames {}",
-            stats.label,
-            stats.max_frames
+            self.stats.label,
+            self.stats.max_frames
         );
         assert_eq!(
             samples.len(),
-            frames as usize * stats.channels as usize,
+            frames as usize * self.stats.channels as usize,
             "edge `{}`: {frames} frames of {} channels need that many samples",
-            stats.label,
-            stats.channels
+            self.stats.label,
+            self.stats.channels
         );
-        if stats.closed.load(ORD) {
+        if self.stats.closed.load(ORD) {
             return self.refuse(frames);
         }
         let (mut block, outcome) = match self.acquire(frames) {
             Ok(got) => got,
             Err(answer) => return answer,
         };
-        if stats.closed.load(ORD) {
+        if self.stats.closed.load(ORD) {
             self.spares.push(block);
             return self.refuse(frames);
         }
@@ -382,13 +383,17 @@ impl Producer {
             // Counted as offered and dropped by `discard_newest`.
             return Ok(outcome);
         }
-        stats.pushed.add(1, u64::from(frames));
-        stats.high_water.fetch_max(self.tx.len() as u64, ORD);
-        stats.consumer_wake.wake_if(|| self.tx.len());
-        if stats.closed.load(ORD) {
+        self.stats.pushed.add(1, u64::from(frames));
+        let depth = self.tx.len() as u64;
+        // A plain read first: the locked maximum only when the mark moves.
+        if depth > self.stats.high_water.load(Ordering::Relaxed) {
+            self.stats.high_water.fetch_max(depth, ORD);
+        }
+        self.stats.consumer_wake.wake_if(|| self.tx.len());
+        if self.stats.closed.load(ORD) {
             // The consumer left while we were queueing: nobody will read this any more.
-            while let Ok(b) = stats.queue.try_recv() {
-                stats.dropped[DropReason::Shutdown.index()].add(1, u64::from(b.frames));
+            while let Ok(b) = self.stats.queue.try_recv() {
+                self.stats.dropped[DropReason::Shutdown.index()].add(1, u64::from(b.frames));
                 self.spares.push(b);
             }
             return Err(Closed);
@@ -407,7 +412,7 @@ impl Producer {
         if let Some(b) = self.take_free() {
             return Ok((b, PushOutcome::Queued));
         }
-        let stats = Arc::clone(&self.stats);
+        let stats = &self.stats;
         match stats.when_full {
             WhenFull::Block => {
                 let free = &self.free;
@@ -461,7 +466,7 @@ impl Producer {
     /// `Block`: wait for room. The data channel never disconnects while `stats.queue` lives:
     /// waiting ends when the block is queued or the consumer has left.
     fn enqueue_waiting(&mut self, block: Block) -> Result<(), Closed> {
-        let stats = Arc::clone(&self.stats);
+        let stats = &self.stats;
         let frames = block.frames;
         let tx = &self.tx;
         let batch = stats.wake_batch as usize;
