@@ -41,20 +41,36 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 /// The instances (their addresses) inside a call from the host right now. A thread panicking
 /// while exactly one is in a call is taken to be that instance's (it is typically waiting for
 /// it); otherwise the panic goes to the library's next call, whichever instance makes it.
-static ACTIVE: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+/// Each slot has a cache line of its own, and each thread starts looking at a slot of its own,
+/// so that stage threads calling the same library do not take lines from each other per call.
+static ACTIVE: [Slot; 16] = [const { Slot(AtomicUsize::new(0)) }; 16];
+
+#[repr(align(64))]
+struct Slot(AtomicUsize);
+
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static HOME: usize = NEXT_HOME.fetch_add(1, Ordering::Relaxed) % ACTIVE.len();
+}
 
 fn enter(instance: usize) -> Option<usize> {
     (instance != 0).then_some(())?;
-    ACTIVE.iter().position(|slot| {
-        slot.compare_exchange(0, instance, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    })
+    let home = HOME.try_with(|h| *h).unwrap_or(0);
+    (0..ACTIVE.len())
+        .map(|k| (home + k) % ACTIVE.len())
+        .find(|&i| {
+            ACTIVE[i]
+                .0
+                .compare_exchange(0, instance, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
 }
 
 fn owner_of_orphan_panic() -> usize {
     let mut active = ACTIVE
         .iter()
-        .map(|a| a.load(Ordering::Acquire))
+        .map(|a| a.0.load(Ordering::Acquire))
         .filter(|&a| a != 0);
     match (active.next(), active.next()) {
         (Some(one), None) => one,
@@ -65,7 +81,9 @@ fn owner_of_orphan_panic() -> usize {
 /// The panics of the plugin's own threads that belong to `instance` (or to nobody in
 /// particular), taken.
 fn thread_panics_of(instance: usize) -> Option<String> {
-    if !PENDING.swap(false, Ordering::AcqRel) {
+    // A plain read first: every call of every instance of the library passes here, and a
+    // swap would take the line from the other threads each time.
+    if !PENDING.load(Ordering::Acquire) || !PENDING.swap(false, Ordering::AcqRel) {
         return None;
     }
     let mut list = THREAD_PANICS.lock().unwrap_or_else(|e| e.into_inner());
@@ -133,7 +151,7 @@ pub fn guard_in<T>(
     let caught = panic::catch_unwind(AssertUnwindSafe(f));
     IN_CALL.with(|c| c.set(outer));
     if let Some(i) = slot {
-        ACTIVE[i].store(0, Ordering::Release);
+        ACTIVE[i].0.store(0, Ordering::Release);
     }
     match caught {
         Ok(r) => r.into(),
