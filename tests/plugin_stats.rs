@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
-use tapeline_tests::{code, run_toml, run_toml_with, stderr, TempDir};
+use tapeline_tests::{code, run_toml, run_toml_with, stderr, stdout, TempDir};
 
 fn json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -94,6 +94,21 @@ format = "pcm16"
     for id in ["tone", "gain"] {
         assert_eq!(stats(stage(&s, id)), BTreeMap::new(), "{id}");
     }
+    // The text summary: the writer's counters on the line under its own, and nothing under
+    // the others'.
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("file ") && l.contains("wav-writer"))
+        .unwrap_or_else(|| panic!("no line for the writer:\n{text}"));
+    let expected = format!("bytes_written 576000, syncs {}", writer["syncs"]);
+    assert_eq!(lines[at + 1].trim(), expected, "{text}");
+    let gain = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("gain ") && l.contains("process"))
+        .unwrap_or_else(|| panic!("no line for the gain stage:\n{text}"));
+    assert!(lines[gain + 1].trim_start().starts_with("file "), "{text}");
 }
 
 #[test]

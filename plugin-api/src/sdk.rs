@@ -40,8 +40,8 @@ pub trait Describe {
     const LIVE: bool = false;
     /// Names of the counters the stage reports while it runs (a capture's xruns, a writer's
     /// bytes and syncs), in the order [`stats`](Describe::stats) fills them; empty: none. They
-    /// appear as `stats` in monitoring snapshots (`--metrics`) and in the JSON summary
-    /// (`--summary-json`).
+    /// appear as `stats` in monitoring snapshots (`--metrics`) and in the run summary (under
+    /// the stage's line, and in `--summary-json`).
     const STATS: &'static [&'static str] = &[];
     /// Fill `values` (one per name in [`STATS`](Describe::STATS)) with the counters' current
     /// values. Called by the host on the stage's thread between audio calls: must not

@@ -250,11 +250,17 @@ fn stage_line(st: &StageSummary) -> String {
         (true, None) => ", own process".to_string(),
         _ => String::new(),
     };
-    format!(
+    let mut line = format!(
         "  {:<12} {:<8} {:<12} {:>8} blocks  in {:>10}  out {:>10}  {:>8.1} µs/block (max {:.1})  state {}{restarts}{isolated}",
         st.id, st.kind, st.plugin, st.blocks, st.frames_in, st.frames_out, st.mean_block_us,
         st.max_block_us, st.state
-    )
+    );
+    // The plugin's own counters (`tapeline.stats`), on a line of their own below.
+    if !st.stats.is_empty() {
+        let stats: Vec<String> = st.stats.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        line.push_str(&format!("\n  {:<12} {}", "", stats.join(", ")));
+    }
+    line
 }
 
 fn edge_line(e: &EdgeSnapshot) -> String {
