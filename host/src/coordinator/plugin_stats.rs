@@ -59,10 +59,6 @@ pub struct PluginStats {
     calls: u32,
 }
 
-// SAFETY: the instance pointer is only used on the stage thread that owns the instance (the
-// reader moves with the stage's loop, never shared), between the instance's other calls.
-unsafe impl Send for PluginStats {}
-
 impl PluginStats {
     /// A reader with nothing to read.
     pub fn none() -> PluginStats {
