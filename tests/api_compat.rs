@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use tapeline_tests::{
-    build_fixture, code, library_file_name, plugin_dir, run, stderr, stdout, Output, TempDir,
+    build_fixture, code, library_file_name, plugin_dir, run, stderr, stdout, summary_stage, Output,
+    TempDir,
 };
 
 /// Build the three fixtures once; returns the folder holding them.
@@ -75,9 +76,7 @@ fn run_pipeline(path: &Path) -> serde_json::Value {
 }
 
 fn stage_stats(summary: &serde_json::Value, id: &str) -> serde_json::Value {
-    let stages = summary["stages"].as_array().expect("stages");
-    let stage = stages.iter().find(|s| s["id"] == id).expect("the stage");
-    stage["stats"].clone()
+    summary_stage(summary, id)["stats"].clone()
 }
 
 /// Every sample of a float WAV, checked against `expected(frame, channel)` exactly.

@@ -20,7 +20,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapeline_tests::{code, stderr, stdout, tapeline_bin, workspace_root, TempDir};
+use tapeline_tests::{code, stderr, stdout, summary_stage, tapeline_bin, workspace_root, TempDir};
 
 const ALSA_SYSTEM_CONF: &str = "/usr/share/alsa/alsa.conf";
 
@@ -70,15 +70,6 @@ fn run_pipeline(dir: &TempDir, infile: &Path, toml: &str) -> (Output, Value) {
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(Value::Null);
     (out, summary)
-}
-
-fn stage<'a>(s: &'a Value, id: &str) -> &'a Value {
-    s["stages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no stages in summary: {s}"))
-        .iter()
-        .find(|x| x["id"] == id)
-        .expect("stage in summary")
 }
 
 /// The i16 stereo ramp: frame `i`, channel `c` is `(2i + c) mod 65536 - 32768`.
@@ -153,7 +144,7 @@ fn an_unpaced_file_device_delivers_the_ramp_sample_for_sample() {
     let want = (0..48_000u64).flat_map(|i| [ramp16(i, 0) as i32, ramp16(i, 1) as i32]);
     assert_eq!(first_difference(&got, want), None, "sample differs");
 
-    let dev = stage(&s, "dev");
+    let dev = summary_stage(&s, "dev");
     assert_eq!(dev["frames_out"], 48_000, "{dev:#}");
     assert_eq!(dev["gaps"], 0, "{dev:#}");
     assert_eq!(s["storage"][0]["frames_written"], 48_000);
@@ -168,7 +159,7 @@ fn with_gap_skip_lost_frames_are_counted_and_no_silence_is_inserted() {
     let pipeline = stereo_i16_pipeline(24_000, "buffer_ms = 20\ngap = \"skip\"");
     let (out, s) = run_pipeline(&dir, &raw, &pipeline);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let dev = stage(&s, "dev");
+    let dev = summary_stage(&s, "dev");
     assert_eq!(dev["gaps"], 0, "the host inserted nothing: {dev:#}");
     assert_eq!(dev["gap_frames"], 0, "{dev:#}");
     assert_eq!(dev["frames_out"], 24_000, "{dev:#}");
@@ -209,7 +200,7 @@ fn frames_that_do_not_fit_the_ring_become_counted_gaps_at_their_place() {
     // A 20 ms ring behind an unpaced device: most frames are dropped.
     let (out, s) = run_pipeline(&dir, &raw, &stereo_i16_pipeline(96_000, "buffer_ms = 20"));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let dev = stage(&s, "dev");
+    let dev = summary_stage(&s, "dev");
     let gaps = dev["gaps"].as_u64().unwrap();
     let gap_frames = dev["gap_frames"].as_u64().unwrap();
     let frames_out = dev["frames_out"].as_u64().unwrap();
@@ -281,7 +272,7 @@ buffer = { capacity_blocks = 64, when_full = "block" }
     );
     assert_eq!(got.len(), 22_050);
     assert_eq!(first_difference(&got, (0..22_050).map(value)), None);
-    assert_eq!(stage(&s, "dev")["gaps"], 0);
+    assert_eq!(summary_stage(&s, "dev")["gaps"], 0);
 }
 
 fn mkfifo(path: &Path) {
@@ -350,7 +341,7 @@ fn a_fifo_fed_in_real_time_is_a_paced_device_and_arrives_intact() {
     assert_eq!(got.len(), 96_000);
     let want = (0..48_000u64).flat_map(|i| [ramp16(i, 0) as i32, ramp16(i, 1) as i32]);
     assert_eq!(first_difference(&got, want), None, "sample differs");
-    assert_eq!(stage(&s, "dev")["gaps"], 0);
+    assert_eq!(summary_stage(&s, "dev")["gaps"], 0);
 }
 
 #[test]
@@ -372,7 +363,7 @@ fn a_device_that_goes_silent_is_lost_restarted_and_the_outage_is_a_counted_gap()
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     finish_feeding(&fifo, writer);
-    let dev = stage(&s, "dev");
+    let dev = summary_stage(&s, "dev");
     assert!(dev["restarts"].as_u64().unwrap() >= 1, "{dev:#}");
     assert!(dev["gaps"].as_u64().unwrap() >= 1, "{dev:#}");
     let lost = s["errors"]
@@ -784,7 +775,7 @@ buffer = { capacity_blocks = 64, when_full = "block" }
     server.stop();
     assert_eq!(status.code(), Some(0), "{}", output(&dir));
     let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    let dev = stage(&s, "dev");
+    let dev = summary_stage(&s, "dev");
 
     // Detected: a device-lost error, and the history running -> failed -> recovering ->
     // running.

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapeline_tests::{code, run_in, run_toml, stderr, tapeline_bin, TempDir};
+use tapeline_tests::{code, run_in, run_toml, stderr, summary_stage, tapeline_bin, TempDir};
 
 fn read_i16(path: &Path) -> (hound::WavSpec, Vec<i16>) {
     let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -19,15 +19,6 @@ fn read_i16(path: &Path) -> (hound::WavSpec, Vec<i16>) {
 fn summary(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("summary written"))
         .expect("summary JSON")
-}
-
-fn stage<'a>(s: &'a Value, id: &str) -> &'a Value {
-    s["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == id)
-        .expect("stage in summary")
 }
 
 fn assert_invariant(edge: &Value) {
@@ -91,7 +82,7 @@ format = "pcm16"
     assert_eq!(first_diff, None, "samples differ");
 
     let s = summary(&sum);
-    let produced = stage(&s, "src")["frames_out"].as_u64().unwrap();
+    let produced = summary_stage(&s, "src")["frames_out"].as_u64().unwrap();
     assert_eq!(produced, 62_400);
     assert_eq!(s["storage"][0]["frames_written"].as_u64(), Some(produced));
     for e in s["edges"].as_array().unwrap() {
@@ -209,7 +200,7 @@ fn sigint_mid_recording_finalises_a_valid_file_holding_every_captured_frame() {
 
     let s = summary(&sum);
     assert_eq!(s["end"], "interrupted");
-    let captured = stage(&s, "endless")["frames_out"].as_u64().unwrap();
+    let captured = summary_stage(&s, "endless")["frames_out"].as_u64().unwrap();
     let r = hound::WavReader::open(&rec).expect("a valid WAV after SIGINT");
     assert_eq!(
         r.duration() as u64,
@@ -253,7 +244,7 @@ fn a_second_sigint_abandons_the_queue_counts_it_and_still_finalises_the_file() {
         into_pace["dropped_shutdown_frames"].as_u64().unwrap() > 0,
         "the fast stop drops what was queued, and counts it: {into_pace:#}"
     );
-    let processed = stage(&s, "pace")["frames_out"].as_u64().unwrap();
+    let processed = summary_stage(&s, "pace")["frames_out"].as_u64().unwrap();
     let r = hound::WavReader::open(&rec).expect("a valid WAV after two signals");
     assert_eq!(
         r.duration() as u64,
@@ -270,7 +261,7 @@ fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
     let s = summary(&sum);
     // Every stage walked the full lifecycle, validated at each step.
     for id in ["t", "g", "n"] {
-        let path: Vec<String> = stage(&s, id)["history"]
+        let path: Vec<String> = summary_stage(&s, id)["history"]
             .as_array()
             .unwrap()
             .iter()
@@ -292,7 +283,7 @@ fn stages_start_storage_first_stop_captures_first_and_cleanup_runs_in_order() {
     }
     // Started in dependency order (storage, processing, capture) and stopped in reverse.
     let seq = |id: &str, to: &str| -> u64 {
-        stage(&s, id)["history"]
+        summary_stage(&s, id)["history"]
             .as_array()
             .unwrap()
             .iter()
@@ -381,12 +372,12 @@ path = "rec.wav"
         .unwrap();
     assert_eq!(finalise["outcome"]["outcome"], "ok", "{finalise}");
     // What the failed stage passed on before failing is in a valid file.
-    let passed_on = stage(&s, "broken")["frames_out"].as_u64().unwrap();
+    let passed_on = summary_stage(&s, "broken")["frames_out"].as_u64().unwrap();
     assert_eq!(passed_on, 20 * 480);
     let r = hound::WavReader::open(dir.path().join("rec.wav")).expect("a valid WAV");
     assert_eq!(r.duration() as u64, passed_on);
     assert_eq!(
-        stage(&s, "broken")["history"]
+        summary_stage(&s, "broken")["history"]
             .as_array()
             .unwrap()
             .iter()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
-use tapeline_tests::{code, run_toml, run_toml_with, stderr, stdout, TempDir};
+use tapeline_tests::{code, run_toml, run_toml_with, stderr, stdout, summary_stage, TempDir};
 
 fn json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -20,16 +20,6 @@ fn json_lines(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-/// Stage `id` of a summary or a snapshot.
-fn stage<'a>(s: &'a Value, id: &str) -> &'a Value {
-    s["stages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no stages in {s}"))
-        .iter()
-        .find(|x| x["id"] == id)
-        .unwrap_or_else(|| panic!("no stage {id} in {s}"))
 }
 
 /// A stage's `stats`, which every stage has (empty when its plugin reports nothing).
@@ -77,7 +67,7 @@ format = "pcm16"
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let s = json(&sum);
-    let writer = stats(stage(&s, "file"));
+    let writer = stats(summary_stage(&s, "file"));
     let names: Vec<&str> = writer.keys().map(String::as_str).collect();
     assert_eq!(names, ["bytes_written", "syncs"], "{writer:?}");
     let data = data_chunk_size(&dir.path().join("out.wav"));
@@ -92,7 +82,7 @@ format = "pcm16"
     assert!(writer["syncs"] >= 1, "{writer:?}");
     // Plugins that report no counters: an empty map, not a missing one.
     for id in ["tone", "gain"] {
-        assert_eq!(stats(stage(&s, id)), BTreeMap::new(), "{id}");
+        assert_eq!(stats(summary_stage(&s, id)), BTreeMap::new(), "{id}");
     }
     // The text summary: the writer's counters on the line under its own, and nothing under
     // the others'.
@@ -142,9 +132,9 @@ inputs = ["src"]
     let s = json(&sum);
     let data = data_chunk_size(&input);
     assert_eq!(data, 60_000 * 2 * 3);
-    let reader = stats(stage(&s, "src"));
+    let reader = stats(summary_stage(&s, "src"));
     assert_eq!(reader, BTreeMap::from([("bytes_read".to_string(), data)]));
-    assert_eq!(stats(stage(&s, "sink")), BTreeMap::new());
+    assert_eq!(stats(summary_stage(&s, "sink")), BTreeMap::new());
 }
 
 #[test]
@@ -183,7 +173,7 @@ sync_interval_ms = 200
     let writer: Vec<(String, u64, BTreeMap<String, u64>)> = snaps
         .iter()
         .map(|s| {
-            let file = stage(s, "file");
+            let file = summary_stage(s, "file");
             let frames_in = file["frames_in"].as_u64().unwrap();
             (
                 s["pipeline"].as_str().unwrap().to_string(),
@@ -236,5 +226,5 @@ sync_interval_ms = 200
     // The last snapshot and the summary have the final count: the file's data chunk.
     assert_eq!(*bytes.last().unwrap(), total, "{bytes:?}");
     let s = json(&sum);
-    assert_eq!(stats(stage(&s, "file"))["bytes_written"], total);
+    assert_eq!(stats(summary_stage(&s, "file"))["bytes_written"], total);
 }

@@ -136,7 +136,8 @@ impl PluginError {
         self
     }
 
-    /// The same error with another kind.
+    /// The same error with another kind (part of the 1.0 SDK, for plugins that map one kind
+    /// of failure to another).
     pub fn with_kind(mut self, kind: ErrorKind) -> Self {
         self.code = kind as u8;
         self
@@ -297,6 +298,18 @@ pub struct RawExtension {
     /// What the table's functions take as their first argument: the instance for an
     /// instance's extension, null for a library's.
     pub instance: *const c_void,
+}
+
+impl RawExtension {
+    /// The answer for `table` (its layout taken from its type), whose functions take
+    /// `instance` (null for a library's extension).
+    pub fn new<T: StableAbi>(table: &'static T, instance: *const c_void) -> Self {
+        RawExtension {
+            layout: T::LAYOUT,
+            table: (table as *const T).cast(),
+            instance,
+        }
+    }
 }
 
 /// The name of the stats extension: a stage's own counters ([`StatsV1`], version 1).

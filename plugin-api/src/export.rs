@@ -16,7 +16,6 @@ use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
     std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
-    StableAbi,
 };
 
 use crate::abi::*;
@@ -460,11 +459,7 @@ pub fn library_extension(name: RStr<'_>, version: u32) -> ROption<RawExtension> 
     #[cfg(tapeline_api_next)]
     if name.as_str() == crate::next::MANIFEST_EXTENSION && version == 1 {
         const TABLE: &crate::next::ManifestV1 = &crate::next::ManifestV1 { tags: next_tags };
-        return ROption::RSome(RawExtension {
-            layout: <crate::next::ManifestV1 as StableAbi>::LAYOUT,
-            table: (TABLE as *const crate::next::ManifestV1).cast(),
-            instance: std::ptr::null(),
-        });
+        return ROption::RSome(RawExtension::new(TABLE, std::ptr::null()));
     }
     ROption::RNone
 }
@@ -514,11 +509,10 @@ impl<S: Storage> Adapter for StorageAdapter<S> {
 /// counters in [`Describe::STATS`].
 fn instance_extension<A: Adapter>(me: &A, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
     if name.as_str() == STATS_EXTENSION && version == 1 && !A::Plugin::STATS.is_empty() {
-        return ROption::RSome(RawExtension {
-            layout: <StatsV1 as StableAbi>::LAYOUT,
-            table: (StatsTable::<A>::TABLE as *const StatsV1).cast(),
-            instance: (me as *const A).cast(),
-        });
+        return ROption::RSome(RawExtension::new(
+            StatsTable::<A>::TABLE,
+            (me as *const A).cast(),
+        ));
     }
     ROption::RNone
 }
@@ -602,11 +596,10 @@ impl<P: Processor> ProcessorObj for ProcessorAdapter<P> {
     fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
         #[cfg(tapeline_api_next)]
         if name.as_str() == crate::next::LATENCY_EXTENSION && version == 1 {
-            return ROption::RSome(RawExtension {
-                layout: <crate::next::LatencyV1 as StableAbi>::LAYOUT,
-                table: (LatencyTable::<P>::TABLE as *const crate::next::LatencyV1).cast(),
-                instance: (self as *const Self).cast(),
-            });
+            return ROption::RSome(RawExtension::new(
+                LatencyTable::<P>::TABLE,
+                (self as *const Self).cast(),
+            ));
         }
         instance_extension(self, name, version)
     }

@@ -33,9 +33,6 @@ pub struct LatencyV1 {
     pub latency_frames: extern "C" fn(instance: *const c_void) -> u32,
 }
 
-/// Fields of [`ContextFields`] in API 1.0.
-pub const FIELDS_1_0: usize = 5;
-
 /// The host's context, read field by field: a 1.0 host's struct ends before `host_tag`, so
 /// the whole 1.1 struct must not be read from it.
 ///
@@ -54,7 +51,7 @@ pub unsafe fn read_fields<'a>(data: *const c_void, host_fields: usize) -> Contex
             block_frames: std::ptr::addr_of!((*p).block_frames).read(),
             base_dir: std::ptr::addr_of!((*p).base_dir).read(),
             inputs: std::ptr::addr_of!((*p).inputs).read(),
-            host_tag: if host_fields > FIELDS_1_0 {
+            host_tag: if host_fields > crate::sdk::FIELDS_1_0 {
                 std::ptr::addr_of!((*p).host_tag).read()
             } else {
                 RStr::from_str("")

@@ -3,8 +3,8 @@
 //! A plugin is a type implementing one of [`Capture`], [`Processor`] or [`Storage`], listed in
 //! [`export_plugin!`](crate::export_plugin). The host owns every thread, lock, queue and
 //! lifecycle decision; a plugin only answers calls. The wrapper the macro generates catches
-//! panics (they become [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) errors) and, in debug builds, reports allocations
-//! made on the audio path.
+//! panics (they become [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) errors) and, in
+//! debug builds, reports allocations made on the audio path.
 
 use std::path::{Path, PathBuf};
 
@@ -164,7 +164,7 @@ pub struct StageContext<'a> {
 }
 
 /// Fields of [`ContextFields`] in API 1.0: every 1.x host's context has at least these.
-const FIELDS_1_0: usize = 5;
+pub(crate) const FIELDS_1_0: usize = 5;
 
 /// The host context layout last found compatible, and how many fields it has: the check runs
 /// once per host, not once per call.
@@ -208,7 +208,7 @@ impl<'a> StageContext<'a> {
     /// host's context has the field (a 1.1 host); none from a 1.0 host.
     #[cfg(tapeline_api_next)]
     pub fn host_tag(&self) -> Option<&'a str> {
-        (self.host_fields > crate::next::FIELDS_1_0).then(|| self.fields.host_tag.as_str())
+        (self.host_fields > FIELDS_1_0).then(|| self.fields.host_tag.as_str())
     }
 
     /// The fields as they cross to a plugin (the testing module's).
@@ -542,7 +542,7 @@ pub const ERROR_SEPARATOR: char = '\u{1e}';
 pub fn parse_config<C: DeserializeOwned + JsonSchema>(text: &str) -> PluginResult<C> {
     let mut value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return Err(config_error(String::new(), e.to_string())),
+        Err(e) => return Err(PluginError::config("", e.to_string())),
     };
     let mut errors = unknown_keys::<C>(&mut value);
     loop {
@@ -578,7 +578,7 @@ pub fn parse_config<C: DeserializeOwned + JsonSchema>(text: &str) -> PluginResul
     let sep = ERROR_SEPARATOR.to_string();
     let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
     let messages: Vec<&str> = errors.iter().map(|(_, m)| m.as_str()).collect();
-    Err(config_error(keys.join(&sep), messages.join(&sep)))
+    Err(PluginError::config(&keys.join(&sep), messages.join(&sep)))
 }
 
 /// The top-level keys of `value` the schema of `C` does not list, taken out of it, each with
@@ -616,10 +616,6 @@ fn unknown_keys<C: JsonSchema>(value: &mut serde_json::Value) -> Vec<(String, St
             (k, message)
         })
         .collect()
-}
-
-fn config_error(key: String, message: String) -> PluginError {
-    PluginError::config(&key, message)
 }
 
 /// Convert decibels to a linear factor.

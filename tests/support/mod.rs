@@ -284,6 +284,16 @@ pub fn build_fixture(name: &str) -> PathBuf {
     target.join("debug")
 }
 
+/// Stage `id` of a run summary or a monitoring snapshot (both list `stages` with an `id`).
+pub fn summary_stage<'a>(s: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    s["stages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stages in {s}"))
+        .iter()
+        .find(|x| x["id"] == id)
+        .unwrap_or_else(|| panic!("no stage `{id}` in {s}"))
+}
+
 /// A folder under the system temp folder, removed when dropped.
 pub struct TempDir(PathBuf);
 

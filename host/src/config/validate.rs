@@ -71,13 +71,6 @@ pub struct Plan {
     pub edges: Vec<PlannedEdge>,
 }
 
-impl Plan {
-    /// The context a stage's plugin is called with.
-    pub fn context<'a>(&'a self, stage: &'a PlannedStage, base_dir: &'a str) -> ContextFields<'a> {
-        context(&stage.id, &self.file, base_dir, &stage.input_formats)
-    }
-}
-
 fn context<'a>(
     id: &'a str,
     file: &PipelineFile,

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use abi_stable::std_types::{ROption, RSliceMut, RStr};
-use tapeline_plugin_api::abi::{RawExtension, StatsV1, STATS_EXTENSION};
+use tapeline_plugin_api::abi::{PluginError, RawExtension, StatsV1, STATS_EXTENSION};
 
 use super::component::Component;
+use super::policy::Severity;
 use super::stage_loop::StageWork;
 
 /// Most counters a stage publishes; a plugin naming more has the rest left out.
@@ -96,7 +97,9 @@ impl PluginStats {
         let (mut me, names) = match Self::from_answer(answer) {
             Ok(found) => found,
             Err(e) => {
-                tracing::warn!(stage = %c.who.id, "its counters are not read: {e}");
+                // Through the coordinator, as every stage error: a warning in the summary.
+                let e = PluginError::other(format!("its counters are not read: {e}"));
+                c.report(Severity::Warning, e);
                 return Self::none();
             }
         };

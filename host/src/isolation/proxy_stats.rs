@@ -7,7 +7,6 @@ use std::ffi::c_void;
 use std::sync::atomic::Ordering;
 
 use abi_stable::std_types::{ROption, RSliceMut, RStr, RString, RVec};
-use abi_stable::StableAbi;
 use tapeline_plugin_api::abi::{RawExtension, StatsV1, STATS_EXTENSION};
 
 use super::proxy::ChildStage;
@@ -20,11 +19,7 @@ impl ChildStage {
         if name.as_str() != STATS_EXTENSION || version != 1 || self.stat_names.is_empty() {
             return ROption::RNone;
         }
-        ROption::RSome(RawExtension {
-            layout: <StatsV1 as StableAbi>::LAYOUT,
-            table: (TABLE as *const StatsV1).cast(),
-            instance: (self as *const ChildStage).cast(),
-        })
+        ROption::RSome(RawExtension::new(TABLE, (self as *const ChildStage).cast()))
     }
 }
 
