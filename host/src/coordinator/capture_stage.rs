@@ -10,17 +10,18 @@ use tapeline_plugin_api::abi::{
 
 use super::component::{Component, Event};
 use super::factory::Factory;
+use super::out_buffer::{push_all, OutBuffer};
 use super::policy::Severity;
 use super::stage_io::StageIo;
 use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
-use crate::discipline::buffers::Producer;
 use crate::discipline::state_machine::State;
 
 pub struct CaptureStage {
     frames: u32,
     channels: u32,
-    scratch: Vec<f32>,
+    /// Where the source writes: a pooled block of the output edge when one is free.
+    out: OutBuffer,
     silence: Vec<f32>,
     /// The last read: frames, flags and position it reported, and its status.
     read: (u32, u32, u64, ReadStatus),
@@ -34,7 +35,7 @@ impl CaptureStage {
         CaptureStage {
             frames: block_frames,
             channels,
-            scratch: vec![0.0; n],
+            out: OutBuffer::new(n),
             silence: vec![0.0; n],
             read: (0, 0, 0, ReadStatus::More),
             position: 0,
@@ -87,13 +88,14 @@ impl StageWork for CaptureStage {
             return Take::Ended;
         }
         self.position = io.positions[0];
+        self.out.lend(&mut io.outputs[0]);
         io.in_flight = 0;
         Take::Ready
     }
 
     fn call(&mut self, instance: &mut CaptureBox, _c: &Component) -> Result<(), PluginError> {
         let mut out = OutputBlock {
-            samples: RSliceMut::from_mut_slice(&mut self.scratch),
+            samples: RSliceMut::from_mut_slice(self.out.samples_mut()),
             frames: self.frames,
             channels: self.channels,
             position: self.position,
@@ -112,13 +114,9 @@ impl StageWork for CaptureStage {
             self.fill_gap(io, c, at - io.positions[0], stamp);
         }
         if n > 0 {
-            let samples = &self.scratch[..n as usize * self.channels as usize];
-            push_all(
-                &mut io.outputs[0],
-                samples,
-                (n, io.positions[0], flags),
-                stamp,
-            );
+            let at = (n, io.positions[0], flags);
+            self.out
+                .deliver(&mut io.outputs[0], self.channels, at, stamp);
             io.positions[0] += u64::from(n);
         }
         if status == ReadStatus::Finished {
@@ -142,7 +140,10 @@ impl StageWork for CaptureStage {
         instance.extension(name, version)
     }
 
-    fn finish(&mut self, mut instance: CaptureBox, _io: &mut StageIo, c: &Component) -> StageExit {
+    fn finish(&mut self, mut instance: CaptureBox, io: &mut StageIo, c: &Component) -> StageExit {
+        if let Some(port) = io.outputs.first_mut() {
+            self.out.give_back(port);
+        }
         // Recorded before the outputs close, so downstream stages stop after this one.
         c.wind_down(State::Stopping, "source ended or stop requested");
         if let Err(e) = instance.stop().into_result() {
@@ -151,20 +152,6 @@ impl StageWork for CaptureStage {
         StageExit {
             instance: Some(Box::new(instance)),
             ..StageExit::default()
-        }
-    }
-}
-
-/// Push one block to every edge consuming a port: `(frames, position, flags)`.
-pub fn push_all(producers: &mut [Producer], samples: &[f32], at: (u32, u64, u32), stamp_us: u64) {
-    let (frames, position, flags) = at;
-    for p in producers {
-        // A consumer that is gone (its stage failed) cannot take more: the edge counts the
-        // block as dropped (`shutdown`), nothing else to do.
-        if p.push_stamped(samples, frames, position, flags, stamp_us)
-            .is_err()
-        {
-            continue;
         }
     }
 }

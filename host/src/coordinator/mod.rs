@@ -11,6 +11,7 @@ pub mod component;
 pub mod factory;
 pub mod lifecycle;
 pub mod monitor;
+pub mod out_buffer;
 pub mod plugin_stats;
 pub mod policy;
 pub mod process_stage;

@@ -10,9 +10,9 @@ use tapeline_plugin_api::abi::{
     FLAG_END_OF_STREAM, MAX_TAIL_CALLS,
 };
 
-use super::capture_stage::push_all;
 use super::component::Component;
 use super::factory::Factory;
+use super::out_buffer::OutBuffer;
 use super::policy::Severity;
 use super::stage_io::StageIo;
 use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
@@ -32,7 +32,8 @@ pub struct ProcessStage {
     out_ports: Vec<(PortFormat, u32)>,
     /// Silence standing in for an input that ended while others go on.
     silence: Vec<Vec<f32>>,
-    scratch: Vec<Vec<f32>>,
+    /// Where each output port's block is written: a lent pooled block when one is free.
+    out: Vec<OutBuffer>,
     /// Output positions for the call (copied from the edges').
     positions: Vec<u64>,
     ended: Vec<bool>,
@@ -60,9 +61,9 @@ impl ProcessStage {
                 vec![0.0; block_frames as usize * n]
             })
             .collect();
-        let scratch = out_ports
+        let out = out_ports
             .iter()
-            .map(|(f, max)| vec![0.0; *max as usize * f.channels as usize])
+            .map(|(f, max)| OutBuffer::new(*max as usize * f.channels as usize))
             .collect();
         let n_in = input_formats.len();
         ProcessStage {
@@ -72,7 +73,7 @@ impl ProcessStage {
             input_formats,
             out_ports,
             silence,
-            scratch,
+            out,
             frames: 0,
             flags: 0,
             stamp: 0,
@@ -115,9 +116,9 @@ impl ProcessStage {
             (self.frames, self.flags)
         };
         let mut outs: ArrayVec<OutputBlock<'_>, MAX_PORTS> = ArrayVec::new();
-        for (p, buf) in self.scratch.iter_mut().enumerate() {
+        for (p, buf) in self.out.iter_mut().enumerate() {
             outs.push(OutputBlock {
-                samples: RSliceMut::from_mut_slice(buf),
+                samples: RSliceMut::from_mut_slice(buf.samples_mut()),
                 frames: frames.min(self.out_ports[p].1),
                 channels: self.out_ports[p].0.channels,
                 position: self.positions[p],
@@ -137,7 +138,7 @@ impl ProcessStage {
     }
 
     /// Push what the last call produced on every output port; returns the frames pushed.
-    fn push_produced(&self, io: &mut StageIo, stamp: u64) -> u64 {
+    fn push_produced(&mut self, io: &mut StageIo, stamp: u64) -> u64 {
         let mut out_frames = 0;
         for (p, &(n, f)) in self.produced.iter().enumerate() {
             let n = n.min(self.out_ports[p].1);
@@ -145,14 +146,9 @@ impl ProcessStage {
                 // Nothing yet (a processor with latency, an isolated one's first calls).
                 continue;
             }
-            let ch = self.out_ports[p].0.channels as usize;
+            let ch = self.out_ports[p].0.channels;
             let at = (n, io.positions[p], f);
-            push_all(
-                &mut io.outputs[p],
-                &self.scratch[p][..n as usize * ch],
-                at,
-                stamp,
-            );
+            self.out[p].deliver(&mut io.outputs[p], ch, at, stamp);
             io.positions[p] += u64::from(n);
             out_frames += u64::from(n);
         }
@@ -167,6 +163,7 @@ impl ProcessStage {
         for _ in 0..MAX_TAIL_CALLS + in_flight {
             let started = std::time::Instant::now();
             self.positions.copy_from_slice(&io.positions);
+            self.lend(io);
             c.stats.enter(Call::Finish, c.epoch());
             let result = self.process(instance, true);
             c.stats.leave();
@@ -237,6 +234,7 @@ impl StageWork for ProcessStage {
             .min()
             .unwrap_or(0);
         self.positions.copy_from_slice(&io.positions);
+        self.lend(io);
         io.in_flight = u64::from(self.frames);
         Take::Ready
     }
@@ -290,6 +288,9 @@ impl StageWork for ProcessStage {
                 }
             }
         }
+        for (out, port) in self.out.iter_mut().zip(&mut io.outputs) {
+            out.give_back(port);
+        }
         c.wind_down(State::Stopping, "inputs ended");
         for input in &io.inputs {
             input.discard_all(DropReason::Shutdown);
@@ -302,6 +303,13 @@ impl StageWork for ProcessStage {
 }
 
 impl ProcessStage {
+    /// Before a call: every output port borrows a pooled block of its first edge, if free.
+    fn lend(&mut self, io: &mut StageIo) {
+        for (out, port) in self.out.iter_mut().zip(&mut io.outputs) {
+            out.lend(port);
+        }
+    }
+
     /// Blocks held when a fast stop abandons them: counted as `shutdown`.
     fn abandon_held(&mut self, io: &StageIo) {
         let frames = self

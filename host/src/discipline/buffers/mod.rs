@@ -3,7 +3,8 @@
 //!
 //! # Real-time rules
 //!
-//! After [`edge`] returns, [`Producer::push`], [`Consumer::recv`], [`Consumer::recv_timeout`],
+//! After [`edge`] returns, [`Producer::push`], [`Producer::lend`], [`Producer::commit`],
+//! [`Consumer::recv`], [`Consumer::recv_timeout`],
 //! [`Consumer::discard_all`] and dropping a [`Received`] neither allocate, free, nor take a lock:
 //! blocks (each owning a `Box<[f32]>` of `max_frames * channels` samples) circulate between a
 //! bounded `data` channel and a bounded `free` channel (crossbeam's array flavour: a ring buffer
@@ -49,6 +50,7 @@
 //!   frame counters equal the edge's; [`EdgeSnapshot::per_channel`] lists them per index.
 
 mod counters;
+mod lend;
 mod wake_slot;
 
 use counters::Counter;
@@ -378,6 +380,13 @@ impl Producer {
         block.position = position;
         block.flags = flags;
         block.stamp_us = stamp_us;
+        self.queue_filled(block, outcome)
+    }
+
+    /// Queue a block filled with `block.frames` frames (pushed or lent), count it, and wake
+    /// the consumer when its batch is there.
+    fn queue_filled(&mut self, block: Block, outcome: PushOutcome) -> Result<PushOutcome, Closed> {
+        let frames = block.frames;
         let outcome = self.enqueue(block, outcome)?;
         if outcome == PushOutcome::Discarded {
             // Counted as offered and dropped by `discard_newest`.
