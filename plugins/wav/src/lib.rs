@@ -4,6 +4,7 @@
 mod files;
 mod header;
 mod reader;
+mod write_back;
 mod writer;
 
 pub use reader::{WavFileReader, WavReaderConfig};

@@ -12,6 +12,7 @@ use tapeline_plugin_api::serde::Serialize;
 
 use crate::files;
 use crate::header::{write_header, Layout, MAX_HEADER};
+use crate::write_back;
 
 /// Bytes buffered per file before a write reaches the OS.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -94,6 +95,8 @@ struct Out {
     path: PathBuf,
     /// `None` once finalized: taking it out makes sure nothing flushes into the file afterwards.
     w: Option<BufWriter<File>>,
+    /// Where the file's early write-back has got to (bytes from the start of the file).
+    written_back: u64,
 }
 
 pub struct WavWriter {
@@ -178,6 +181,7 @@ impl Storage for WavWriter {
             outs.push(Out {
                 path,
                 w: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+                written_back: 0,
             });
         }
         Ok(WavWriter {
@@ -228,6 +232,7 @@ impl Storage for WavWriter {
             }
         }
         self.frames += u64::from(block.frames());
+        self.start_write_back();
         if self.sync_mode == SyncMode::Interval && self.last_sync.elapsed() >= self.sync_interval {
             self.sync()?;
         }
@@ -285,6 +290,25 @@ impl Storage for WavWriter {
 }
 
 impl WavWriter {
+    /// Start the disk write of every stretch of [`write_back::STRETCH`] bytes that has reached
+    /// a file since the last one (what is still in the write buffer has not).
+    fn start_write_back(&mut self) {
+        let data = self.frames * u64::from(self.layout.block_align());
+        let end = self.layout.header_len() as u64 + data;
+        for out in &mut self.outs {
+            let Some(w) = out.w.as_ref() else { continue };
+            let reached = end.saturating_sub(w.buffer().len() as u64);
+            if reached >= out.written_back + write_back::STRETCH {
+                // Refused (a full disk, a file system without it): the syncs do all the work,
+                // and report any error; nothing else changes.
+                if !write_back::start(w.get_ref(), out.written_back, reached) {
+                    continue;
+                }
+                out.written_back = reached;
+            }
+        }
+    }
+
     /// Make everything written so far durable and covered by the header: data first, then the
     /// header, each synced, so the header never claims audio that is not on disk.
     fn sync(&mut self) -> PluginResult<()> {
