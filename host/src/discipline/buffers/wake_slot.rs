@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::ORD;
-use sync::{fence, AtomicBool, AtomicU32, Thread};
+use sync::{fence, AtomicBool, AtomicU32, Thread, ThreadKey};
 
 /// What the protocol is built from: std's atomics and threads, or, in the model test
 /// (`--cfg loom`, see `loom_tests` below), loom's, so that the model checks this very code.
@@ -13,6 +13,23 @@ mod sync {
     pub(super) use std::hint::spin_loop;
     pub(super) use std::sync::atomic::{fence, AtomicBool, AtomicU32};
     pub(super) use std::thread::{current, park, park_timeout, Thread};
+
+    /// Which thread this is, without the reference-count change `thread::current()` makes:
+    /// a number given to each thread the first time it asks, never given again.
+    pub(super) type ThreadKey = u64;
+
+    pub(super) fn key() -> ThreadKey {
+        use std::cell::Cell;
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        thread_local!(static KEY: Cell<u64> = const { Cell::new(0) });
+        KEY.with(|k| {
+            if k.get() == 0 {
+                k.set(NEXT.fetch_add(1, Relaxed));
+            }
+            k.get()
+        })
+    }
 }
 
 #[cfg(all(test, loom))]
@@ -20,6 +37,12 @@ mod sync {
     pub(super) use loom::hint::spin_loop;
     pub(super) use loom::sync::atomic::{fence, AtomicBool, AtomicU32};
     pub(super) use loom::thread::{current, park, Thread};
+
+    pub(super) type ThreadKey = loom::thread::ThreadId;
+
+    pub(super) fn key() -> ThreadKey {
+        current().id()
+    }
 
     /// loom has no timed park. A timed park may return early anyway, so a yield is one of the
     /// behaviours the real one has (the model tests wait without a deadline).
@@ -37,10 +60,10 @@ mod sync {
 /// fences, so at least one of them sees the other: either the waiter finds the change, or the
 /// waker unparks it (an unpark that comes before the park makes the park return at once).
 pub(crate) struct WakeSlot {
-    /// The first thread that waits here. Each end of an edge is used by one stage thread; a
+    /// The first thread that waits here (its key and handle). Each end of an edge is used by one stage thread; a
     /// different thread waiting later (an end moved between threads) polls every millisecond
     /// instead of relying on being unparked.
-    thread: OnceLock<Thread>,
+    thread: OnceLock<(ThreadKey, Thread)>,
     waiting: AtomicBool,
     /// How much the waiter waits for (blocks queued, or room): [`WakeSlot::wake_if`] wakes it
     /// only when there is that much. 1 except during [`WakeSlot::wait_batched`].
@@ -65,6 +88,12 @@ const SPINS: u32 = if cfg!(all(test, loom)) { 1 } else { 64 };
 const POLL: Duration = Duration::from_millis(1);
 
 impl WakeSlot {
+    /// Whether the calling thread is the one registered here (the first to wait registers).
+    fn registered(&self) -> bool {
+        let me = sync::key();
+        self.thread.get_or_init(|| (me, sync::current())).0 == me
+    }
+
     /// Run `attempt` until it returns `Some`, parking between tries; `None` if `deadline`
     /// passes first. Allocation-free once the slot has its thread (`thread::current` of a
     /// spawned thread is a reference-count increment).
@@ -79,8 +108,7 @@ impl WakeSlot {
             }
             sync::spin_loop();
         }
-        let me = sync::current();
-        let registered = self.thread.get_or_init(|| me.clone()).id() == me.id();
+        let registered = self.registered();
         loop {
             self.waiting.store(true, ORD);
             fence(ORD);
@@ -112,8 +140,7 @@ impl WakeSlot {
     /// for the rest: a batch that never fills costs at most `nap` of latency, never a hang.
     /// Only the slot's registered thread batches (another is not unparked anyway).
     pub(super) fn wait_batched(&self, want: u32, nap: Duration, ready: impl Fn() -> bool) {
-        let me = sync::current();
-        if want <= 1 || self.thread.get_or_init(|| me.clone()).id() != me.id() {
+        if want <= 1 || !self.registered() {
             return;
         }
         self.want.store(want, ORD);
@@ -131,7 +158,7 @@ impl WakeSlot {
     pub(super) fn wake_if(&self, have: impl FnOnce() -> usize) {
         fence(ORD);
         if self.waiting.load(ORD) && have() >= self.want.load(ORD) as usize {
-            if let Some(t) = self.thread.get() {
+            if let Some((_, t)) = self.thread.get() {
                 t.unpark();
             }
         }
@@ -141,7 +168,7 @@ impl WakeSlot {
     pub(super) fn wake(&self) {
         fence(ORD);
         if self.waiting.load(ORD) {
-            if let Some(t) = self.thread.get() {
+            if let Some((_, t)) = self.thread.get() {
                 t.unpark();
             }
         }
@@ -333,5 +360,22 @@ mod loom_tests {
             edge.close();
             producer.join().unwrap();
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::sync::key;
+
+    /// A thread keeps its key, and no two threads share one, even when one has ended before
+    /// the other began (a slot registered by a thread that is gone must not take a newcomer
+    /// for it: the newcomer would park without ever being unparked).
+    #[test]
+    fn every_thread_has_its_own_key_for_good() {
+        let mine = key();
+        assert_eq!(key(), mine);
+        let first = std::thread::spawn(key).join().unwrap();
+        let second = std::thread::spawn(key).join().unwrap();
+        assert!(mine != first && first != second && mine != second);
     }
 }
