@@ -20,7 +20,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapeline_tests::{code, stderr, stdout, summary_stage, tapeline_bin, workspace_root, TempDir};
+use tapeline_tests::{
+    code, kill_and_reap, remove_file, stderr, stdout, summary_stage, tapeline_bin, workspace_root,
+    TempDir,
+};
 
 const ALSA_SYSTEM_CONF: &str = "/usr/share/alsa/alsa.conf";
 
@@ -588,8 +591,8 @@ impl JackServer {
     /// SIGKILL, and reap it (a zombie would make the next start say "server already active").
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill().expect("SIGKILL the JACK server");
+            child.wait().expect("reap the JACK server");
         }
     }
 
@@ -598,9 +601,7 @@ impl JackServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        sigterm(&child);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -608,8 +609,7 @@ impl JackServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_and_reap(&mut child);
     }
 
     fn logs(&self) -> String {
@@ -632,7 +632,7 @@ impl Drop for JackServer {
             for e in entries.flatten() {
                 let file = e.file_name().to_string_lossy().into_owned();
                 if file.contains(&format!("_{}_", self.name)) {
-                    let _ = std::fs::remove_file(e.path());
+                    remove_file(&e.path());
                 }
             }
         }
@@ -644,8 +644,20 @@ struct Reaped(std::process::Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        kill_and_reap(&mut self.0);
+    }
+}
+
+/// SIGTERM to `child`, through kill(1) (std sends only SIGKILL). A failure is noted; the
+/// caller waits for the exit either way, and says so if it does not come.
+fn sigterm(child: &std::process::Child) {
+    match Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("note: kill -TERM {} failed: {status}", child.id()),
+        Err(e) => eprintln!("note: cannot run kill -TERM {}: {e}", child.id()),
     }
 }
 
@@ -756,9 +768,7 @@ buffer = { capacity_blocks = 64, when_full = "block" }
     let recovered = Instant::now();
     std::thread::sleep(Duration::from_millis(1000));
     // Stop the recording as Ctrl-C would (storage is finalised, the summary written).
-    let _ = Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status();
+    sigterm(&run.0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = run.0.try_wait().unwrap() {

@@ -22,8 +22,14 @@ fn run_with_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
         .spawn()
         .expect("tapeline starts");
     let mut stdin = child.stdin.take().expect("a stdin pipe");
-    // The host may stop reading (a file over the limit): a closed pipe is expected then.
-    let _ = stdin.write_all(input);
+    if let Err(e) = stdin.write_all(input) {
+        // The host may stop reading (a file over the limit): a closed pipe is expected then.
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing to tapeline's stdin: {e}"
+        );
+    }
     drop(stdin);
     child.wait_with_output().expect("tapeline runs")
 }

@@ -266,7 +266,14 @@ fn on_a_terminal_the_live_view_shows_stages_queues_levels_and_progress() {
             break;
         }
     }
-    let _ = tmux(&["-S", socket, "kill-server"]);
+    let killed = tmux(&["-S", socket, "kill-server"]);
+    if !killed.status.success() {
+        // The screen is what is tested; a server left behind ends with its `sleep 30`.
+        eprintln!(
+            "note: tmux kill-server failed: {}",
+            String::from_utf8_lossy(&killed.stderr).trim()
+        );
+    }
     for part in [
         "p: running",
         "tone",

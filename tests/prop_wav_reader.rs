@@ -38,7 +38,9 @@ use proptest::sample::Index;
 use proptest::test_runner::RngSeed;
 use tapeline_plugin_api::abi::{CaptureBox, ContextRef, PluginLibraryRef};
 use tapeline_plugin_api::{ErrorKind, OutputPort, PluginError, ReadStatus};
-use tapeline_tests::{context, output_block, registry, unique_stage_id, Rng, BLOCK_FRAMES};
+use tapeline_tests::{
+    context, output_block, registry, remove_dir, remove_file, unique_stage_id, Rng, BLOCK_FRAMES,
+};
 
 /// The largest file: 64 KiB.
 const MAX_INPUT: usize = 64 << 10;
@@ -80,7 +82,7 @@ fn scratch() -> &'static Path {
     DIR.get_or_init(|| {
         let dir =
             std::env::temp_dir().join(format!("tapeline-prop-wav-reader-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_dir(&dir);
         std::fs::create_dir_all(&dir).expect("create a temp folder");
         dir
     })
@@ -100,7 +102,7 @@ impl CaseFile {
 
 impl Drop for CaseFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        remove_file(&self.0);
     }
 }
 
@@ -325,7 +327,7 @@ fn same_samples(e: &Expected, at: u64, got: &[f32]) -> Result<(), String> {
 /// [`play`] the bytes on a thread of its own, within [`CASE_LIMIT`].
 fn check(bytes: &[u8], looping: bool, expected: Option<Expected>) -> Result<(), TestCaseError> {
     // Loaded (and the workspace built) before the clock starts.
-    let _ = wav_library();
+    wav_library();
     let file = CaseFile::new(bytes);
     let path = file.0.clone();
     let (tx, rx) = mpsc::channel();
@@ -333,7 +335,9 @@ fn check(bytes: &[u8], looping: bool, expected: Option<Expected>) -> Result<(), 
     std::thread::Builder::new()
         .name("wav-reader-case".into())
         .spawn(move || {
-            let _ = tx.send(play(&path, looping, expected.as_ref()));
+            if tx.send(play(&path, looping, expected.as_ref())).is_err() {
+                // The case timed out (a failure already reported) and no one waits for it.
+            }
         })
         .expect("start the case's thread");
     match rx.recv_timeout(CASE_LIMIT) {

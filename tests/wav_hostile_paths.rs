@@ -27,7 +27,8 @@ fn run_timed(args: &[&str]) -> (Output, Duration) {
         .expect("tapeline starts");
     while child.try_wait().expect("wait for tapeline").is_none() {
         if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
+            // Not killed, it would never end and the wait below would hang the test.
+            child.kill().expect("SIGKILL the blocked tapeline");
             let out = child.wait_with_output().expect("tapeline ends once killed");
             panic!(
                 "`tapeline {}` still running after 10 s (blocked?); stderr:\n{}",

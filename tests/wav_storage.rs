@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tapeline_tests::{
-    code, run, stderr, stdout, tapeline_bin, Rng, TempDir, BLOCK_FRAMES, SAMPLE_RATE,
+    code, kill_and_reap, run, stderr, stdout, tapeline_bin, Rng, TempDir, BLOCK_FRAMES, SAMPLE_RATE,
 };
 
 // ------------------------------------------------------------------------------------------
@@ -525,8 +525,7 @@ fn start_endless(dir: &Path) -> (Child, PathBuf, Instant) {
             panic!("tapeline ended before recording anything: {status}");
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_and_reap(&mut child);
             panic!("no recording within 30 s");
         }
         std::thread::sleep(Duration::from_millis(2));

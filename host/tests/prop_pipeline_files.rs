@@ -78,7 +78,7 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("tapeline-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        common::remove_dir(&dir);
         std::fs::create_dir_all(&dir).expect("create a temp folder");
         Scratch(dir)
     }
@@ -86,7 +86,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        common::remove_dir(&self.0);
     }
 }
 

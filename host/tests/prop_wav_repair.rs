@@ -32,13 +32,16 @@ thread_local! {
 }
 
 fn count(size: usize) {
-    // `try_with`: allocations during thread teardown are not counted (nor do they panic).
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-            let _ = TOTAL.try_with(|t| t.set(t.get().saturating_add(size)));
-        }
-    });
+    // `try_with` fails only while this thread's locals are being destroyed: allocations then
+    // are not counted (nor do they panic); no measurement runs on a thread that is exiting.
+    if !COUNTING.try_with(Cell::get).unwrap_or(false) {
+        return;
+    }
+    let largest = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    let total = TOTAL.try_with(|t| t.set(t.get().saturating_add(size)));
+    if largest.is_err() || total.is_err() {
+        // The thread is exiting after all: nothing to count.
+    }
 }
 
 // SAFETY: every call is forwarded to `System` unchanged; counting only reads and writes
@@ -98,7 +101,7 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("tapeline-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        common::remove_dir(&dir);
         std::fs::create_dir_all(&dir).expect("create a temp folder");
         Scratch(dir)
     }
@@ -110,7 +113,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        common::remove_dir(&self.0);
     }
 }
 

@@ -7,8 +7,8 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 pub use std::process::Output;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -305,7 +305,7 @@ impl TempDir {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let _ = std::fs::remove_dir_all(&dir);
+        remove_dir(&dir);
         std::fs::create_dir_all(&dir).expect("create a temp folder");
         TempDir(dir)
     }
@@ -317,7 +317,38 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        remove_dir(&self.0);
+    }
+}
+
+/// Remove the folder `dir` and everything in it, if it is there. A failure is only noted: a
+/// temp folder left behind does not change a test's outcome.
+pub fn remove_dir(dir: &Path) {
+    note_unless_gone(std::fs::remove_dir_all(dir), dir);
+}
+
+/// Remove the file `path`, if it is there; a failure is only noted, as by [`remove_dir`].
+pub fn remove_file(path: &Path) {
+    note_unless_gone(std::fs::remove_file(path), path);
+}
+
+fn note_unless_gone(removed: std::io::Result<()>, path: &Path) {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("note: could not remove {}: {e}", path.display());
+        }
+        _ => {}
+    }
+}
+
+/// SIGKILL `child` (if it has exited, that does nothing) and reap it, so that neither it nor
+/// a zombie is left behind. For cleanup: a failure is only noted.
+pub fn kill_and_reap(child: &mut Child) {
+    if let Err(e) = child.kill() {
+        eprintln!("note: could not kill process {}: {e}", child.id());
+    }
+    if let Err(e) = child.wait() {
+        eprintln!("note: could not reap process {}: {e}", child.id());
     }
 }
 

@@ -3,11 +3,11 @@
 //! from monitoring snapshots on the monitoring thread; never shown when stdout is not a
 //! terminal or with `--quiet`.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::text::{put, putln};
 use crate::coordinator::monitor::Snapshot;
 
 /// Characters of a queue-depth or level bar.
@@ -71,14 +71,14 @@ impl LiveView {
 /// The stage and edge table for one snapshot.
 pub fn render(name: &str, snap: &Snapshot) -> String {
     let mut s = String::new();
-    let _ = writeln!(
+    putln!(
         s,
         "{name}: {}  {}",
         snap.pipeline,
         fmt_elapsed(Duration::from_millis(snap.t_ms))
     );
     for st in &snap.stages {
-        let _ = write!(
+        put!(
             s,
             "  {:<12} {:<8} {:<11} {:>11} frames  {:>5.1}% of audio time",
             st.id,
@@ -92,23 +92,23 @@ pub fn render(name: &str, snap: &Snapshot) -> String {
             st.budget_share * 100.0
         );
         if st.errors > 0 {
-            let _ = write!(s, "  {} error(s)", st.errors);
+            put!(s, "  {} error(s)", st.errors);
         }
         if st.restarts > 0 {
-            let _ = write!(s, "  {} restart(s)", st.restarts);
+            put!(s, "  {} restart(s)", st.restarts);
         }
         if st.gaps > 0 {
-            let _ = write!(s, "  {} gap(s)", st.gaps);
+            put!(s, "  {} gap(s)", st.gaps);
         }
         if let (Some(call), Some(ms)) = (&st.in_call, st.in_call_ms) {
-            let _ = write!(s, "  in {call} for {ms} ms");
+            put!(s, "  in {call} for {ms} ms");
         }
         if let Some(l) = st.latency_ms_mean {
-            let _ = write!(s, "  latency {l:.1} ms");
+            put!(s, "  latency {l:.1} ms");
         }
-        let _ = writeln!(s);
+        s.push('\n');
         for (c, l) in st.levels.iter().enumerate() {
-            let _ = writeln!(
+            putln!(
                 s,
                 "      ch{c:<2} [{}] peak {:>6.1} dBFS  rms {:>6.1} dBFS",
                 level_bar(l.peak_db),
@@ -119,7 +119,7 @@ pub fn render(name: &str, snap: &Snapshot) -> String {
     }
     for e in snap.edges.iter().map(|v| &v.edge) {
         let dropped = e.dropped_overflow + e.dropped_stage_error + e.dropped_shutdown;
-        let _ = writeln!(
+        putln!(
             s,
             "  {:<32} [{}] {:>3}/{:<3} blocks  dropped {}",
             e.label,

@@ -13,6 +13,7 @@ mod plugins;
 mod repair;
 mod run;
 mod test;
+mod text;
 mod validate;
 
 use std::path::PathBuf;
@@ -307,11 +308,17 @@ fn init_tracing(log_json: Option<&std::path::Path>) -> Result<(), CliError> {
         }
         None => None,
     };
-    let _ = tracing_subscriber::registry()
-        .with(stderr)
-        .with(json)
-        .try_init();
+    install_subscriber(tracing_subscriber::registry().with(stderr).with(json));
     Ok(())
+}
+
+/// Make `subscriber` the global one. That fails only when a global subscriber (or `log`
+/// logger) is already set, which nothing in the host does: should it happen, say so rather
+/// than lose the log without a word.
+fn install_subscriber(subscriber: impl tracing_subscriber::util::SubscriberInitExt) {
+    if let Err(e) = subscriber.try_init() {
+        eprintln!("warning: could not set up logging: {e}");
+    }
 }
 
 /// The `--log-json` file, behind the host's ordered lock.

@@ -1,6 +1,5 @@
 //! `tapeline plugins`, `tapeline plugins inspect NAME`, `tapeline doctor FILE`.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use tapeline_plugin_api::abi::PluginManifest;
 
+use super::text::{put, putln};
 use super::{print_out, registry, text_width, CliError, CliResult, GlobalArgs};
 use crate::plugins::{
     load_with_steps, LookupError, PluginEntry, Step, BUILD_DEVICE_SUPPORT, DEVICE_CAPTURE_PLUGIN,
@@ -133,7 +133,7 @@ fn listing(plugins: &[&PluginEntry], width: usize) -> String {
     let header = ["NAME", "KIND", "VERSION", "LIBRARY", "DESCRIPTION"];
     let mut out = table(&header, &rows, width);
     if let Some(f) = one_folder {
-        let _ = writeln!(out, "\nlibraries in {}", f.display());
+        putln!(out, "\nlibraries in {}", f.display());
     }
     out
 }
@@ -167,7 +167,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>], width: usize) -> String {
                 if i + 1 == n {
                     l.push_str(text);
                 } else {
-                    let _ = write!(l, "{text:<w$}  ");
+                    put!(l, "{text:<w$}  ");
                 }
             }
             out.push_str(l.trim_end());
@@ -274,18 +274,18 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 /// The text of `plugins inspect`, wrapped to `width` columns.
 pub fn describe(m: &PluginManifest, library: &std::path::Path, width: usize) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{} {} ({} plugin)", m.name, m.version, m.kind);
+    putln!(s, "{} {} ({} plugin)", m.name, m.version, m.kind);
     for line in wrap(&m.description, width.saturating_sub(2).max(MIN_COLUMN)) {
-        let _ = writeln!(s, "  {line}");
+        putln!(s, "  {line}");
     }
-    let _ = writeln!(s, "  library: {}", library.display());
+    putln!(s, "  library: {}", library.display());
     let inputs = match (m.inputs.min, m.inputs.max) {
         (0, 0) => "none".to_string(),
         (a, b) if a == b => a.to_string(),
         (a, b) => format!("{a} to {b}"),
     };
-    let _ = writeln!(s, "  inputs: {inputs}");
-    let _ = writeln!(
+    putln!(s, "  inputs: {inputs}");
+    putln!(
         s,
         "  outputs: {}",
         if m.kind == tapeline_plugin_api::PluginKind::Storage {
@@ -294,7 +294,7 @@ pub fn describe(m: &PluginManifest, library: &std::path::Path, width: usize) -> 
             &m.outputs
         }
     );
-    let _ = writeln!(s, "  channels: {} to {}", m.channels.min, m.channels.max);
+    putln!(s, "  channels: {} to {}", m.channels.min, m.channels.max);
     let rates = if m.sample_rates.is_empty() {
         "any".to_string()
     } else {
@@ -304,12 +304,12 @@ pub fn describe(m: &PluginManifest, library: &std::path::Path, width: usize) -> 
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let _ = writeln!(s, "  sample rates: {rates}");
+    putln!(s, "  sample rates: {rates}");
     let keys = config_keys(&m.config_schema);
     if keys.is_empty() {
-        let _ = writeln!(s, "  config: no keys");
+        s.push_str("  config: no keys\n");
     } else {
-        let _ = writeln!(s, "  config:");
+        s.push_str("  config:\n");
         s.push_str(&key_table(&keys, width));
     }
     s

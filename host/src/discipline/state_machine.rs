@@ -722,7 +722,10 @@ mod tests {
                                 .fetch_add(if rolled_back { 2 } else { 1 }, Ordering::Relaxed),
                         };
                     }
-                    let _ = done_tx.send(());
+                    if done_tx.send(()).is_err() {
+                        // The test stopped waiting (its deadlock timeout) and fails on that:
+                        // there is no one left to tell.
+                    }
                 }));
             }
             drop(done_tx);

@@ -17,3 +17,14 @@ pub fn proptest_config(seed: u64) -> ProptestConfig {
     c.max_shrink_time = 60_000;
     c
 }
+
+/// Remove `dir` and everything in it, if it is there. A failure is only noted: a temp folder
+/// left behind does not change a test's outcome.
+pub fn remove_dir(dir: &std::path::Path) {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("note: could not remove {}: {e}", dir.display());
+        }
+        _ => {}
+    }
+}

@@ -19,6 +19,7 @@ mod callback;
 mod record;
 
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -699,10 +700,18 @@ impl CpalCapture {
             .name("cpal-capture-close".into())
             .spawn(move || {
                 drop(stream);
-                let _ = tx.send(());
+                if tx.send(()).is_err() {
+                    // `close` stopped waiting (`patience` passed): no one to tell.
+                }
             });
         if spawned.is_ok() {
-            let _ = rx.recv_timeout(patience);
+            match rx.recv_timeout(patience) {
+                // Closed; or still closing, and it finishes on its own thread.
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                // The teardown panicked: the library's panic hook has recorded it for the
+                // host, which hears of it on its next call into the library.
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
         }
     }
 }

@@ -25,9 +25,13 @@ impl StageRecord {
     /// loss counts until a new instance resumes.
     pub fn mark_lost(&self, position: u64, at_ns: u64) {
         self.next_position.store(position, Ordering::Relaxed);
-        let _ = self
+        if self
             .lost_at
-            .compare_exchange(0, at_ns + 1, Ordering::AcqRel, Ordering::Relaxed);
+            .compare_exchange(0, at_ns + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            // A loss is recorded already and not yet resumed from: that one keeps counting.
+        }
     }
 
     /// When the device was lost (ns since [`epoch`]), if it was.

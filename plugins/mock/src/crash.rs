@@ -417,7 +417,25 @@ impl Drop for PanicThread {
         if let Some(h) = self.handle.take() {
             self.order.store(QUIT, Ordering::Release);
             h.thread().unpark();
-            let _ = h.join();
+            let thread = h.thread().clone();
+            if let Err(payload) = h.join() {
+                // It panics only when told to, and `panic_now` takes the handle first: a bug.
+                // Not resumed (a panic in a destructor may abort the host): said instead.
+                eprintln!(
+                    "{}: panicked instead of stopping: {}",
+                    thread.name().unwrap_or("the crash thread"),
+                    panic_text(&*payload)
+                );
+            }
         }
     }
+}
+
+/// The message of a panic's payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic with a non-text payload")
 }

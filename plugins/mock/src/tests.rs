@@ -262,7 +262,7 @@ mod crash_marker {
         fn new(name: &str) -> Dir {
             let d = std::env::temp_dir()
                 .join(format!("tapeline-mock-test-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
+            remove(&d);
             std::fs::create_dir_all(&d).unwrap();
             Dir(d)
         }
@@ -270,7 +270,18 @@ mod crash_marker {
 
     impl Drop for Dir {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            remove(&self.0);
+        }
+    }
+
+    /// Remove `dir` if it is there; a failure is only noted (a leftover temp folder does not
+    /// change a test's outcome).
+    fn remove(dir: &std::path::Path) {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                eprintln!("note: could not remove {}: {e}", dir.display());
+            }
+            _ => {}
         }
     }
 
