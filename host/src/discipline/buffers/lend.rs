@@ -63,19 +63,9 @@ impl Producer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{edge, EdgeSpec, WhenFull};
+    use super::super::tests::spec;
+    use super::super::{edge, WhenFull};
     use super::*;
-
-    fn spec(when_full: WhenFull, capacity_blocks: u32) -> EdgeSpec {
-        EdgeSpec {
-            label: "a.out -> b.in".into(),
-            channels: 2,
-            max_frames: 4,
-            capacity_blocks,
-            when_full,
-            wake_batch: 1,
-        }
-    }
 
     /// A lent block filled in place arrives as a pushed copy would, and the accounting holds.
     #[test]

@@ -706,7 +706,8 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::thread;
 
-    fn spec(when_full: WhenFull, capacity_blocks: u32) -> EdgeSpec {
+    /// A two-channel edge of 4-frame blocks (also used by the lending tests).
+    pub(super) fn spec(when_full: WhenFull, capacity_blocks: u32) -> EdgeSpec {
         EdgeSpec {
             label: "a.out -> b.in".into(),
             channels: 2,
