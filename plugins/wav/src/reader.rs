@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use hound::{SampleFormat, WavReader as Decoder};
 use tapeline_plugin_api::prelude::*;
 
+use crate::convert::decode;
 use crate::files::open_to_read;
 
 const READ_BUFFER: usize = 256 * 1024;
@@ -49,7 +50,8 @@ pub struct WavFileReader {
 /// Bulk reading of the sample data, for files whose samples fill their container exactly
 /// (8/16/24/32-bit integer, 32-bit float): hound reads the header and tells where the data
 /// starts and how many bytes a frame takes; the bytes are then read a block at a time and
-/// converted in one loop per format, giving the same values as hound's sample-by-sample path.
+/// converted in one vectorised loop per format ([`decode`]), giving the same values as
+/// hound's sample-by-sample path.
 struct Raw {
     /// The file, positioned in the data.
     file: BufReader<File>,
@@ -248,35 +250,20 @@ fn raw_reader(
 }
 
 impl Raw {
-    /// Read and convert `dst.len()` samples (at most one block).
+    /// Read and convert `dst.len()` samples (at most one block). An integer sample's scale is
+    /// that of its width here (the bits fill the container), so each width has its own
+    /// conversion with the scale built in.
     fn fill(&mut self, kind: Kind, dst: &mut [f32]) -> Result<(), hound::Error> {
         let bytes = &mut self.bytes[..dst.len() * self.width];
         self.file.read_exact(bytes)?;
         match (kind, self.width) {
-            (Kind::Float, _) => convert(bytes, dst, |b: [u8; 4]| f32::from_le_bytes(b)),
-            // hound reads 8-bit WAV samples (unsigned) as `byte - 128`.
-            (Kind::Int(scale), 1) => convert(bytes, dst, |b: [u8; 1]| {
-                (i32::from(b[0]) - 128) as f32 * scale
-            }),
-            (Kind::Int(scale), 2) => convert(bytes, dst, |b: [u8; 2]| {
-                f32::from(i16::from_le_bytes(b)) * scale
-            }),
-            (Kind::Int(scale), 3) => convert(bytes, dst, |b: [u8; 3]| {
-                (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 * scale
-            }),
-            (Kind::Int(scale), _) => convert(bytes, dst, |b: [u8; 4]| {
-                i32::from_le_bytes(b) as f32 * scale
-            }),
+            (Kind::Float, _) => decode::float32(bytes, dst),
+            (Kind::Int(_), 1) => decode::pcm8(bytes, dst),
+            (Kind::Int(_), 2) => decode::pcm16(bytes, dst),
+            (Kind::Int(_), 3) => decode::pcm24(bytes, dst),
+            (Kind::Int(_), _) => decode::pcm32(bytes, dst),
         }
         Ok(())
-    }
-}
-
-fn convert<const W: usize>(bytes: &[u8], dst: &mut [f32], f: impl Fn([u8; W]) -> f32) {
-    for (d, b) in dst.iter_mut().zip(bytes.chunks_exact(W)) {
-        let mut a = [0u8; W];
-        a.copy_from_slice(b);
-        *d = f(a);
     }
 }
 

@@ -3,7 +3,7 @@
 //! every `sync_interval_ms`, so a `kill -9` loses at most that much audio.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,11 +13,10 @@ use tapeline_plugin_api::serde::Serialize;
 use crate::files;
 use crate::header::{write_header, Layout, MAX_HEADER};
 use crate::write_back;
+use crate::write_buffer::WriteBuffer;
 
 /// Bytes buffered per file before a write reaches the OS.
 const WRITE_BUFFER: usize = 256 * 1024;
-/// Bytes converted at a time; blocks larger than this are written in pieces, never reallocated.
-const CONVERT_BUFFER: usize = 64 * 1024;
 
 /// How samples are stored in the file.
 // Serialize lets the schema show the default.
@@ -36,7 +35,8 @@ pub enum SampleFormat {
 }
 
 impl SampleFormat {
-    fn bytes(self) -> usize {
+    /// Bytes one sample takes in the file.
+    pub(crate) fn bytes(self) -> usize {
         match self {
             SampleFormat::Pcm16 => 2,
             SampleFormat::Pcm24 => 3,
@@ -94,7 +94,7 @@ fn default_sync_interval_ms() -> u64 {
 struct Out {
     path: PathBuf,
     /// `None` once finalized: taking it out makes sure nothing flushes into the file afterwards.
-    w: Option<BufWriter<File>>,
+    w: Option<WriteBuffer>,
     /// Where the file's early write-back has got to (bytes from the start of the file).
     written_back: u64,
 }
@@ -107,7 +107,6 @@ pub struct WavWriter {
     per_channel: bool,
     /// Frames accepted by `write`, in every file.
     frames: u64,
-    convert: Vec<u8>,
     header: [u8; MAX_HEADER],
     sync_interval: Duration,
     last_sync: Instant,
@@ -180,7 +179,7 @@ impl Storage for WavWriter {
             )?;
             outs.push(Out {
                 path,
-                w: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+                w: Some(WriteBuffer::new(file, WRITE_BUFFER)),
                 written_back: 0,
             });
         }
@@ -191,7 +190,6 @@ impl Storage for WavWriter {
             channels: input.channels as usize,
             per_channel: config.per_channel,
             frames: 0,
-            convert: vec![0; CONVERT_BUFFER],
             header,
             sync_interval: Duration::from_millis(config.sync_interval_ms),
             last_sync: Instant::now(),
@@ -220,10 +218,8 @@ impl Storage for WavWriter {
         }
         for (c, out) in self.outs.iter_mut().enumerate() {
             let result = match out.w.as_mut() {
-                Some(w) if self.per_channel => {
-                    write_samples(self.format, block.channel(c), &mut self.convert, w)
-                }
-                Some(w) => write_slice(self.format, block.samples(), &mut self.convert, w),
+                Some(w) if self.per_channel => w.write_samples(self.format, block.channel(c)),
+                Some(w) => w.write_slice(self.format, block.samples()),
                 None => Ok(()),
             };
             if let Err(e) = result {
@@ -259,10 +255,7 @@ impl Storage for WavWriter {
             report.push_file(&out.path);
             let Some(w) = out.w.take() else { continue };
             // On a flush error keep what reached the file and drop the rest of the buffer.
-            let (file, flushed) = match w.into_inner() {
-                Ok(file) => (file, true),
-                Err(e) => (e.into_parts().1.into_parts().0, false),
-            };
+            let (file, flushed) = w.into_file();
             let result = (|| -> io::Result<u64> {
                 let mut data = frames * align;
                 if self.failed || !flushed {
@@ -297,11 +290,11 @@ impl WavWriter {
         let end = self.layout.header_len() as u64 + data;
         for out in &mut self.outs {
             let Some(w) = out.w.as_ref() else { continue };
-            let reached = end.saturating_sub(w.buffer().len() as u64);
+            let reached = end.saturating_sub(w.buffered() as u64);
             if reached >= out.written_back + write_back::STRETCH {
                 // Refused (a full disk, a file system without it): the syncs do all the work,
                 // and report any error; nothing else changes.
-                if !write_back::start(w.get_ref(), out.written_back, reached) {
+                if !write_back::start(w.file(), out.written_back, reached) {
                     continue;
                 }
                 out.written_back = reached;
@@ -318,7 +311,7 @@ impl WavWriter {
             let Some(w) = out.w.as_mut() else { continue };
             let result = (|| -> io::Result<()> {
                 w.flush()?;
-                let file = w.get_mut();
+                let file = w.file_mut();
                 self.syncs += 1;
                 file.sync_data()?;
                 let len = write_header(&self.layout, data, false, &mut self.header);
@@ -341,8 +334,9 @@ impl Drop for WavWriter {
     /// A host that drops the stage without finalizing it (a panic on its side) still leaves
     /// finished files.
     fn drop(&mut self) {
-        if self.report.is_none() {
-            let _ = self.finalize();
+        if self.report.is_none() && self.finalize().is_err() {
+            // No one to tell: the host that would report it is what went wrong. The files
+            // keep every frame that reached them (`tapeline repair` mends a header).
         }
     }
 }
@@ -362,131 +356,6 @@ fn finish(
     file.write_all(&header[..len])?;
     *syncs += 1;
     file.sync_all()
-}
-
-/// Convert samples through `buf` and write them; `buf` is never grown.
-fn write_samples(
-    format: SampleFormat,
-    mut samples: impl Iterator<Item = f32>,
-    buf: &mut [u8],
-    w: &mut impl Write,
-) -> io::Result<()> {
-    loop {
-        let n = encode(format, &mut samples, buf);
-        if n == 0 {
-            return Ok(());
-        }
-        w.write_all(&buf[..n])?;
-    }
-}
-
-/// Convert an interleaved slice through `buf` and write it: the same conversion as
-/// [`encode`], from a slice in chunks, so the loop has no per-sample `next()` and vectorises.
-fn write_slice(
-    format: SampleFormat,
-    samples: &[f32],
-    buf: &mut [u8],
-    w: &mut impl Write,
-) -> io::Result<()> {
-    let per_chunk = buf.len() / format.bytes();
-    for chunk in samples.chunks(per_chunk.max(1)) {
-        let n = encode_slice(format, chunk, buf);
-        w.write_all(&buf[..n])?;
-    }
-    Ok(())
-}
-
-/// Fill `dst` with as many whole encoded samples as fit; returns the bytes used.
-///
-/// Integers: `x * 2^(N-1)` rounded and clamped, so -1.0 is the minimum value and a sample read
-/// from an N-bit file (`v / 2^(N-1)`) is written back as exactly `v`.
-pub(crate) fn encode(
-    format: SampleFormat,
-    src: &mut impl Iterator<Item = f32>,
-    dst: &mut [u8],
-) -> usize {
-    // One loop per format, with the width a constant: the format is decided once per call,
-    // and each sample is stored with a fixed-size copy.
-    match format {
-        SampleFormat::Pcm16 => encode_with(src, dst, pcm16),
-        SampleFormat::Pcm24 => encode_with(src, dst, pcm24),
-        SampleFormat::Pcm32 => encode_with(src, dst, pcm32),
-        SampleFormat::Float32 => encode_with(src, dst, f32::to_le_bytes),
-    }
-}
-
-/// [`encode`] from a slice: as many samples as fit in `dst`; returns the bytes used. No
-/// per-sample `next()`, so the loop vectorises.
-pub(crate) fn encode_slice(format: SampleFormat, src: &[f32], dst: &mut [u8]) -> usize {
-    match format {
-        SampleFormat::Pcm16 => convert_slice(src, dst, pcm16),
-        SampleFormat::Pcm24 => convert_slice(src, dst, pcm24),
-        SampleFormat::Pcm32 => convert_slice(src, dst, pcm32),
-        SampleFormat::Float32 => convert_slice(src, dst, f32::to_le_bytes),
-    }
-}
-
-fn convert_slice<const W: usize>(
-    src: &[f32],
-    dst: &mut [u8],
-    convert: impl Fn(f32) -> [u8; W],
-) -> usize {
-    let n = src.len().min(dst.len() / W);
-    for (slot, &x) in dst[..n * W].chunks_exact_mut(W).zip(&src[..n]) {
-        slot.copy_from_slice(&convert(x));
-    }
-    n * W
-}
-
-fn pcm16(x: f32) -> [u8; 2] {
-    (quantize(x, 32_768.0, 32_767.0) as i16).to_le_bytes()
-}
-
-fn pcm24(x: f32) -> [u8; 3] {
-    let b = quantize(x, 8_388_608.0, 8_388_607.0).to_le_bytes();
-    [b[0], b[1], b[2]]
-}
-
-fn pcm32(x: f32) -> [u8; 4] {
-    // 2^31 - 1 is not an f32 (it rounds to 2^31): the saturating cast makes it 2^31 - 1.
-    quantize(x, 2_147_483_648.0, 2_147_483_647.0).to_le_bytes()
-}
-
-/// The largest f32 below 0.5: added before truncating, it rounds half away from zero with no
-/// double rounding (plain `+ 0.5` would turn 0.49999997 into 1).
-const JUST_BELOW_HALF: f32 = 0.499_999_97;
-
-/// `x * scale` rounded half away from zero and clamped to `[-scale, max]`, in f32 only (no call
-/// into the C library, no f64): `x * scale` is exact (a power of two), the clamp two compares,
-/// the rounding an add and a truncating cast, so the loops over samples vectorise. NaN gives 0.
-/// Produces the same integer as rounding `x * scale` in f64 for every f32 (tests: all 2^32).
-#[inline(always)]
-fn quantize(x: f32, scale: f32, max: f32) -> i32 {
-    let x = if x.is_nan() { 0.0 } else { x };
-    let v = (x * scale).max(-scale).min(max);
-    let r = v + JUST_BELOW_HALF.copysign(v);
-    if r >= 2_147_483_648.0 {
-        return i32::MAX;
-    }
-    // SAFETY: `r` is not NaN (mapped to 0 above) and lies in [-scale - 0.5, 2^31): -scale is at
-    // least -2^31, and the only value at or above 2^31 (pcm32's max rounds up to 2^31) returned
-    // above. So the truncating conversion is defined; unlike `as`, it needs no saturation
-    // code per sample, and compiles to one packed instruction in the vectorised loops.
-    unsafe { r.to_int_unchecked::<i32>() }
-}
-
-fn encode_with<const W: usize>(
-    src: &mut impl Iterator<Item = f32>,
-    dst: &mut [u8],
-    convert: impl Fn(f32) -> [u8; W],
-) -> usize {
-    let mut used = 0;
-    for slot in dst.chunks_exact_mut(W) {
-        let Some(x) = src.next() else { break };
-        slot.copy_from_slice(&convert(x));
-        used += W;
-    }
-    used
 }
 
 fn check_channels(channels: u32) -> PluginResult<()> {
@@ -680,7 +549,9 @@ fn create(
         };
         if let Ok(d) = File::open(dir) {
             *syncs += 1;
-            let _ = d.sync_all();
+            if d.sync_all().is_err() {
+                // Best effort, as said: the file itself is synced and reports its own errors.
+            }
         }
     }
     Ok(file)
