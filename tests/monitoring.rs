@@ -229,7 +229,7 @@ fn tmux(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn on_a_terminal_the_live_view_shows_stages_queues_levels_and_progress() {
+fn on_a_terminal_the_live_view_shows_stages_queues_levels_stats_and_progress() {
     let dir = TempDir::new("mon-live");
     let pipeline = write(&dir, "p.toml", METERED);
     // Socket paths are limited to about 100 bytes: keep it short.
@@ -286,6 +286,9 @@ fn on_a_terminal_the_live_view_shows_stages_queues_levels_and_progress() {
         "tone.out -> pace",
         "blocks",
         "frames  ETA",
+        // The writer's own counters (`tapeline.stats`), under its stage.
+        "bytes_written ",
+        "syncs ",
     ] {
         assert!(screen.contains(part), "`{part}` not on screen:\n{screen}");
     }

@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::text::{put, putln};
 use crate::coordinator::monitor::Snapshot;
+use crate::coordinator::summary::stats_text;
 
 /// Characters of a queue-depth or level bar.
 const BAR: usize = 12;
@@ -107,6 +108,9 @@ pub fn render(name: &str, snap: &Snapshot) -> String {
             put!(s, "  latency {l:.1} ms");
         }
         s.push('\n');
+        if let Some(stats) = stats_text(&st.stats) {
+            putln!(s, "      {stats}");
+        }
         for (c, l) in st.levels.iter().enumerate() {
             putln!(
                 s,

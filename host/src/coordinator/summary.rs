@@ -256,11 +256,17 @@ fn stage_line(st: &StageSummary) -> String {
         st.max_block_us, st.state
     );
     // The plugin's own counters (`tapeline.stats`), on a line of their own below.
-    if !st.stats.is_empty() {
-        let stats: Vec<String> = st.stats.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        line.push_str(&format!("\n  {:<12} {}", "", stats.join(", ")));
+    if let Some(stats) = stats_text(&st.stats) {
+        line.push_str(&format!("\n  {:<12} {stats}", ""));
     }
     line
+}
+
+/// A plugin's own counters (`tapeline.stats`) in words: `bytes_written 576000, syncs 3`; `None`
+/// when it reports none. The summary and the live view show them alike.
+pub fn stats_text(stats: &std::collections::BTreeMap<String, u64>) -> Option<String> {
+    let parts: Vec<String> = stats.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn edge_line(e: &EdgeSnapshot) -> String {
