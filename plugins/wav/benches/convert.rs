@@ -76,7 +76,7 @@ fn write() {
         .map(|i| (i as f32 * 0.013).sin() * 1.1)
         .collect();
     let mut out = vec![0u8; SAMPLES * 4];
-    println!("\nwrite (f32 -> bytes)     new    before  one by one (per-channel path)");
+    println!("\nwrite (f32 -> bytes)     new    before  one by one (iterator)");
     for (name, format) in [
         ("pcm16", SampleFormat::Pcm16),
         ("pcm24", SampleFormat::Pcm24),

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 
-use crate::convert::encode::{encode, encode_slice};
+use crate::convert::encode::encode_slice;
 use crate::writer::SampleFormat;
 
 /// The file and the bytes not yet written to it; allocated once, in [`WriteBuffer::new`].
@@ -15,6 +15,9 @@ pub(crate) struct WriteBuffer {
     /// Bytes of `buf` in use, from its start.
     len: usize,
 }
+
+/// Samples of one channel gathered at a time by [`WriteBuffer::write_samples`] (1 KiB of stack).
+const GATHER: usize = 256;
 
 /// The widest sample (4 bytes): a buffer holds at least one.
 const MIN_CAPACITY: usize = 4;
@@ -42,21 +45,26 @@ impl WriteBuffer {
         Ok(())
     }
 
-    /// [`Self::write_slice`] from an iterator (one channel of an interleaved block).
+    /// [`Self::write_slice`] from an iterator (one channel of an interleaved block): the samples
+    /// are gathered [`GATHER`] at a time into a stack array, so the conversion runs on a slice
+    /// (packed, as in the interleaved path) rather than sample by sample.
     pub(crate) fn write_samples(
         &mut self,
         format: SampleFormat,
         mut samples: impl Iterator<Item = f32>,
     ) -> io::Result<()> {
-        let width = format.bytes();
+        let mut chunk = [0f32; GATHER];
         loop {
-            self.len += encode(format, &mut samples, &mut self.buf[self.len..]);
-            // `encode` stops at the end of the samples or of the room, whichever comes first:
-            // room left for a sample means the samples are done.
-            if self.buf.len() - self.len >= width {
+            let mut n = 0;
+            // `zip` asks `chunk` first: no sample is taken that does not fit.
+            for (d, x) in chunk.iter_mut().zip(&mut samples) {
+                *d = x;
+                n += 1;
+            }
+            if n == 0 {
                 return Ok(());
             }
-            self.flush()?;
+            self.write_slice(format, &chunk[..n])?;
         }
     }
 
