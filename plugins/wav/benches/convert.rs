@@ -104,6 +104,7 @@ fn write() {
 
 /// The conversions as they were before they were vectorised.
 mod old {
+    use tapeline_wav::convert::encode::convert_slice;
     use tapeline_wav::SampleFormat;
 
     fn convert<const W: usize>(bytes: &[u8], dst: &mut [f32], f: impl Fn([u8; W]) -> f32) {
@@ -156,20 +157,9 @@ mod old {
             SampleFormat::Pcm16 => convert_slice(src, dst, pcm16_one),
             SampleFormat::Pcm24 => convert_slice(src, dst, pcm24_one),
             SampleFormat::Pcm32 => convert_slice(src, dst, pcm32_one),
+            // The loop is the crate's own: only the per-sample encoders were different.
             _ => convert_slice(src, dst, f32::to_le_bytes),
         }
-    }
-
-    fn convert_slice<const W: usize>(
-        src: &[f32],
-        dst: &mut [u8],
-        convert: impl Fn(f32) -> [u8; W],
-    ) -> usize {
-        let n = src.len().min(dst.len() / W);
-        for (slot, &x) in dst[..n * W].chunks_exact_mut(W).zip(&src[..n]) {
-            slot.copy_from_slice(&convert(x));
-        }
-        n * W
     }
 
     fn pcm16_one(x: f32) -> [u8; 2] {

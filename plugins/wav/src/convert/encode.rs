@@ -44,8 +44,10 @@ fn encode_with<const W: usize>(
     used
 }
 
-/// [`encode_slice`] for one format, `convert` encoding a sample into `W` bytes.
-fn convert_slice<const W: usize>(
+/// [`encode_slice`] for one format, `convert` encoding a sample into `W` bytes. Public for the
+/// benchmark, which times the previous per-sample encoders through it.
+#[doc(hidden)]
+pub fn convert_slice<const W: usize>(
     src: &[f32],
     dst: &mut [u8],
     convert: impl Fn(f32) -> [u8; W],
