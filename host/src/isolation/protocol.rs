@@ -57,18 +57,33 @@ pub struct Init {
 }
 
 /// Reads and writes frames on one stream, with buffers reused from call to call.
+///
+/// Reading is buffered: one `read` takes whatever the other side has sent (a frame's length and
+/// its body arrive together, often with the next frame), so a frame usually costs one system
+/// call, not two. Nothing polls the socket from outside, so frames waiting in the buffer are
+/// never overlooked.
 pub struct Channel<S> {
     pub stream: S,
     out: Vec<u8>,
+    /// Bytes received: `inp[start..end]` not yet returned, `inp[last.0..last.1]` the last frame.
     inp: Vec<u8>,
+    start: usize,
+    end: usize,
+    last: (usize, usize),
 }
+
+/// What one `read` may take at most, unless a longer frame needs more.
+const READ_AHEAD: usize = 16 * 1024;
 
 impl<S: Read + Write> Channel<S> {
     pub fn new(stream: S) -> Self {
         Channel {
             stream,
             out: Vec::with_capacity(4096),
-            inp: Vec::with_capacity(4096),
+            inp: vec![0; READ_AHEAD],
+            start: 0,
+            end: 0,
+            last: (0, 0),
         }
     }
 
@@ -93,8 +108,9 @@ impl<S: Read + Write> Channel<S> {
 
     /// The next frame: its tag and payload.
     pub fn recv(&mut self) -> io::Result<(u8, &[u8])> {
+        self.fill(4)?;
         let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
+        len.copy_from_slice(&self.inp[self.start..self.start + 4]);
         let len = u32::from_le_bytes(len) as usize;
         if len == 0 || len > MAX_FRAME {
             return Err(io::Error::new(
@@ -102,14 +118,40 @@ impl<S: Read + Write> Channel<S> {
                 "bad frame length",
             ));
         }
-        self.inp.resize(len, 0);
-        self.stream.read_exact(&mut self.inp)?;
-        Ok((self.inp[0], &self.inp[1..]))
+        self.fill(4 + len)?;
+        self.last = (self.start + 4, self.start + 4 + len);
+        self.start += 4 + len;
+        let frame = &self.inp[self.last.0..self.last.1];
+        Ok((frame[0], &frame[1..]))
     }
 
     /// The payload of the frame [`Channel::recv`] returned last.
     pub fn last_payload(&self) -> &[u8] {
-        self.inp.get(1..).unwrap_or(&[])
+        self.inp.get(self.last.0 + 1..self.last.1).unwrap_or(&[])
+    }
+
+    /// Read until at least `n` bytes are buffered (moving what is left to the front first).
+    fn fill(&mut self, n: usize) -> io::Result<()> {
+        if self.end - self.start >= n {
+            return Ok(());
+        }
+        self.inp.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        self.last = (0, 0);
+        if self.inp.len() < n {
+            // A frame longer than the read-ahead (a report, at setup or the end): grows once.
+            self.inp.resize(n, 0);
+        }
+        while self.end < n {
+            match self.stream.read(&mut self.inp[self.end..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -203,6 +245,23 @@ mod tests {
         assert_eq!(t, tag::READ);
         let mut f = Fields(payload);
         assert_eq!((f.u32(), f.u64()), (480, 7));
+        // Several frames in one read, one of them longer than the read-ahead: each comes back
+        // whole and in order.
+        let mut ch = Channel::new(std::io::Cursor::new(Vec::new()));
+        let long = vec![7u8; READ_AHEAD * 3];
+        ch.begin(tag::DOORBELL).send().unwrap();
+        ch.begin(tag::ERR).put(&long).send().unwrap();
+        ch.begin(tag::OK).put(b"end").send().unwrap();
+        ch.stream.set_position(0);
+        assert_eq!(ch.recv().unwrap(), (tag::DOORBELL, &[][..]));
+        let (t, p) = ch.recv().unwrap();
+        assert_eq!((t, p.len()), (tag::ERR, long.len()));
+        assert_eq!(ch.last_payload(), &long[..]);
+        assert_eq!(ch.recv().unwrap(), (tag::OK, &b"end"[..]));
+        assert!(
+            ch.recv().is_err(),
+            "the end of the stream is an error, not a hang"
+        );
         let e = PluginError::config("gain_db", "too loud");
         let back = decode_error(&encode_error(&e));
         assert_eq!(back, e);
