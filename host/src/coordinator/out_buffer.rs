@@ -5,9 +5,12 @@
 //! Both are set up before the call, while the stage thread holds its edges; during the call
 //! the buffer belongs to the stage's work (the edges may be handed to another thread then).
 //! A port with several consumers (fan-out) fills the first edge's block and copies it to the
-//! others. Nothing here allocates after [`OutBuffer::new`].
+//! others. Nothing here allocates after [`OutBuffer::new`]. A block lent to a call the
+//! watchdog gives up stays with that call's thread (the plugin may still write into it) and is
+//! freed when that thread ends: the edge's pool is one block smaller from then on, and the
+//! stage's next thread writes into its own buffer whenever the pool is short.
 
-use crate::discipline::buffers::{Block, Closed, Producer, PushOutcome};
+use crate::discipline::buffers::{Block, Closed, Producer};
 
 pub struct OutBuffer {
     /// A pooled block of the port's first edge, when one was free before the call.
@@ -54,12 +57,10 @@ impl OutBuffer {
         match (self.lent.take(), edges.split_first_mut()) {
             (Some(block), Some((first, rest))) => {
                 push_all(rest, &block.samples[..n], at, stamp_us);
+                // Whatever happened to it (queued, an overflow, the consumer gone), the edge
+                // counted it.
                 match first.commit(block, at, stamp_us) {
-                    // Closed: the consumer is gone; the edge counted the block as `shutdown`.
-                    Ok(
-                        PushOutcome::Queued | PushOutcome::EvictedOldest | PushOutcome::Discarded,
-                    )
-                    | Err(Closed) => {}
+                    Ok(_) | Err(Closed) => {}
                 }
             }
             _ => push_all(edges, &self.own[..n], at, stamp_us),
@@ -91,25 +92,15 @@ pub fn push_all(producers: &mut [Producer], samples: &[f32], at: (u32, u64, u32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discipline::buffers::{edge, EdgeSpec, WhenFull};
-
-    fn spec(capacity_blocks: u32) -> EdgeSpec {
-        EdgeSpec {
-            label: "a.out -> b.in".into(),
-            channels: 2,
-            max_frames: 4,
-            capacity_blocks,
-            when_full: WhenFull::Block,
-            wake_batch: 1,
-        }
-    }
+    use crate::discipline::buffers::tests::spec;
+    use crate::discipline::buffers::{edge, WhenFull};
 
     /// The plugin writes into the first edge's pooled block itself (the consumer gets that very
     /// memory), the other edges of a fan-out get copies, and every edge counts the block.
     #[test]
     fn a_lent_block_is_what_the_first_consumer_receives() {
-        let (p1, c1, s1) = edge(spec(2));
-        let (p2, c2, s2) = edge(spec(2));
+        let (p1, c1, s1) = edge(spec(WhenFull::Block, 2));
+        let (p2, c2, s2) = edge(spec(WhenFull::Block, 2));
         let mut edges = vec![p1, p2];
         let mut out = OutBuffer::new(8);
         out.lend(&mut edges);
@@ -138,7 +129,7 @@ mod tests {
     /// copied on push: nothing waits before the call and nothing is lost.
     #[test]
     fn without_a_free_block_the_own_buffer_is_pushed() {
-        let (p, c, stats) = edge(spec(2));
+        let (p, c, stats) = edge(spec(WhenFull::Block, 2));
         let mut edges = vec![p];
         // Pool of 4: two queued, one held by the consumer, one lent and kept by `hoard`.
         let mut hoard = OutBuffer::new(8);

@@ -76,15 +76,15 @@ fn write() {
         .map(|i| (i as f32 * 0.013).sin() * 1.1)
         .collect();
     let mut out = vec![0u8; SAMPLES * 4];
-    println!("\nwrite (f32 -> bytes)     new    before  one by one (iterator)");
+    println!("\nwrite (f32 -> bytes)     new    before");
     for (name, format) in [
         ("pcm16", SampleFormat::Pcm16),
         ("pcm24", SampleFormat::Pcm24),
         ("pcm32", SampleFormat::Pcm32),
         ("float32", SampleFormat::Float32),
     ] {
-        let (mut out2, mut out3) = (out.clone(), out.clone());
-        let [new, before, iter] = time([
+        let mut out2 = out.clone();
+        let [new, before] = time([
             &mut || {
                 let n = encode::encode_slice(format, black_box(&samples), black_box(&mut out));
                 black_box(n);
@@ -93,12 +93,8 @@ fn write() {
                 let n = old::encode_slice(format, black_box(&samples), black_box(&mut out2));
                 black_box(n);
             },
-            &mut || {
-                let mut src = black_box(&samples).iter().copied();
-                black_box(encode::encode(format, &mut src, black_box(&mut out3)));
-            },
         ]);
-        println!("  {name:<20} {new:>6.3}  {before:>6.3}  {iter:>6.3}");
+        println!("  {name:<20} {new:>6.3}  {before:>6.3}");
     }
 }
 

@@ -10,4 +10,4 @@ pub mod decode;
 pub mod encode;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

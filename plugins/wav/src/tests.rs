@@ -8,7 +8,8 @@ use tapeline_plugin_api::prelude::*;
 use tapeline_plugin_api::sdk::parse_config;
 use tapeline_plugin_api::testing::{self, audio_call, context, output, Context};
 
-use crate::convert::encode::encode;
+use crate::convert::encode::encode_slice;
+use crate::convert::tests::encoded_one_by_one;
 use crate::header::Layout;
 use crate::writer::SampleFormat;
 use crate::{WavFileReader, WavWriter};
@@ -284,28 +285,20 @@ fn odd_sized_data_gets_its_pad_byte() {
 fn conversion_clamps_and_rounds() {
     let mut buf = [0u8; 64];
     let src = [1.5f32, 1.0, -1.0, -1.5, f32::NAN, 0.6 / 32768.0];
-    let n = encode(SampleFormat::Pcm16, &mut src.iter().copied(), &mut buf);
+    let n = encode_slice(SampleFormat::Pcm16, &src, &mut buf);
     let got: Vec<i16> = buf[..n]
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
         .collect();
     assert_eq!(got, vec![32767, 32767, -32768, -32768, 0, 1]);
-    let n = encode(
-        SampleFormat::Pcm32,
-        &mut [1.0f32, -1.0].into_iter(),
-        &mut buf,
-    );
+    let n = encode_slice(SampleFormat::Pcm32, &[1.0f32, -1.0], &mut buf);
     let got: Vec<i32> = buf[..n]
         .chunks_exact(4)
         .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
         .collect();
     assert_eq!(got, vec![i32::MAX, i32::MIN]);
     // Only whole samples fit: 7 bytes hold two 24-bit samples.
-    let n = encode(
-        SampleFormat::Pcm24,
-        &mut [0.0f32; 5].into_iter(),
-        &mut buf[..7],
-    );
+    let n = encode_slice(SampleFormat::Pcm24, &[0.0f32; 5], &mut buf[..7]);
     assert_eq!(n, 6);
 }
 
@@ -462,17 +455,6 @@ fn writer_stats_add_up_every_file_of_a_per_channel_recording() {
         .map(|c| data_chunk_size(&dir.path(&format!("rec-{c}.wav"))))
         .collect();
     assert_eq!(sizes, [300, 300, 300]);
-}
-
-/// The data chunk a writer must produce for `samples`: each encoded on its own, in order.
-fn encoded_one_by_one(format: SampleFormat, samples: impl Iterator<Item = f32>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for x in samples {
-        let mut b = [0u8; 4];
-        let n = encode(format, &mut std::iter::once(x), &mut b);
-        out.extend_from_slice(&b[..n]);
-    }
-    out
 }
 
 /// Write `samples` (whole frames) in blocks of `frames[0]`, `frames[1]`, ... frames (round
@@ -813,14 +795,14 @@ fn integer_rounding_is_half_away_from_zero_exactly_like_f32_round() {
         edges.push((state as f32 / u32::MAX as f32) * 2.2 - 1.1);
     }
     let mut buf = vec![0u8; edges.len() * 2];
-    let n = encode(SampleFormat::Pcm16, &mut edges.iter().copied(), &mut buf);
+    let n = encode_slice(SampleFormat::Pcm16, &edges, &mut buf);
     assert_eq!(n, edges.len() * 2);
     for (x, b) in edges.iter().zip(buf.chunks_exact(2)) {
         let want = (x * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16;
         assert_eq!(i16::from_le_bytes([b[0], b[1]]), want, "x = {x:e}");
     }
     let mut buf = vec![0u8; edges.len() * 3];
-    encode(SampleFormat::Pcm24, &mut edges.iter().copied(), &mut buf);
+    encode_slice(SampleFormat::Pcm24, &edges, &mut buf);
     for (x, b) in edges.iter().zip(buf.chunks_exact(3)) {
         let want = (x * 8_388_608.0).round().clamp(-8_388_608.0, 8_388_607.0) as i32;
         assert_eq!(
@@ -984,7 +966,7 @@ fn reader_follows_a_symlink_to_a_wav_file() {
 /// subnormals included), the same pcm16 and pcm24 bytes as rounding `x * 2^(N-1)` half away
 /// from zero in f64 and clamping, as the writer did before; pcm32 on a dense sample.
 mod quantize_is_exact {
-    use crate::convert::encode::{encode, encode_slice};
+    use crate::convert::encode::encode_slice;
     use crate::writer::SampleFormat;
 
     fn reference(x: f32, scale: f64, lo: i64, hi: i64) -> i64 {
@@ -994,7 +976,7 @@ mod quantize_is_exact {
 
     fn encoded<const W: usize>(format: SampleFormat, x: f32) -> [u8; W] {
         let mut out = [0u8; W];
-        assert_eq!(encode(format, &mut std::iter::once(x), &mut out), W);
+        assert_eq!(encode_slice(format, &[x], &mut out), W);
         out
     }
 

@@ -124,26 +124,8 @@ impl WriteBuffer {
 #[cfg(test)]
 mod tests {
     use super::WriteBuffer;
-    use crate::convert::encode::encode;
+    use crate::convert::tests::{encoded_one_by_one, FORMATS};
     use crate::writer::SampleFormat;
-
-    const FORMATS: [SampleFormat; 4] = [
-        SampleFormat::Pcm16,
-        SampleFormat::Pcm24,
-        SampleFormat::Pcm32,
-        SampleFormat::Float32,
-    ];
-
-    /// Each sample encoded on its own, one after the other: what the file must hold.
-    fn one_by_one(format: SampleFormat, samples: &[f32]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for &x in samples {
-            let mut b = [0u8; 4];
-            let n = encode(format, &mut std::iter::once(x), &mut b);
-            out.extend_from_slice(&b[..n]);
-        }
-        out
-    }
 
     /// Buffers of every small size (a full buffer at every possible offset of a sample) and
     /// blocks of every size from 0 to 12 samples, through both paths, give the file exactly
@@ -154,7 +136,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let samples: Vec<f32> = (0..500).map(|i| (i as f32 * 0.61).sin() * 1.2).collect();
         for format in FORMATS {
-            let want = one_by_one(format, &samples);
+            let want = encoded_one_by_one(format, samples.iter().copied());
             for capacity in 1..=13 {
                 for by_iter in [false, true] {
                     let path = dir.join(format!("{format:?}-{capacity}-{by_iter}"));

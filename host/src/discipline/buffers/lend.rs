@@ -32,27 +32,18 @@ impl Producer {
     /// If `frames > max_frames` (a host bug).
     pub fn commit(
         &mut self,
-        mut block: Block,
+        block: Block,
         at: (u32, u64, u32),
         stamp_us: u64,
     ) -> Result<PushOutcome, Closed> {
-        let (frames, position, flags) = at;
         assert!(
-            frames <= self.stats.max_frames,
-            "edge `{}`: block of {frames} frames exceeds max_frames {}",
+            at.0 <= self.stats.max_frames,
+            "edge `{}`: block of {} frames exceeds max_frames {}",
             self.stats.label,
+            at.0,
             self.stats.max_frames
         );
-        if self.stats.closed.load(ORD) {
-            self.spares.push(block);
-            return self.refuse(frames);
-        }
-        block.frames = frames;
-        block.channels = self.stats.channels;
-        block.position = position;
-        block.flags = flags;
-        block.stamp_us = stamp_us;
-        self.queue_filled(block, PushOutcome::Queued)
+        self.queue_filled(block, at, stamp_us, PushOutcome::Queued)
     }
 
     /// A lent block that will not be committed goes back to the pool.

@@ -371,22 +371,29 @@ impl Producer {
             Ok(got) => got,
             Err(answer) => return answer,
         };
+        block.samples[..samples.len()].copy_from_slice(samples);
+        self.queue_filled(block, (frames, position, flags), stamp_us, outcome)
+    }
+
+    /// Queue a block whose samples are filled (pushed or lent) with its frames, position and
+    /// flags, count it, and wake the consumer when its batch is there; refused (and counted) if
+    /// the consumer left meanwhile.
+    fn queue_filled(
+        &mut self,
+        mut block: Block,
+        at: (u32, u64, u32),
+        stamp_us: u64,
+        outcome: PushOutcome,
+    ) -> Result<PushOutcome, Closed> {
+        let (frames, position, flags) = at;
         if self.stats.closed.load(ORD) {
             self.spares.push(block);
             return self.refuse(frames);
         }
-        block.samples[..samples.len()].copy_from_slice(samples);
         block.frames = frames;
         block.position = position;
         block.flags = flags;
         block.stamp_us = stamp_us;
-        self.queue_filled(block, outcome)
-    }
-
-    /// Queue a block filled with `block.frames` frames (pushed or lent), count it, and wake
-    /// the consumer when its batch is there.
-    fn queue_filled(&mut self, block: Block, outcome: PushOutcome) -> Result<PushOutcome, Closed> {
-        let frames = block.frames;
         let outcome = self.enqueue(block, outcome)?;
         if outcome == PushOutcome::Discarded {
             // Counted as offered and dropped by `discard_newest`.
@@ -701,13 +708,13 @@ impl Drop for Received {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
     use std::thread;
 
-    /// A two-channel edge of 4-frame blocks (also used by the lending tests).
-    pub(super) fn spec(when_full: WhenFull, capacity_blocks: u32) -> EdgeSpec {
+    /// A two-channel edge of 4-frame blocks (also used by the lending and out-buffer tests).
+    pub(crate) fn spec(when_full: WhenFull, capacity_blocks: u32) -> EdgeSpec {
         EdgeSpec {
             label: "a.out -> b.in".into(),
             channels: 2,

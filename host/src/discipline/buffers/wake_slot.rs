@@ -60,9 +60,9 @@ mod sync {
 /// fences, so at least one of them sees the other: either the waiter finds the change, or the
 /// waker unparks it (an unpark that comes before the park makes the park return at once).
 pub(crate) struct WakeSlot {
-    /// The first thread that waits here (its key and handle). Each end of an edge is used by one stage thread; a
-    /// different thread waiting later (an end moved between threads) polls every millisecond
-    /// instead of relying on being unparked.
+    /// The first thread that waits here (its key and handle). Each end of an edge is used by
+    /// one stage thread; a different thread waiting later (an end moved between threads) polls
+    /// every millisecond instead of relying on being unparked.
     thread: OnceLock<(ThreadKey, Thread)>,
     waiting: AtomicBool,
     /// How much the waiter waits for (blocks queued, or room): [`WakeSlot::wake_if`] wakes it

@@ -4,21 +4,8 @@
 
 use crate::writer::SampleFormat;
 
-/// Fill `dst` with as many whole encoded samples of `src` as fit; returns the bytes used.
-/// Takes a sample from `src` only when there is room for it (the per-channel path).
-pub fn encode(format: SampleFormat, src: &mut impl Iterator<Item = f32>, dst: &mut [u8]) -> usize {
-    // One loop per format, with the width a constant: the format is decided once per call,
-    // and each sample is stored with a fixed-size copy.
-    match format {
-        SampleFormat::Pcm16 => encode_with(src, dst, pcm16),
-        SampleFormat::Pcm24 => encode_with(src, dst, pcm24),
-        SampleFormat::Pcm32 => encode_with(src, dst, pcm32),
-        SampleFormat::Float32 => encode_with(src, dst, f32::to_le_bytes),
-    }
-}
-
-/// [`encode`] from a slice: as many samples as fit in `dst`; returns the bytes used. No
-/// per-sample `next()`, so every loop vectorises.
+/// Fill `dst` with as many whole encoded samples of `src` as fit; returns the bytes used. One
+/// loop per format, with the width a constant, so every loop vectorises.
 pub fn encode_slice(format: SampleFormat, src: &[f32], dst: &mut [u8]) -> usize {
     match format {
         SampleFormat::Pcm16 => convert_slice(src, dst, pcm16),
@@ -27,21 +14,6 @@ pub fn encode_slice(format: SampleFormat, src: &[f32], dst: &mut [u8]) -> usize 
         // A copy (the compiler calls memcpy).
         SampleFormat::Float32 => convert_slice(src, dst, f32::to_le_bytes),
     }
-}
-
-/// [`encode`] for one format, `convert` encoding a sample into `W` bytes.
-fn encode_with<const W: usize>(
-    src: &mut impl Iterator<Item = f32>,
-    dst: &mut [u8],
-    convert: impl Fn(f32) -> [u8; W],
-) -> usize {
-    let mut used = 0;
-    for slot in dst.chunks_exact_mut(W) {
-        let Some(x) = src.next() else { break };
-        slot.copy_from_slice(&convert(x));
-        used += W;
-    }
-    used
 }
 
 /// [`encode_slice`] for one format, `convert` encoding a sample into `W` bytes. Public for the

@@ -4,7 +4,7 @@
 //! against the sample-by-sample one for every length and position.
 
 use super::decode;
-use super::encode::{encode, encode_slice};
+use super::encode::encode_slice;
 use crate::writer::SampleFormat;
 
 /// The reader's conversions before vectorising: one sample at a time, with the scale computed
@@ -164,7 +164,8 @@ fn decoding_stops_at_the_shorter_slice() {
     }
 }
 
-const FORMATS: [SampleFormat; 4] = [
+/// Every format the writer stores.
+pub(crate) const FORMATS: [SampleFormat; 4] = [
     SampleFormat::Pcm16,
     SampleFormat::Pcm24,
     SampleFormat::Pcm32,
@@ -192,22 +193,32 @@ fn awkward_samples() -> Vec<f32> {
     xs
 }
 
-/// The slice encoder (grouped for pcm24) against the sample-by-sample one (the per-channel
-/// path): every length from 0 to 40 at every starting point up to 8, every format, also with a
+/// Each sample encoded on its own (through the scalar tail of the slice encoder), one after the
+/// other: what a file must hold for `samples`.
+pub(crate) fn encoded_one_by_one(
+    format: SampleFormat,
+    samples: impl IntoIterator<Item = f32>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for x in samples {
+        let mut b = [0u8; 4];
+        let n = encode_slice(format, &[x], &mut b);
+        out.extend_from_slice(&b[..n]);
+    }
+    out
+}
+
+/// The slice encoder (grouped for pcm24) against encoding one sample at a time: every length from 0 to 40 at every starting point up to 8, every format, also with a
 /// destination too short for all of them.
 #[test]
 fn encode_slice_matches_encoding_one_by_one() {
     let xs = awkward_samples();
-    let mut want = Vec::new();
+    let mut want: Vec<u8>;
     let mut got = vec![0u8; 4 * xs.len()];
     for format in FORMATS {
         let w = format.bytes();
-        want.clear();
-        for &x in &xs {
-            let mut b = [0u8; 4];
-            assert_eq!(encode(format, &mut std::iter::once(x), &mut b), w);
-            want.extend_from_slice(&b[..w]);
-        }
+        want = encoded_one_by_one(format, xs.iter().copied());
+        assert_eq!(want.len(), w * xs.len());
         for start in 0..8 {
             for len in 0..=40 {
                 let src = &xs[start..start + len];
