@@ -79,6 +79,17 @@ impl Run {
         assert_eq!(report["reordered"], 0, "{what}: {report:#}");
         assert_eq!(report["corrupt_frames"], 0, "{what}: {report:#}");
     }
+    /// What mock-storage reports, where its report covers the whole run: its totals are per
+    /// process, so a restarted isolated storage reports only its last process's writes.
+    fn assert_report_blocks(&self, what: &str, at: &str, policy: &str, blocks: u64) {
+        if at == "sink" && policy == "restart" {
+            let report = self.report();
+            assert_eq!(report["corrupt_frames"], 0, "{what}: {report:#}");
+            assert_eq!(report["reordered"], 0, "{what}: {report:#}");
+        } else {
+            self.assert_lost_blocks(what, blocks);
+        }
+    }
     fn lost(&self) -> u64 {
         self.summary["lost_frames"]
             .as_object()
@@ -302,22 +313,28 @@ fn the_crash_matrix_holds_for_capture_process_and_storage_under_every_policy() {
     }
 }
 
-/// An isolated processor keeps calls in flight (a file job does not wait for each block's
-/// answer): a call its plugin fails is the only loss. Under `ignore` the same process goes on
-/// with the calls after it; under `restart` a fresh process takes them over, in order.
+/// An isolated processor or storage keeps calls in flight (a file job does not wait for each
+/// block's answer or write): a call its plugin fails is the only loss. Under `ignore` the same
+/// process goes on with the calls after it; under `restart` a fresh process takes them over, in
+/// order.
 #[test]
 fn a_failed_call_with_calls_in_flight_loses_only_its_block() {
-    for policy in ["ignore", "restart"] {
-        let what = format!("error_at_block in an isolated processor under {policy}");
+    for (at, policy) in [
+        ("mid", "ignore"),
+        ("mid", "restart"),
+        ("sink", "ignore"),
+        ("sink", "restart"),
+    ] {
+        let what = format!("error_at_block in isolated `{at}` under {policy}");
         // The mock's fault fires once per process: each fresh process fails its own block AT,
         // so `restart` meets it about every AT blocks.
         let keys = format!(
             "error_at_block = {AT}\non_error = {{ policy = \"{policy}\", backoff_ms = 10, max_restarts = 50 }}"
         );
-        let r = run(&what, &pipeline("mid", &keys));
+        let r = run(&what, &pipeline(at, &keys));
         assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
         let errors = r.summary["errors"].as_array().unwrap().len() as u64;
-        let restarts = r.stage("mid")["restarts"].as_u64().unwrap();
+        let restarts = r.stage(at)["restarts"].as_u64().unwrap();
         if policy == "ignore" {
             assert_eq!(
                 (errors, restarts),
@@ -334,12 +351,14 @@ fn a_failed_call_with_calls_in_flight_loses_only_its_block() {
                 r.summary
             );
         }
+        assert_eq!(r.lost(), errors * BLOCK, "{what}: {:#}", r.summary);
+        // A storage counts as taken what its writes took, not what it handed to its process.
         assert_eq!(
-            r.summary["lost_frames"]["stage-error"],
-            errors * BLOCK,
+            r.stage("sink")["frames_in"],
+            FRAMES - errors * BLOCK,
             "{what}"
         );
-        r.assert_lost_blocks(&what, errors);
+        r.assert_report_blocks(&what, at, policy, errors);
     }
 }
 
@@ -390,12 +409,47 @@ path = "isolated-{isolate}.wav"
 /// it hit is lost, a fresh process answers the rest, and nothing else is lost.
 #[test]
 fn a_crash_in_the_last_calls_in_flight_loses_only_its_block() {
-    let what = "segv at block 95 of 100 in an isolated processor under restart";
-    let keys = format!(
-        "crash = \"segv\"\ncrash_at_block = 95\n{}",
-        on_error("restart")
+    for at in ["mid", "sink"] {
+        let what = format!("segv at block 95 of 100 in isolated `{at}` under restart");
+        let keys = format!(
+            "crash = \"segv\"\ncrash_at_block = 95\n{}",
+            on_error("restart")
+        );
+        let r = run(&what, &pipeline(at, &keys));
+        assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
+        assert_eq!(r.lost(), BLOCK, "{what}: {:#}", r.summary);
+        assert_eq!(r.stage("sink")["frames_in"], FRAMES - BLOCK, "{what}");
+        r.assert_report_blocks(&what, at, "restart", 1);
+    }
+}
+
+/// An isolated storage's last write fails after the stream ended, while its writes in flight
+/// are waited for, and the last block is short: the stage reports the failure, counts exactly
+/// that block lost, and finalises the file with everything else.
+#[test]
+fn a_failed_last_write_is_reported_and_counted_when_the_stream_ends() {
+    let short = 100;
+    let frames = FRAMES - BLOCK + short;
+    let toml = mock_chain(
+        frames,
+        "stall_timeout_ms = 300",
+        "",
+        "",
+        &format!(
+            "isolate = true\nerror_at_block = 99\n{}",
+            on_error("ignore")
+        ),
     );
-    let r = run(what, &pipeline("mid", &keys));
+    let what = "error at the last, short block of an isolated storage";
+    let r = run(what, &toml);
     assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
-    r.assert_lost_blocks(what, 1);
+    let errors = r.summary["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{what}: {errors:#?}");
+    assert_eq!(errors[0]["stage"], "sink", "{what}: {errors:#?}");
+    assert_eq!(r.lost(), short, "{what}: {:#}", r.summary["lost_frames"]);
+    let report = r.report();
+    assert_eq!(report["frames_written"], frames - short, "{report:#}");
+    assert_eq!(report["corrupt_frames"], 0, "{report:#}");
+    assert_eq!(r.stage("sink")["frames_in"], frames - short, "{what}");
+    assert_eq!(r.stage("src")["frames_out"], frames, "{what}");
 }

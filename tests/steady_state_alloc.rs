@@ -121,10 +121,14 @@ fn the_host_does_not_allocate_while_blocks_flow() {
 }
 
 #[test]
-fn the_host_does_not_allocate_while_blocks_flow_through_an_isolated_stage() {
+fn the_host_does_not_allocate_while_blocks_flow_through_isolated_stages() {
     // The isolated stage's process is the tapeline binary (this test embeds the host library).
     std::env::set_var("TAPELINE_STAGE_EXE", tapeline_tests::tapeline_bin());
-    let toml = PIPELINE.replace("slow_us = 500", "slow_us = 500\nisolate = true");
+    // A processor and a storage: each kind's calls go through the ring.
+    let toml = PIPELINE
+        .replace("slow_us = 500", "slow_us = 500\nisolate = true")
+        .replace("plugin = \"null\"", "plugin = \"null\"\nisolate = true");
+    assert_eq!(toml.matches("isolate = true").count(), 2);
     let (blocks, allocated) = steady_window(&toml);
     assert!(
         blocks > 500,
@@ -132,6 +136,6 @@ fn the_host_does_not_allocate_while_blocks_flow_through_an_isolated_stage() {
     );
     assert_eq!(
         allocated, 0,
-        "the host allocated {allocated} time(s) while {blocks} blocks flowed through an isolated stage"
+        "the host allocated {allocated} time(s) while {blocks} blocks flowed through isolated stages"
     );
 }

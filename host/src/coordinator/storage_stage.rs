@@ -7,15 +7,18 @@ use std::time::Duration;
 use abi_stable::std_types::{ROption, RSlice, RStr};
 use tapeline_plugin_api::abi::{
     InputBlock, PluginError, PortFormat, RawExtension, StorageBox, StorageReport,
+    FLAG_END_OF_STREAM,
 };
 
 use super::component::Component;
 use super::factory::Factory;
+use super::policy::Severity;
 use super::stage_io::StageIo;
 use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
 use crate::discipline::buffers::{DropReason, Received, RecvTimeoutError};
 use crate::discipline::state_machine::State;
+use crate::isolation::proxy::Isolation;
 
 /// How long the stage waits for a block before it flushes.
 const IDLE: Duration = Duration::from_millis(250);
@@ -84,20 +87,27 @@ impl StageWork for StorageStage {
             if b.stamp_us != 0 {
                 c.stats.record_latency(t.end_us.saturating_sub(b.stamp_us));
             }
-            c.stats.record_busy(t.busy, u64::from(b.frames), 0);
-            io.written_now += u64::from(b.frames);
+            // An isolated storage's write returns before it is made: what it took is what the
+            // writes answered so far took.
+            let frames = c
+                .isolation()
+                .map_or(u64::from(b.frames), |iso| iso.take_done());
+            c.stats.record_busy(t.busy, frames, 0);
+            io.written_now += frames;
         }
         io.in_flight = 0;
         Flow::Continue
     }
 
     fn lost(&mut self, io: &mut StageIo, c: &Component) {
-        // The block it failed on is not in its output: the stage's own drop.
-        if let Some(b) = self.block.take() {
-            c.stats
-                .dropped_frames
-                .fetch_add(u64::from(b.frames), Ordering::Relaxed);
-        }
+        // The block it failed on is not in its output: the stage's own drop. An isolated
+        // storage has writes in flight: it says which failed.
+        let block = self.block.take().map_or(0, |b| u64::from(b.frames));
+        let frames = c.isolation().map_or(block, |iso| {
+            count_done(iso, io, c);
+            iso.take_lost()
+        });
+        c.stats.dropped_frames.fetch_add(frames, Ordering::Relaxed);
         io.in_flight = 0;
     }
 
@@ -128,16 +138,60 @@ impl StageWork for StorageStage {
         io.inputs[0].discard_all(DropReason::Shutdown);
         c.wind_down(State::Stopping, "input ended");
         c.wind_down(State::Flushing, "finalising");
+        if !c.stop().is_abandoned() {
+            drain(&mut instance, io, c);
+        }
         let report = instance.finalize().into_result().map(|mut last| {
             merge(&mut last, std::mem::take(&mut io.written_before));
             last
         });
+        if let Some(iso) = c.isolation() {
+            // Writes made while finalising; those that failed, or that no process was left to
+            // make.
+            count_done(iso, io, c);
+            let frames = iso.take_lost() + iso.take_held();
+            c.stats.dropped_frames.fetch_add(frames, Ordering::Relaxed);
+        }
         StageExit {
             instance: Some(Box::new(instance)),
             report: Some(report),
             abandoned: false,
         }
     }
+}
+
+/// An isolated storage's writes still in flight, each failure reported as the stream's end:
+/// a zero-frame end-of-stream block waits for them (an in-process storage has none).
+fn drain(instance: &mut StorageBox, io: &mut StageIo, c: &Component) {
+    let Some(iso) = c.isolation() else { return };
+    let end = InputBlock {
+        samples: RSlice::from_slice(&[]),
+        frames: 0,
+        channels: 0,
+        position: 0,
+        flags: FLAG_END_OF_STREAM,
+    };
+    for _ in 0..=iso.slots {
+        c.stats.enter(Call::Finish, c.epoch());
+        let drained = instance.write(&end).into_result();
+        c.stats.leave();
+        match drained {
+            Ok(()) => return,
+            Err(e) => {
+                c.report(Severity::Warning, e);
+                count_done(iso, io, c);
+                let frames = iso.take_lost();
+                c.stats.dropped_frames.fetch_add(frames, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What an isolated storage's answered writes took, counted as taken (and written).
+fn count_done(iso: &Isolation, io: &mut StageIo, c: &Component) {
+    let frames = iso.take_done();
+    c.stats.frames_in.fetch_add(frames, Ordering::Relaxed);
+    io.written_now += frames;
 }
 
 /// Add what `from` wrote to `into`.

@@ -40,22 +40,35 @@ pub fn serve() -> ExitCode {
     let Some((mut instance, mut shm, mut stats)) = setup(&mut ch) else {
         return ExitCode::from(2);
     };
-    if let Instance::Process(p) = &mut instance {
-        serve_ring(&mut ch, p, &mut shm, &mut stats);
-        return ExitCode::SUCCESS;
-    }
-    // Requests are small headers: copied here so the reply can use the channel (no allocation).
-    let mut request = [0u8; 4096];
-    while let Ok((t, payload)) = ch.recv() {
-        let n = payload.len().min(request.len());
-        request[..n].copy_from_slice(&payload[..n]);
-        let answered = answer(&mut ch, &mut instance, &mut shm, t, &request[..n]);
-        publish(&mut stats, &shm);
-        if answered.is_err() {
-            break;
+    if let Instance::Capture(_) = &instance {
+        while let Ok((t, _)) = ch.recv() {
+            if respond(&mut ch, &mut instance, &mut shm, &mut stats, t).is_err() {
+                break;
+            }
         }
+    } else {
+        serve_ring(&mut ch, &mut instance, &mut shm, &mut stats);
     }
     ExitCode::SUCCESS
+}
+
+/// Answer the request just received (tag `t`, payload `ch.last_payload()`), then publish the
+/// plugin's counters.
+fn respond(
+    ch: &mut Channel<UnixStream>,
+    instance: &mut Instance,
+    shm: &mut Shared,
+    stats: &mut PluginStats,
+    t: u8,
+) -> io::Result<()> {
+    // Requests are small headers: copied here so the reply can use the channel (no allocation).
+    let mut request = [0u8; 4096];
+    let payload = ch.last_payload();
+    let n = payload.len().min(request.len());
+    request[..n].copy_from_slice(&payload[..n]);
+    let answered = answer(ch, instance, shm, t, &request[..n]);
+    publish(stats, shm);
+    answered
 }
 
 /// The plugin's own counters, into the shared memory for the host to read.
@@ -192,7 +205,6 @@ fn answer(
             Ok(9)
         }
         (tag::READ, Instance::Capture(c)) => read(c, shm, &mut f, &mut reply),
-        (tag::WRITE, Instance::Storage(s)) => write(s, shm, &mut f).map(|()| 0),
         (tag::FLUSH, Instance::Storage(s)) => s.flush().into_result().map(|()| 0),
         (tag::FINALIZE, Instance::Storage(s)) => {
             let report = s.finalize().into_result();
@@ -239,11 +251,12 @@ fn read(
     Ok(17)
 }
 
-/// A processor: answer the calls the host puts in the ring, in order, until it closes the
-/// socket. After a failed call, wait for the host to say go on.
+/// A processor or a storage: answer the calls the host puts in the ring, in order, and a
+/// storage's flush and finalise requests between them, until the host closes the socket. After
+/// a failed call, wait for the host to say go on.
 fn serve_ring(
     ch: &mut Channel<UnixStream>,
-    p: &mut ProcessorBox,
+    instance: &mut Instance,
     shm: &mut Shared,
     stats: &mut PluginStats,
 ) {
@@ -251,11 +264,23 @@ fn serve_ring(
     let mut done = 0u64;
     let mut positions: ArrayVec<u64, MAX_PORTS> = ArrayVec::new();
     loop {
-        if let ring::Next::End = ring::wait_call(shm, ch, done) {
-            return;
+        match ring::wait_call(shm, ch, done) {
+            ring::Next::End => return,
+            ring::Next::Request(t) => {
+                if respond(ch, instance, shm, stats, t).is_err() {
+                    return;
+                }
+                continue;
+            }
+            ring::Next::Call => {}
         }
         let s = (done % slots) as usize;
-        let failed = match process(p, shm, s, &mut positions) {
+        let result = match instance {
+            Instance::Process(p) => process(p, shm, s, &mut positions),
+            Instance::Storage(st) => write_slot(st, shm, s),
+            Instance::Capture(_) => Err(PluginError::other("a capture has no ring")),
+        };
+        let failed = match result {
             Ok(()) => false,
             Err(e) => {
                 // The error first: the host reads it when it meets the failed answer.
@@ -336,10 +361,16 @@ fn process(
     Ok(())
 }
 
-/// WRITE `frames flags position channels`.
-fn write(s: &mut StorageBox, shm: &mut Shared, f: &mut Fields) -> Result<(), PluginError> {
+/// A storage's write from slot `s`: its input's `frames flags position channels` (as a
+/// processor's call describes it, with no output) → status 0 and no levels.
+fn write_slot(st: &mut StorageBox, shm: &mut Shared, s: usize) -> Result<(), PluginError> {
+    let (meta, ins, _) = shm.split(s);
+    let (request, reply) = meta.split_at_mut(REPLY_AT);
+    let mut f = Fields(request);
+    let (Some(region), 1) = (ins.first(), f.u8()) else {
+        return Err(PluginError::other("a storage's call has one input"));
+    };
     let (frames, flags, position, channels) = (f.u32(), f.u32(), f.u64(), f.u32());
-    let region = shm.input(0);
     let n = (frames as usize * channels as usize).min(region.len());
     let block = InputBlock {
         samples: RSlice::from_slice(&region[..n]),
@@ -348,5 +379,7 @@ fn write(s: &mut StorageBox, shm: &mut Shared, f: &mut Fields) -> Result<(), Plu
         position,
         flags,
     };
-    s.write(&block).into_result()
+    st.write(&block).into_result()?;
+    ring::Put::new(reply).u8(0).u8(0);
+    Ok(())
 }

@@ -20,7 +20,7 @@ pub mod tag {
     pub const READ: u8 = 3;
     pub const STOP: u8 = 4;
     // 5 was PROCESS: a processor's calls are in the shared memory's ring (`ring`).
-    pub const WRITE: u8 = 6;
+    // 6 was WRITE: a storage's writes are in the ring too.
     pub const FLUSH: u8 = 7;
     pub const FINALIZE: u8 = 8;
     pub const LENGTH: u8 = 9;
@@ -51,7 +51,8 @@ pub struct Init {
     pub shm: String,
     pub in_samples: Vec<usize>,
     pub out_samples: Vec<usize>,
-    /// Slots in the shared memory: a processor's calls in flight (1 for other kinds).
+    /// Slots in the shared memory: a processor's or a storage's calls in flight (1 for a
+    /// capture).
     pub slots: usize,
     pub limits: crate::config::Limits,
 }

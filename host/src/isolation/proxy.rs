@@ -24,7 +24,7 @@ use crossbeam_utils::atomic::AtomicCell;
 use tapeline_plugin_api::abi::{
     CaptureBox, CaptureObj, CaptureObj_TO, ErrorKind, InputBlock, Level, OutputBlock, PluginError,
     ProcessorBox, ProcessorObj_TO, RawExtension, ReadStatus, StorageBox, StorageObj, StorageObj_TO,
-    StorageReport,
+    StorageReport, FLAG_END_OF_STREAM,
 };
 
 use super::exit::describe;
@@ -50,6 +50,9 @@ pub struct Isolation {
     pub held_frames: AtomicU64,
     /// Frames of the calls that failed, not yet counted by the stage.
     lost_frames: AtomicU64,
+    /// Frames of the calls answered without failure, not yet counted by the stage (a storage
+    /// counts what it wrote from these: its writes return before they are made).
+    done_frames: AtomicU64,
     /// The calls a dead process never began, for the stage's next process.
     pub orphans: OrphanCell,
     /// The running process (0: none).
@@ -101,6 +104,7 @@ impl Isolation {
             slots: slots.clamp(1, MAX_SLOTS),
             held_frames: AtomicU64::new(0),
             lost_frames: AtomicU64::new(0),
+            done_frames: AtomicU64::new(0),
             orphans: OrphanCell(AtomicCell::new(None)),
             pid: AtomicU32::new(0),
             killed_for_stall: AtomicBool::new(false),
@@ -131,9 +135,19 @@ impl Isolation {
         self.lost_frames.fetch_add(frames, Ordering::Relaxed);
     }
 
+    /// Count `frames` as taken by a call answered without failure.
+    pub(super) fn did(&self, frames: u64) {
+        self.done_frames.fetch_add(frames, Ordering::Relaxed);
+    }
+
     /// The frames failed calls lost since the last time (the stage counts them).
     pub fn take_lost(&self) -> u64 {
         self.lost_frames.swap(0, Ordering::Relaxed)
+    }
+
+    /// The frames answered calls took since the last time (a storage stage counts them).
+    pub fn take_done(&self) -> u64 {
+        self.done_frames.swap(0, Ordering::Relaxed)
     }
 
     /// The frames still held when the stage stops (and forget them).
@@ -209,10 +223,10 @@ impl ChildStage {
 
     fn launch(&mut self) -> Result<(), PluginError> {
         let iso = &self.iso;
-        let slots = if self.init.kind == "process" {
-            iso.slots
-        } else {
+        let slots = if self.init.kind == "capture" {
             1
+        } else {
+            iso.slots
         };
         let created = Shared::create(
             &self.init.stage_id,
@@ -295,14 +309,22 @@ impl ChildStage {
             ));
         };
         let sent = run.ch.begin(t).put(header).send();
-        let got = sent.and_then(|()| run.ch.recv());
+        // A doorbell the ring's last wait did not need may still be on its way.
+        let got = sent.and_then(|()| loop {
+            match run.ch.recv() {
+                Ok((tag::DOORBELL, _)) => {}
+                Ok((t, _)) => break Ok(t),
+                Err(e) => break Err(e),
+            }
+        });
         match got {
-            Ok((tag::OK, p)) => {
+            Ok(tag::OK) => {
+                let p = run.ch.last_payload();
                 self.reply.clear();
                 self.reply.extend_from_slice(p);
                 Ok(p.len())
             }
-            Ok((_, p)) => Err(decode_error(p)),
+            Ok(_) => Err(decode_error(run.ch.last_payload())),
             Err(_) => Err(self.crashed(call)),
         }
     }
@@ -372,6 +394,15 @@ impl ChildStage {
         run.shm
     }
 
+    /// The call the ring carries, for a crash message.
+    pub(super) fn ring_call(&self) -> &'static str {
+        if self.init.kind == "storage" {
+            "write"
+        } else {
+            "process"
+        }
+    }
+
     fn shm(&mut self) -> &mut Shared {
         &mut self.run.as_mut().expect("ensured before use").shm
     }
@@ -379,8 +410,9 @@ impl ChildStage {
 
 impl Drop for ChildStage {
     fn drop(&mut self) {
-        if self.init.kind == "process" {
-            // A processor dropped for a restart: its calls in flight go to the fresh process.
+        if self.init.kind != "capture" {
+            // A processor or storage dropped for a restart: its calls in flight go to the
+            // fresh process.
             self.orphan_rest();
         }
         self.stop_process();
@@ -515,30 +547,33 @@ impl CaptureObj for ChildStage {
 }
 
 impl StorageObj for ChildStage {
+    /// Into the ring, as a processor's call without outputs: the write returns at once and a
+    /// write that failed returns its error from a later call. A zero-frame end-of-stream block
+    /// is not written: it waits for the writes in flight (the stage's end, see `StorageStage`).
     fn write<'a>(&mut self, block: &InputBlock<'a>) -> RResult<(), PluginError> {
-        let done = self.ensure().and_then(|()| {
-            let region = self.shm().input(0);
-            let n = block.samples.len().min(region.len());
-            region[..n].copy_from_slice(&block.samples[..n]);
-            let mut h = [0u8; 20];
-            h[0..4].copy_from_slice(&block.frames.to_le_bytes());
-            h[4..8].copy_from_slice(&block.flags.to_le_bytes());
-            h[8..16].copy_from_slice(&block.position.to_le_bytes());
-            h[16..20].copy_from_slice(&block.channels.to_le_bytes());
-            self.request("write", tag::WRITE, &h).map(|_| ())
-        });
-        self.block += 1;
-        done.into()
+        if block.frames == 0 && block.flags & FLAG_END_OF_STREAM != 0 {
+            return self.drain().into();
+        }
+        self.call(std::slice::from_ref(block), &mut []).into()
     }
 
+    /// When every write in flight is answered and none failed (a failure is left for the next
+    /// write or the end of the stream to return, under the stage's policy).
     fn flush(&mut self) -> RResult<(), PluginError> {
-        if self.run.is_none() {
+        if self.run.is_none() || !self.settled() {
             return RResult::ROk(());
         }
         self.request("flush", tag::FLUSH, &[]).map(|_| ()).into()
     }
 
+    /// After the writes in flight (one that failed is counted lost, `Isolation::take_lost`).
+    /// A process that is gone is not started again to finalise.
     fn finalize(&mut self) -> RResult<StorageReport, PluginError> {
+        for _ in 0..=MAX_SLOTS {
+            if self.run.is_none() || self.drain().is_ok() {
+                break;
+            }
+        }
         let n = match self.request("finalize", tag::FINALIZE, &[]) {
             Ok(n) => n,
             Err(e) => return RResult::RErr(e),

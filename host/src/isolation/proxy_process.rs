@@ -1,4 +1,5 @@
-//! An isolated processor's calls, host side: each `process` call goes into the next slot of the
+//! An isolated processor's calls, host side (and an isolated storage's writes, which are calls
+//! without outputs, see `proxy`): each `process` call goes into the next slot of the
 //! ring in shared memory ([`super::ring`]) and returns the oldest answer that is ready (or, while
 //! the first calls are still in flight, no frames, as a processor with latency does). So host
 //! and child work side by side and meet only when the ring is full, once per half ring, instead
@@ -85,7 +86,7 @@ impl ProcessorObj for ChildStage {
 }
 
 impl ChildStage {
-    fn call(
+    pub(super) fn call(
         &mut self,
         inputs: &[InputBlock<'_>],
         outputs: &mut [OutputBlock<'_>],
@@ -245,6 +246,37 @@ impl ChildStage {
         }
     }
 
+    /// Wait for every call in flight and return their answers (a storage's writes, before the
+    /// stage ends): the first that failed returns its error, and the calls after it are still
+    /// in flight (a fresh process's after a crash).
+    pub(super) fn drain(&mut self) -> Result<(), PluginError> {
+        self.ready()?;
+        self.wait(self.flight.sent);
+        while self.flight.got < self.flight.sent {
+            self.next_answer(&mut [])?;
+        }
+        Ok(())
+    }
+
+    /// Every call in flight is answered, none failed, and the process waits for more: a
+    /// request (a storage's flush) may go over the socket now.
+    pub(super) fn settled(&mut self) -> bool {
+        if self.flight.paused || self.flight.error.is_some() {
+            return false;
+        }
+        self.wait(self.flight.sent);
+        let answered = self.answered();
+        if self.flight.dead.is_some() || answered < self.flight.sent {
+            return false;
+        }
+        // Only the last answer can have failed: the process stops after a failed call.
+        answered == self.flight.got || {
+            let s = self.slot(answered - 1);
+            let run = self.run.as_mut().expect("answered by a process");
+            !Answer::read(run.shm.meta(s)).failed
+        }
+    }
+
     /// The oldest call's answer, waiting for it if need be: true if it has frames.
     fn next_answer(&mut self, outputs: &mut [OutputBlock<'_>]) -> Result<bool, PluginError> {
         loop {
@@ -280,6 +312,7 @@ impl ChildStage {
             self.iso.lose(frames);
             return Err(e);
         }
+        self.iso.did(frames);
         let mut got: ArrayVec<(u32, u32), MAX_PORTS> = ArrayVec::new();
         got.extend(outputs.iter().map(|_| answer.output()));
         self.levels.clear();
@@ -304,7 +337,7 @@ impl ChildStage {
             return;
         }
         let answered = self.answered();
-        let (how, words) = self.ended("process");
+        let (how, words) = self.ended(self.ring_call());
         self.flight.dead = Some((answered, how, words));
     }
 

@@ -1,8 +1,9 @@
-//! A processor's calls in flight: the host puts each `process` call in the next slot of the
-//! shared memory and publishes it (`Ring::submitted`); the child answers the calls in order and
-//! publishes each answer (`Ring::completed`). Neither side waits for the other per block: the
-//! host waits only when every slot is taken (or at the end of the stream, or when the window is
-//! one slot: behind a live source), and then for half of the window at once.
+//! A processor's or a storage's calls in flight: the host puts each `process` (or `write`) call
+//! in the next slot of the shared memory and publishes it (`Ring::submitted`); the child answers
+//! the calls in order and publishes each answer (`Ring::completed`). Neither side waits for the
+//! other per block: the host waits only when every slot is taken (or at the end of the stream,
+//! or when the window is one slot: behind a live source), and then for half of the window at
+//! once. A storage's flush and finalise go over the socket when every write is answered.
 //!
 //! A side that has nothing to do sleeps in a read on the socket, after saying so in the ring
 //! (`child_sleeping`, `host_waiting`); the other side sends a doorbell (a header-only frame)
@@ -110,11 +111,14 @@ pub fn wake_host<S: Read + Write>(shm: &Shared, ch: &mut Channel<S>, done: u64) 
 pub enum Next {
     /// Answer call number `done` (counted from 0 in this process).
     Call,
+    /// Answer the request on the socket (`Channel::last_payload`): a storage's flush or
+    /// finalise, which the host sends only when every call it put in the ring is answered.
+    Request(u8),
     /// The host closed the socket (or sent something else): end.
     End,
 }
 
-/// The child: wait until the host has put call number `done` in a slot.
+/// The child: wait until the host has put call number `done` in a slot, or sent a request.
 pub fn wait_call<S: Read + Write>(shm: &Shared, ch: &mut Channel<S>, done: u64) -> Next {
     let ring = shm.ring();
     loop {
@@ -128,13 +132,18 @@ pub fn wait_call<S: Read + Write>(shm: &Shared, ch: &mut Channel<S>, done: u64) 
         }
         match ch.recv() {
             Ok((tag::DOORBELL | tag::RESUME, _)) => {}
+            Ok((t @ (tag::FLUSH | tag::FINALIZE), _)) => {
+                ring.child_sleeping.store(0, Ordering::SeqCst);
+                return Next::Request(t);
+            }
             _ => return Next::End,
         }
     }
 }
 
 /// The child, after a failed call: wait for the host to say go on (under `ignore`; under
-/// `restart` or `fail` it closes the socket instead).
+/// `restart` or `fail` it closes the socket instead, and a storage's old instance is told to
+/// go on before it is finalised).
 pub fn wait_resume<S: Read + Write>(ch: &mut Channel<S>) -> Next {
     loop {
         match ch.recv() {
