@@ -4,7 +4,9 @@
 //! dump on failure), and accounts for every frame. Real plugins, real child processes.
 
 use serde_json::Value;
-use tapeline_tests::{code, mock_chain, run_toml, state_dump_path, stderr, TempDir};
+use tapeline_tests::{
+    code, mock_chain, run_toml, run_toml_with, state_dump_path, stderr, summary_stage, TempDir,
+};
 
 const BLOCK: u64 = 480;
 const FRAMES: u64 = 100 * BLOCK;
@@ -452,4 +454,64 @@ fn a_failed_last_write_is_reported_and_counted_when_the_stream_ends() {
     assert_eq!(report["corrupt_frames"], 0, "{report:#}");
     assert_eq!(r.stage("sink")["frames_in"], frames - short, "{what}");
     assert_eq!(r.stage("src")["frames_out"], frames, "{what}");
+}
+
+/// An isolated capture reads ahead (a file job does not wait for each block): a read its plugin
+/// fails produced nothing, so nothing is lost; the process (the same one under `ignore`, a fresh
+/// one under `restart`) reads on from where the stage is, and storage gets the whole signal in
+/// order.
+#[test]
+fn a_failed_read_with_reads_in_flight_loses_nothing() {
+    for policy in ["ignore", "restart"] {
+        let what = format!("error_at_block in an isolated capture under {policy}");
+        let keys = format!(
+            "error_at_block = {AT}\non_error = {{ policy = \"{policy}\", backoff_ms = 10, max_restarts = 50 }}"
+        );
+        let r = run(&what, &pipeline("src", &keys));
+        assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
+        let errors = r.summary["errors"].as_array().unwrap();
+        assert!(!errors.is_empty(), "{what}: the fault did not fire");
+        assert!(
+            errors.iter().all(|e| e["stage"] == "src"),
+            "{what}: {errors:#?}"
+        );
+        assert_eq!(r.stage("src")["frames_out"], FRAMES, "{what}");
+        r.assert_lost_blocks(&what, 0);
+        assert_eq!(r.report()["next_expected_frame"], FRAMES, "{what}");
+    }
+}
+
+/// Stopped while an isolated capture has reads in flight (an endless source, `--for`): the
+/// blocks read ahead never entered the pipeline, so they are neither recorded nor lost; every
+/// block the capture gave is written, in order, and the run ends cleanly.
+#[test]
+fn a_stop_with_reads_in_flight_records_every_block_the_capture_gave() {
+    let toml = mock_chain(0, "", "isolate = true", "", "").replace("frames = 0\n", "");
+    let dir = TempDir::new("isolation-stop");
+    let (out, path) = run_toml_with(&dir, &toml, &["--for", "300ms"]);
+    let what = "an endless isolated capture stopped after 300 ms";
+    assert_eq!(code(&out), 0, "{what}\n{}", stderr(&out));
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        summary["errors"].as_array().unwrap().is_empty(),
+        "{summary:#}"
+    );
+    let made = summary_stage(&summary, "src")["frames_out"]
+        .as_u64()
+        .unwrap();
+    assert!(made > 0, "{what}: nothing was read");
+    let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["frames_written"], made, "{what}: {report:#}");
+    assert_eq!(report["next_expected_frame"], made, "{what}: {report:#}");
+    for key in ["gaps", "missing_frames", "reordered", "corrupt_frames"] {
+        assert_eq!(report[key], 0, "{what}: {key}: {report:#}");
+    }
+    let lost: u64 = summary["lost_frames"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(lost, 0, "{what}: {:#}", summary["lost_frames"]);
 }

@@ -40,20 +40,11 @@ pub fn serve() -> ExitCode {
     let Some((mut instance, mut shm, mut stats)) = setup(&mut ch) else {
         return ExitCode::from(2);
     };
-    if let Instance::Capture(_) = &instance {
-        while let Ok((t, _)) = ch.recv() {
-            if respond(&mut ch, &mut instance, &mut shm, &mut stats, t).is_err() {
-                break;
-            }
-        }
-    } else {
-        serve_ring(&mut ch, &mut instance, &mut shm, &mut stats);
-    }
+    serve_ring(&mut ch, &mut instance, &mut shm, &mut stats);
     ExitCode::SUCCESS
 }
 
-/// Answer the request just received (tag `t`, payload `ch.last_payload()`), then publish the
-/// plugin's counters.
+/// Answer the request just received (tag `t`), then publish the plugin's counters.
 fn respond(
     ch: &mut Channel<UnixStream>,
     instance: &mut Instance,
@@ -61,12 +52,7 @@ fn respond(
     stats: &mut PluginStats,
     t: u8,
 ) -> io::Result<()> {
-    // Requests are small headers: copied here so the reply can use the channel (no allocation).
-    let mut request = [0u8; 4096];
-    let payload = ch.last_payload();
-    let n = payload.len().min(request.len());
-    request[..n].copy_from_slice(&payload[..n]);
-    let answered = answer(ch, instance, shm, t, &request[..n]);
+    let answered = answer(ch, instance, t);
     publish(stats, shm);
     answered
 }
@@ -185,16 +171,9 @@ fn apply_limits(limits: &Limits) -> io::Result<()> {
     Ok(())
 }
 
-/// One request, one reply.
-fn answer(
-    ch: &mut Channel<UnixStream>,
-    instance: &mut Instance,
-    shm: &mut Shared,
-    t: u8,
-    payload: &[u8],
-) -> io::Result<()> {
-    let mut f = Fields(payload);
-    let mut reply = [0u8; 17];
+/// One request (its tag says it all), one reply.
+fn answer(ch: &mut Channel<UnixStream>, instance: &mut Instance, t: u8) -> io::Result<()> {
+    let mut reply = [0u8; 9];
     let result: Result<usize, PluginError> = match (t, instance) {
         (tag::START, Instance::Capture(c)) => c.start().into_result().map(|()| 0),
         (tag::STOP, Instance::Capture(c)) => c.stop().into_result().map(|()| 0),
@@ -204,7 +183,6 @@ fn answer(
             reply[1..9].copy_from_slice(&n.unwrap_or(0).to_le_bytes());
             Ok(9)
         }
-        (tag::READ, Instance::Capture(c)) => read(c, shm, &mut f, &mut reply),
         (tag::FLUSH, Instance::Storage(s)) => s.flush().into_result().map(|()| 0),
         (tag::FINALIZE, Instance::Storage(s)) => {
             let report = s.finalize().into_result();
@@ -226,34 +204,9 @@ fn answer(
     }
 }
 
-/// READ `frames channels position` → `frames flags position status`.
-fn read(
-    c: &mut CaptureBox,
-    shm: &mut Shared,
-    f: &mut Fields,
-    reply: &mut [u8],
-) -> Result<usize, PluginError> {
-    let (frames, channels, position) = (f.u32(), f.u32(), f.u64());
-    let out = shm.output(0);
-    let n = (frames as usize * channels as usize).min(out.len());
-    let mut block = OutputBlock {
-        samples: RSliceMut::from_mut_slice(&mut out[..n]),
-        frames,
-        channels,
-        position,
-        flags: 0,
-    };
-    let status = c.read(&mut block).into_result()?;
-    reply[0..4].copy_from_slice(&block.frames.to_le_bytes());
-    reply[4..8].copy_from_slice(&block.flags.to_le_bytes());
-    reply[8..16].copy_from_slice(&block.position.to_le_bytes());
-    reply[16] = u8::from(status == ReadStatus::Finished);
-    Ok(17)
-}
-
-/// A processor or a storage: answer the calls the host puts in the ring, in order, and a
-/// storage's flush and finalise requests between them, until the host closes the socket. After
-/// a failed call, wait for the host to say go on.
+/// Answer the calls the host puts in the ring (a capture's reads, a processor's calls, a
+/// storage's writes), in order, and the requests it sends between them, until the host closes
+/// the socket. After a failed call, wait for the host to say go on.
 fn serve_ring(
     ch: &mut Channel<UnixStream>,
     instance: &mut Instance,
@@ -263,6 +216,7 @@ fn serve_ring(
     let slots = shm.slots() as u64;
     let mut done = 0u64;
     let mut positions: ArrayVec<u64, MAX_PORTS> = ArrayVec::new();
+    let mut source = Source::default();
     loop {
         match ring::wait_call(shm, ch, done) {
             ring::Next::End => return,
@@ -278,7 +232,7 @@ fn serve_ring(
         let result = match instance {
             Instance::Process(p) => process(p, shm, s, &mut positions),
             Instance::Storage(st) => write_slot(st, shm, s),
-            Instance::Capture(_) => Err(PluginError::other("a capture has no ring")),
+            Instance::Capture(c) => read_slot(c, shm, s, &mut source),
         };
         let failed = match result {
             Ok(()) => false,
@@ -358,6 +312,55 @@ fn process(
     for l in levels {
         put.f32(l.peak_db).f32(l.rms_db);
     }
+    Ok(())
+}
+
+/// Where a capture's source stands, from read to read.
+#[derive(Default)]
+struct Source {
+    /// Where the next block starts (from the first read's request until then).
+    next: Option<u64>,
+    /// The source said it finished: the reads still in flight are answered as finished.
+    finished: bool,
+}
+
+/// A capture's read into slot `s`: no input, one output's `frames channels position flags` →
+/// status 0, the output's `frames flags`, no levels, then the block's position and whether the
+/// source finished (1) or has more (0).
+fn read_slot(
+    c: &mut CaptureBox,
+    shm: &mut Shared,
+    s: usize,
+    source: &mut Source,
+) -> Result<(), PluginError> {
+    let (meta, _, mut outs) = shm.split(s);
+    let (request, reply) = meta.split_at_mut(REPLY_AT);
+    let mut f = Fields(request);
+    let (0, 1, Some(region)) = (f.u8(), f.u8(), outs.pop()) else {
+        return Err(PluginError::other("a capture's read has one output"));
+    };
+    let (frames, channels, position, _) = (f.u32(), f.u32(), f.u64(), f.u32());
+    let (frames, n) = match source.finished {
+        true => (0, 0),
+        false => (
+            frames,
+            (frames as usize * channels as usize).min(region.len()),
+        ),
+    };
+    let mut block = OutputBlock {
+        samples: RSliceMut::from_mut_slice(&mut region[..n]),
+        frames,
+        channels,
+        position: source.next.unwrap_or(position),
+        flags: 0,
+    };
+    if !source.finished {
+        source.finished = c.read(&mut block).into_result()? == ReadStatus::Finished;
+    }
+    source.next = Some(block.position + u64::from(block.frames));
+    let mut put = ring::Put::new(reply);
+    put.u8(0).u32(block.frames).u32(block.flags).u8(0);
+    put.u64(block.position).u8(u8::from(source.finished));
     Ok(())
 }
 

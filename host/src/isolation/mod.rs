@@ -22,6 +22,7 @@ pub mod crash_note;
 pub mod exit;
 pub mod protocol;
 pub mod proxy;
+pub mod proxy_capture;
 pub mod proxy_process;
 pub mod proxy_stats;
 pub mod ring;

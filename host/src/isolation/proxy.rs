@@ -22,9 +22,9 @@ use abi_stable::std_types::{ROption, RResult, RStr};
 use arrayvec::ArrayVec;
 use crossbeam_utils::atomic::AtomicCell;
 use tapeline_plugin_api::abi::{
-    CaptureBox, CaptureObj, CaptureObj_TO, ErrorKind, InputBlock, Level, OutputBlock, PluginError,
-    ProcessorBox, ProcessorObj_TO, RawExtension, ReadStatus, StorageBox, StorageObj, StorageObj_TO,
-    StorageReport, FLAG_END_OF_STREAM,
+    CaptureBox, CaptureObj_TO, ErrorKind, InputBlock, Level, PluginError, ProcessorBox,
+    ProcessorObj_TO, RawExtension, StorageBox, StorageObj, StorageObj_TO, StorageReport,
+    FLAG_END_OF_STREAM,
 };
 
 use super::exit::describe;
@@ -175,10 +175,9 @@ pub struct ChildStage {
     /// A processor's calls in flight.
     pub(super) flight: Flight,
     /// A capture that was started is started again in a fresh process.
-    started: bool,
-    /// Calls for blocks so far (read, process, write), for the crash message.
-    block: u64,
-    length: Option<u64>,
+    pub(super) started: bool,
+    /// A capture's length (`length_frames`), asked once.
+    pub(super) length: Option<u64>,
     pub(super) levels: ArrayVec<Level, MAX_PORTS>,
     /// The last reply's payload (allocated once; only a long final report grows it).
     reply: Vec<u8>,
@@ -195,7 +194,6 @@ impl ChildStage {
             run: None,
             flight: Flight::default(),
             started: false,
-            block: 0,
             length: None,
             levels: ArrayVec::new(),
             reply: Vec::with_capacity(4096),
@@ -223,11 +221,7 @@ impl ChildStage {
 
     fn launch(&mut self) -> Result<(), PluginError> {
         let iso = &self.iso;
-        let slots = if self.init.kind == "capture" {
-            1
-        } else {
-            iso.slots
-        };
+        let slots = iso.slots;
         let created = Shared::create(
             &self.init.stage_id,
             &iso.in_samples,
@@ -301,7 +295,12 @@ impl ChildStage {
     }
 
     /// Send one request; the reply's payload is in `self.reply[..n]`.
-    fn request(&mut self, call: &str, t: u8, header: &[u8]) -> Result<usize, PluginError> {
+    pub(super) fn request(
+        &mut self,
+        call: &str,
+        t: u8,
+        header: &[u8],
+    ) -> Result<usize, PluginError> {
         let Some(run) = self.run.as_mut() else {
             return Err(PluginError::new(
                 ErrorKind::Crashed,
@@ -340,7 +339,7 @@ impl ChildStage {
             ErrorKind::Crashed,
             format!(
                 "crashed: the stage's process {how} at block {}{words}",
-                self.block
+                self.flight.got
             ),
         )
     }
@@ -396,25 +395,23 @@ impl ChildStage {
 
     /// The call the ring carries, for a crash message.
     pub(super) fn ring_call(&self) -> &'static str {
-        if self.init.kind == "storage" {
-            "write"
-        } else {
-            "process"
+        match self.init.kind.as_str() {
+            "capture" => "read",
+            "storage" => "write",
+            _ => "process",
         }
     }
 
-    fn shm(&mut self) -> &mut Shared {
-        &mut self.run.as_mut().expect("ensured before use").shm
+    pub(super) fn is_capture(&self) -> bool {
+        self.init.kind == "capture"
     }
 }
 
 impl Drop for ChildStage {
     fn drop(&mut self) {
-        if self.init.kind != "capture" {
-            // A processor or storage dropped for a restart: its calls in flight go to the
-            // fresh process.
-            self.orphan_rest();
-        }
+        // A stage dropped for a restart: its calls in flight go to the fresh process (a
+        // capture's reads, which carry no data, are dropped there).
+        self.orphan_rest();
         self.stop_process();
     }
 }
@@ -497,52 +494,6 @@ fn reap(process: &mut Child) -> Option<std::process::ExitStatus> {
             }
             Err(_) => return None,
         }
-    }
-}
-
-impl CaptureObj for ChildStage {
-    fn start(&mut self) -> RResult<(), PluginError> {
-        self.started = true;
-        self.request("start", tag::START, &[]).map(|_| ()).into()
-    }
-
-    fn read<'a>(&mut self, out: &mut OutputBlock<'a>) -> RResult<ReadStatus, PluginError> {
-        let read = self.ensure().and_then(|()| {
-            let mut h = [0u8; 16];
-            h[0..4].copy_from_slice(&out.frames.to_le_bytes());
-            h[4..8].copy_from_slice(&out.channels.to_le_bytes());
-            h[8..16].copy_from_slice(&out.position.to_le_bytes());
-            let n = self.request("read", tag::READ, &h)?;
-            let mut f = Fields(&self.reply[..n]);
-            let (frames, flags, position, finished) = (f.u32(), f.u32(), f.u64(), f.u8() != 0);
-            let k = (frames as usize * out.channels as usize).min(out.samples.len());
-            out.samples.as_mut_slice()[..k].copy_from_slice(&self.shm().output(0)[..k]);
-            out.frames = frames;
-            out.flags = flags;
-            out.position = position;
-            Ok(if finished {
-                ReadStatus::Finished
-            } else {
-                ReadStatus::More
-            })
-        });
-        // Calls are counted from 0, as plugins count blocks: a crash names the block it hit.
-        self.block += 1;
-        read.into()
-    }
-
-    fn stop(&mut self) -> RResult<(), PluginError> {
-        if self.run.is_none() {
-            return RResult::ROk(());
-        }
-        self.request("stop", tag::STOP, &[]).map(|_| ()).into()
-    }
-
-    fn length_frames(&self) -> ROption<u64> {
-        self.length.into()
-    }
-    fn extension(&self, name: RStr<'_>, version: u32) -> ROption<RawExtension> {
-        self.stats_extension(name, version)
     }
 }
 

@@ -51,6 +51,10 @@ pub struct Flight {
     pub rung: Option<Instant>,
     /// The process died after answering this many calls (global count), and how it ended.
     pub dead: Option<(u64, String, String)>,
+    /// A capture's last read: the position its block starts at, and whether the source has
+    /// finished (no more reads are put in the ring then).
+    pub last_read: (u64, bool),
+    pub finished: bool,
 }
 
 impl Default for Flight {
@@ -64,6 +68,8 @@ impl Default for Flight {
             error: None,
             rung: None,
             dead: None,
+            last_read: (0, false),
+            finished: false,
         }
     }
 }
@@ -130,7 +136,7 @@ impl ChildStage {
         Ok(())
     }
 
-    fn slots(&self) -> usize {
+    pub(super) fn slots(&self) -> usize {
         self.run.as_ref().map_or(1, |r| r.shm.slots())
     }
 
@@ -140,7 +146,7 @@ impl ChildStage {
 
     /// A running process (a fresh one after a crash), with the calls a dead one left, going on
     /// after a failed call.
-    fn ready(&mut self) -> Result<(), PluginError> {
+    pub(super) fn ready(&mut self) -> Result<(), PluginError> {
         self.ensure()?;
         if let Some(orphans) = self.iso.orphans.take() {
             self.adopt(*orphans);
@@ -170,7 +176,12 @@ impl ChildStage {
     }
 
     /// Put one call in the next slot and publish it.
-    fn submit(&mut self, inputs: &[InputBlock<'_>], outputs: &[OutputBlock<'_>], frames: u32) {
+    pub(super) fn submit(
+        &mut self,
+        inputs: &[InputBlock<'_>],
+        outputs: &[OutputBlock<'_>],
+        frames: u32,
+    ) {
         let s = self.slot(self.flight.sent);
         let shm = &mut self.run.as_mut().expect("ensured").shm;
         for (i, b) in inputs.iter().enumerate() {
@@ -209,7 +220,7 @@ impl ChildStage {
         }
     }
 
-    fn ring_child(&mut self) {
+    pub(super) fn ring_child(&mut self) {
         let run = self.run.as_mut().expect("ensured");
         if ring::ring_if_asleep(&run.shm.ring().child_sleeping, &mut run.ch).is_err() {
             self.died();
@@ -217,7 +228,7 @@ impl ChildStage {
     }
 
     /// Calls answered so far (global count).
-    fn answered(&self) -> u64 {
+    pub(super) fn answered(&self) -> u64 {
         match (&self.flight.dead, &self.run) {
             (Some((n, ..)), _) => *n,
             (None, Some(run)) => {
@@ -230,7 +241,7 @@ impl ChildStage {
     /// Wait until `want` calls are answered or the process is gone. After a failed call the
     /// process answers nothing more until told to go on: then wait only for the next answer
     /// (the failed one is at most that far).
-    fn wait(&mut self, want: u64) {
+    pub(super) fn wait(&mut self, want: u64) {
         while self.flight.dead.is_none() {
             let want = if self.flight.error.is_some() {
                 self.flight.got + 1
@@ -278,7 +289,10 @@ impl ChildStage {
     }
 
     /// The oldest call's answer, waiting for it if need be: true if it has frames.
-    fn next_answer(&mut self, outputs: &mut [OutputBlock<'_>]) -> Result<bool, PluginError> {
+    pub(super) fn next_answer(
+        &mut self,
+        outputs: &mut [OutputBlock<'_>],
+    ) -> Result<bool, PluginError> {
         loop {
             if self.flight.got < self.answered() {
                 return self.collect(outputs);
@@ -296,6 +310,7 @@ impl ChildStage {
         let frames = u64::from(self.flight.frames[s]);
         self.flight.got += 1;
         self.iso.held_frames.fetch_sub(frames, Ordering::Relaxed);
+        let capture = self.is_capture();
         let run = self.run.as_mut().expect("answered by a process");
         let mut answer = Answer::read(run.shm.meta(s));
         if answer.failed {
@@ -314,11 +329,16 @@ impl ChildStage {
         }
         self.iso.did(frames);
         let mut got: ArrayVec<(u32, u32), MAX_PORTS> = ArrayVec::new();
-        got.extend(outputs.iter().map(|_| answer.output()));
+        // A capture's answer has its one output even when its block is dropped (`outputs` empty).
+        let described = if capture { 1 } else { outputs.len() };
+        got.extend((0..described).map(|_| answer.output()));
         self.levels.clear();
         for _ in 0..answer.level_count() {
             let (peak_db, rms_db) = answer.level();
             self.levels.push(Level { peak_db, rms_db });
+        }
+        if capture {
+            self.flight.last_read = answer.read_tail();
         }
         let mut any = false;
         for (i, (o, (frames, flags))) in outputs.iter_mut().zip(got).enumerate() {

@@ -111,8 +111,9 @@ pub fn wake_host<S: Read + Write>(shm: &Shared, ch: &mut Channel<S>, done: u64) 
 pub enum Next {
     /// Answer call number `done` (counted from 0 in this process).
     Call,
-    /// Answer the request on the socket (`Channel::last_payload`): a storage's flush or
-    /// finalise, which the host sends only when every call it put in the ring is answered.
+    /// Answer the request on the socket (`Channel::last_payload`): a capture's start, stop or
+    /// length, a storage's flush or finalise, which the host sends only when every call it put
+    /// in the ring is answered.
     Request(u8),
     /// The host closed the socket (or sent something else): end.
     End,
@@ -132,7 +133,7 @@ pub fn wait_call<S: Read + Write>(shm: &Shared, ch: &mut Channel<S>, done: u64) 
         }
         match ch.recv() {
             Ok((tag::DOORBELL | tag::RESUME, _)) => {}
-            Ok((t @ (tag::FLUSH | tag::FINALIZE), _)) => {
+            Ok((t @ (tag::START | tag::STOP | tag::LENGTH | tag::FLUSH | tag::FINALIZE), _)) => {
                 ring.child_sleeping.store(0, Ordering::SeqCst);
                 return Next::Request(t);
             }
@@ -177,6 +178,11 @@ impl<'a> Answer<'a> {
     /// The next level's `peak rms`.
     pub fn level(&mut self) -> (f32, f32) {
         (self.fields.f32(), self.fields.f32())
+    }
+    /// After the levels, a capture's read: the position of its block, and whether the source
+    /// has finished.
+    pub fn read_tail(&mut self) -> (u64, bool) {
+        (self.fields.u64(), self.fields.u8() != 0)
     }
 }
 
