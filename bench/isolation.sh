@@ -5,6 +5,8 @@
 #   gain   a LENGTH_S-second 48 kHz stereo 16-bit WAV -> gain -6 dB -> 16-bit WAV, the gain stage
 #          in-process vs isolated, at block 480 (the default) and 4096
 #   writer the same job at block 480 with the wav-writer isolated instead of the gain stage
+#   reader the same with the wav-reader isolated
+#   all    the same with reader, gain and writer isolated
 #   chain  a CHAIN_S-second file through 16 gain stages at block 480, all in-process vs all
 #          isolated: the cost of one isolated stage per block
 #
@@ -25,7 +27,7 @@ bench_setup isolation.sh sox
 sox -n -r 48000 -b 16 -c 2 "$WORK/in.wav" synth "$LENGTH_S" sine 997 sine 1499 gain -3
 sox -n -r 48000 -b 16 -c 2 "$WORK/short.wav" synth "$CHAIN_S" sine 997 sine 1499 gain -3
 
-# gain_pipeline NAME BLOCK ISOLATE [WRITER_ISOLATE]
+# gain_pipeline NAME BLOCK ISOLATE [WRITER_ISOLATE] [READER_ISOLATE]
 gain_pipeline() {
     cat >"$WORK/$1.toml" <<EOF
 version = 1
@@ -34,6 +36,7 @@ block_frames = $2
 [capture.in]
 plugin = "wav-reader"
 path = "in.wav"
+isolate = ${5:-false}
 [process.g]
 plugin = "gain"
 inputs = ["in"]
@@ -67,9 +70,11 @@ gain_pipeline gain480iso 480 true
 gain_pipeline gain4096 4096 false
 gain_pipeline gain4096iso 4096 true
 gain_pipeline writer480iso 480 false true
+gain_pipeline reader480iso 480 false false true
+gain_pipeline all480iso 480 true true true
 chain_pipeline chain false
 chain_pipeline chainiso true
-VARIANTS=(gain480 gain480iso gain4096 gain4096iso writer480iso chain chainiso)
+VARIANTS=(gain480 gain480iso gain4096 gain4096iso writer480iso reader480iso all480iso chain chainiso)
 
 # Seconds of one run (wall clock).
 run_once() {
@@ -92,23 +97,28 @@ for _ in $(seq 1 "$REPS"); do
 done
 
 cmp -s "$WORK/gain480.wav" "$WORK/gain480iso.wav" || { echo "isolated gain output differs" >&2; exit 1; }
-cmp -s "$WORK/gain480.wav" "$WORK/writer480iso.wav" || { echo "isolated writer output differs" >&2; exit 1; }
+for v in writer480iso reader480iso all480iso; do
+    cmp -s "$WORK/gain480.wav" "$WORK/$v.wav" || { echo "$v: output differs" >&2; exit 1; }
+done
 cmp -s "$WORK/chain.wav" "$WORK/chainiso.wav" || { echo "isolated chain output differs" >&2; exit 1; }
 
 machine_line
 echo "median of $REPS interleaved runs, wall seconds; outputs identical (cmp)"
-printf '%-34s %10s %10s %8s\n' job in-process isolated ratio
+printf '%-38s %10s %10s %8s\n' job in-process isolated ratio
 for pair in "gain480 gain job, block 480 (${LENGTH_S} s)" "gain4096 gain job, block 4096 (${LENGTH_S} s)" "chain 16 gain stages, block 480 (${CHAIN_S} s)"; do
     v=${pair%% *}
     label=${pair#* }
     a=$(median "${TIMES[$v]}")
     b=$(median "${TIMES[${v}iso]}")
-    printf '%-34s %10.3f %10.3f %8.2f\n' "$label" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')"
+    printf '%-38s %10.3f %10.3f %8.2f\n' "$label" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')"
 done
 a=$(median "${TIMES[gain480]}")
-b=$(median "${TIMES[writer480iso]}")
-printf '%-34s %10.3f %10.3f %8.2f\n' "writer isolated, block 480 (${LENGTH_S} s)" "$a" "$b" \
-    "$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')"
+for pair in "writer480iso writer isolated" "reader480iso reader isolated" "all480iso all three isolated"; do
+    v=${pair%% *}
+    b=$(median "${TIMES[$v]}")
+    printf '%-38s %10.3f %10.3f %8.2f\n' "${pair#* }, block 480 (${LENGTH_S} s)" "$a" "$b" \
+        "$(awk -v a="$a" -v b="$b" 'BEGIN { print b / a }')"
+done
 blocks=$((CHAIN_S * 48000 / 480))
 a=$(median "${TIMES[chain]}")
 b=$(median "${TIMES[chainiso]}")
