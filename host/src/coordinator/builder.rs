@@ -175,7 +175,6 @@ fn isolation_of(plan: &Plan, s: &PlannedStage, base_dir: &str) -> Option<Isolate
             .iter()
             .map(|f| (f.channels, f.sample_rate))
             .collect(),
-        shm: String::new(),
         in_samples: in_samples.clone(),
         out_samples: out_samples.clone(),
         slots: 1,

@@ -17,7 +17,7 @@ use tapeline_plugin_api::abi::{
     ProcessorBox, RawExtension, ReadStatus, StorageBox, STATS_EXTENSION,
 };
 
-use super::protocol::{encode_error, tag, Channel, Fields, Init, Report};
+use super::protocol::{encode_error, recv_fd, tag, Channel, Fields, Init, Report};
 use super::ring;
 use super::shm::{Shared, MAX_PORTS, REPLY_AT};
 use crate::config::Limits;
@@ -77,6 +77,7 @@ impl Instance {
 /// INIT: limits, library, instance, shared memory. The reply says whether it worked and, when
 /// it did, names the plugin's own counters (JSON; `tapeline.stats`).
 fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared, PluginStats)> {
+    let memory = recv_fd(&ch.stream).ok()?;
     let init: Init = match ch.recv() {
         Ok((tag::INIT, p)) => serde_json::from_slice(p).ok()?,
         _ => return None,
@@ -85,13 +86,8 @@ fn setup(ch: &mut Channel<UnixStream>) -> Option<(Instance, Shared, PluginStats)
         .map_err(|e| PluginError::other(format!("cannot apply the stage's limits: {e}")))
         .and_then(|()| build(&init))
         .and_then(|i| {
-            let shm = Shared::open(
-                Path::new(&init.shm),
-                &init.in_samples,
-                &init.out_samples,
-                init.slots,
-            )
-            .map_err(|e| PluginError::other(format!("cannot map the shared memory: {e}")))?;
+            let shm = Shared::open(memory, &init.in_samples, &init.out_samples, init.slots)
+                .map_err(|e| PluginError::other(format!("cannot map the shared memory: {e}")))?;
             Ok((i, shm))
         });
     let built = built.map(|(i, shm)| {

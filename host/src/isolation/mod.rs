@@ -14,8 +14,9 @@
 //! Why these pieces: `std`'s `UnixStream::pair` carries control and doubles as the doorbell (a
 //! header-only frame, sent only to a side that said it sleeps; the socket's end is also how
 //! either side learns the other died, which a futex would not say), the samples and the ring's
-//! counters are in a `memmap2` mapping of a file in `/dev/shm` (`bytemuck` views it as `f32`),
-//! and `rustix` sets the limits (`setrlimit`) and sends the watchdog's SIGKILL.
+//! counters are in a `memmap2` mapping of a `memfd` (`bytemuck` views it as `f32`) whose
+//! descriptor crosses the socket once (`SCM_RIGHTS`), and `rustix` makes the memfd, passes the
+//! descriptor, sets the limits (`setrlimit`) and sends the watchdog's SIGKILL.
 
 pub mod child;
 pub mod crash_note;

@@ -5,7 +5,15 @@
 //! call is a fixed-size header each way, encoded into buffers allocated once, so the steady state
 //! neither allocates nor serialises audio; only setup, errors and the final report use JSON.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 use serde::{Deserialize, Serialize};
 use tapeline_plugin_api::abi::{ErrorKind, PluginError, StorageReport};
@@ -46,9 +54,8 @@ pub struct Init {
     pub block_frames: u32,
     /// Each input's channels and rate.
     pub inputs: Vec<(u32, u32)>,
-    /// The shared memory file and its regions: each input's, then each output's capacity in
-    /// samples.
-    pub shm: String,
+    /// The shared memory's regions (the memory itself comes as a descriptor, `send_fd`): each
+    /// input's, then each output's capacity in samples.
     pub in_samples: Vec<usize>,
     pub out_samples: Vec<usize>,
     /// Slots in the shared memory: a processor's or a storage's calls in flight (1 for a
@@ -153,6 +160,49 @@ impl<S: Read + Write> Channel<S> {
             }
         }
         Ok(())
+    }
+}
+
+/// Send `fd` over `socket` (`SCM_RIGHTS`, with one byte): the host hands the shared memory to
+/// its child this way, before the first frame.
+pub fn send_fd(socket: &UnixStream, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room for the descriptor"));
+    }
+    sendmsg(
+        socket,
+        &[IoSlice::new(&[0])],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    Ok(())
+}
+
+/// Receive the descriptor [`send_fd`] sent (read before any frame: a plain read would take its
+/// byte and close the descriptor).
+pub fn recv_fd(socket: &UnixStream) -> io::Result<OwnedFd> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let got = recvmsg(
+        socket,
+        &mut [IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let fd = control.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    match (got.bytes, fd) {
+        (1, Some(fd)) => Ok(fd),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no shared memory descriptor from the host",
+        )),
     }
 }
 

@@ -28,7 +28,7 @@ use tapeline_plugin_api::abi::{
 };
 
 use super::exit::describe;
-use super::protocol::{decode_error, tag, Channel, Fields, Init, Report};
+use super::protocol::{decode_error, send_fd, tag, Channel, Fields, Init, Report};
 use super::proxy_process::{Flight, MAX_SLOTS};
 use super::shm::{Shared, MAX_PORTS};
 use crate::config::Limits;
@@ -228,10 +228,9 @@ impl ChildStage {
             &iso.out_samples,
             slots,
         );
-        let (shm, path) = created.map_err(|e| {
+        let (shm, memory) = created.map_err(|e| {
             PluginError::other(format!("isolation: cannot create shared memory: {e}"))
         })?;
-        self.init.shm = path.display().to_string();
         self.init.slots = slots;
         self.flight = Flight {
             sent: self.flight.got,
@@ -254,11 +253,11 @@ impl ChildStage {
                 &self.init.stage_id,
                 run.last_words.clone(),
             );
+            send_fd(&run.ch.stream, memory.as_fd())?;
             let json = serde_json::to_vec(&self.init).map_err(std::io::Error::other)?;
             run.ch.begin(tag::INIT).put(&json).send()?;
             Ok(run)
         });
-        // The child has the file mapped (or failed): the name is not needed any more.
         let mut run = answer.map_err(|e| {
             PluginError::other(format!("isolation: cannot start the stage's process: {e}"))
         })?;
@@ -267,7 +266,8 @@ impl ChildStage {
             tag::OK => (t, Ok(serde_json::from_slice(p).unwrap_or_default())),
             _ => (t, Err(decode_error(p))),
         });
-        std::fs::remove_file(&path).ok();
+        // The child has its own descriptor of the memory (or failed).
+        drop(memory);
         self.run = Some(run);
         match reply {
             Ok((_, Ok(names))) => {

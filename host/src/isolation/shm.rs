@@ -1,21 +1,23 @@
 //! The memory an isolated stage's process shares with the host: a small header of counters (the
 //! [`Ring`]), then `slots` slots, each with a fixed-size area for the call's block descriptions
 //! and its answer ([`META_BYTES`]), and one region per input and per output port holding one
-//! block of interleaved `f32` samples. Captures and storages use slot 0 only; a processor uses
-//! the slots as a ring of calls in flight (see [`super::ring`]).
+//! block of interleaved `f32` samples. Every kind uses the slots as a ring of calls in flight
+//! (see [`super::ring`]): a capture's reads, a processor's calls, a storage's writes.
 //!
-//! The host creates a file in `/dev/shm` (memory, not disk), both sides map it, and the host
-//! removes the name as soon as the child has mapped it: nothing is left behind when either side
-//! dies.
+//! The host creates it with `memfd_create` (memory with no name anywhere: nothing is left
+//! behind when either side dies, and `/dev/shm`'s size, 64 MiB in a default container, does
+//! not apply), reserves it, and sends the descriptor over the socket (`SCM_RIGHTS`); both sides
+//! map it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use arrayvec::ArrayVec;
 use memmap2::MmapMut;
+use rustix::fs::{fallocate, memfd_create, FallocateFlags, MemfdFlags};
 
 use crate::coordinator::plugin_stats::MAX_PLUGIN_STATS;
 
@@ -66,47 +68,33 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A new file for `stage` (host side), sized for the regions.
+    /// New memory for `stage` (host side), sized for the regions and reserved at once (so that
+    /// memory that is not there is an error here, not a SIGBUS at the first block), and the file
+    /// descriptor to hand to the child.
     pub fn create(
         stage: &str,
         in_samples: &[usize],
         out_samples: &[usize],
         slots: usize,
-    ) -> io::Result<(Shared, PathBuf)> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = Path::new("/dev/shm");
-        let dir = if dir.is_dir() {
-            dir.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
+    ) -> io::Result<(Shared, OwnedFd)> {
         let safe: String = stage
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let path = dir.join(format!(
-            "tapeline-{}-{safe}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let fd = memfd_create(format!("tapeline-{safe}"), MemfdFlags::CLOEXEC)?;
+        let file = File::from(fd);
         let shared = Self::map(&file, in_samples, out_samples, slots, true)?;
-        Ok((shared, path))
+        Ok((shared, file.into()))
     }
 
-    /// Map the host's file (child side).
+    /// Map the host's memory (child side), from the descriptor it sent.
     pub fn open(
-        path: &Path,
+        fd: OwnedFd,
         in_samples: &[usize],
         out_samples: &[usize],
         slots: usize,
     ) -> io::Result<Shared> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Self::map(&file, in_samples, out_samples, slots, false)
+        Self::map(&File::from(fd), in_samples, out_samples, slots, false)
     }
 
     fn map(
@@ -139,6 +127,7 @@ impl Shared {
         let bytes = (HEADER_BYTES + slots * META_BYTES + slots * span * 4) as u64;
         if size {
             file.set_len(bytes)?;
+            fallocate(file, FallocateFlags::empty(), 0, bytes)?;
         } else if file.metadata()?.len() < bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
