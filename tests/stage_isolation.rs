@@ -515,3 +515,27 @@ fn a_stop_with_reads_in_flight_records_every_block_the_capture_gave() {
         .sum();
     assert_eq!(lost, 0, "{what}: {:#}", summary["lost_frames"]);
 }
+
+/// A slow source (each read takes 200 ms) read ahead by an isolated capture: its blocks are
+/// passed on as each read ends (not once half a ring of them is there), and a stop is not held
+/// up by the reads in flight (a ring of 64 would take 12.8 s): the process answers them as
+/// finished without calling the plugin, and the run ends within a read or so of the stop.
+#[test]
+fn a_stop_is_not_held_up_by_the_reads_in_flight_of_a_slow_source() {
+    let toml = "version = 1\n[capture.src]\nplugin = \"mock-capture\"\nchannels = 2\n\
+                slow_us = 200000\nisolate = true\n[storage.sink]\nplugin = \"null\"\n\
+                inputs = [\"src\"]\n";
+    let dir = TempDir::new("isolation-slow-stop");
+    let started = std::time::Instant::now();
+    let (out, path) = run_toml_with(&dir, toml, &["--for", "1s"]);
+    let took = started.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "a 1 s run of a slow isolated source took {took:?} to stop"
+    );
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // About five reads in the second: each block was passed on when it was read.
+    let blocks = summary_stage(&summary, "sink")["blocks"].as_u64().unwrap();
+    assert!(blocks >= 2, "{blocks} block(s) reached storage in 1 s");
+}

@@ -329,6 +329,7 @@ fn read_slot(
     s: usize,
     source: &mut Source,
 ) -> Result<(), PluginError> {
+    source.finished |= shm.ring().stopping.load(Ordering::Acquire) != 0;
     let (meta, _, mut outs) = shm.split(s);
     let (request, reply) = meta.split_at_mut(REPLY_AT);
     let mut f = Fields(request);

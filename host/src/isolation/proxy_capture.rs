@@ -5,10 +5,13 @@
 //! in-process read does.
 //!
 //! The process keeps the position itself from its first read on (the host's, put in each call,
-//! does not count the reads in flight) and, once its source has finished, answers the reads
-//! still in flight as finished without calling the plugin. A read that failed produced nothing;
+//! does not count the reads in flight) and, once its source has finished or the host stops it
+//! (`Ring::stopping`), answers the reads still in flight as finished without calling the
+//! plugin. A read that failed produced nothing;
 //! reads a dead process never began are dropped (they carry no data), and a fresh process reads
 //! on from where the stage is.
+
+use std::sync::atomic::Ordering;
 
 use abi_stable::std_types::{ROption, RResult, RStr};
 use tapeline_plugin_api::abi::{CaptureObj, OutputBlock, PluginError, RawExtension, ReadStatus};
@@ -26,8 +29,13 @@ impl CaptureObj for ChildStage {
         self.read_ahead(out).into()
     }
 
-    /// After the reads in flight (their blocks are not taken: the stage stops).
+    /// After the reads in flight (their blocks are not taken: the stage stops); the process
+    /// makes none of them but the one it is in.
     fn stop(&mut self) -> RResult<(), PluginError> {
+        if let Some(run) = &self.run {
+            run.shm.ring().stopping.store(1, Ordering::SeqCst);
+            self.ring_child();
+        }
         self.settle_reads();
         if self.run.is_none() {
             return RResult::ROk(());
@@ -51,11 +59,9 @@ impl ChildStage {
         while !self.flight.finished && self.flight.sent - self.flight.got < slots {
             self.submit(&[], std::slice::from_ref(out), 0);
         }
-        if self.flight.got == self.answered() {
-            // Nothing read yet: wait for half a ring (one slot behind a live source).
-            let want = self.flight.got + (slots / 2).max(1);
-            self.wait(want.min(self.flight.sent));
-        } else if self.flight.sent - self.answered() >= (slots / 2).max(1) {
+        // Wake a sleeping process for half a ring of reads; the oldest read's block is passed on
+        // as soon as it is there (waiting for more would delay a slow source's blocks).
+        if self.flight.sent - self.answered() >= (slots / 2).max(1) {
             self.ring_child();
         }
         self.next_answer(std::slice::from_mut(out))?;

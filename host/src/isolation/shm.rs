@@ -48,7 +48,10 @@ pub struct Ring {
     _c: [u8; 60],
     /// 1 while the host sleeps on the socket waiting for `completed` to reach `host_want`.
     pub host_waiting: AtomicU32,
-    _d: [u8; 4],
+    /// 1 once the host stops a capture: the reads still in flight are answered as finished
+    /// without calling the plugin (a read that waits on a slow source does not hold the stop up
+    /// once per read in flight).
+    pub stopping: AtomicU32,
     pub host_want: AtomicU64,
     /// The plugin's own counters (`tapeline.stats`), written by the child after every call.
     pub stats: [AtomicU64; MAX_PLUGIN_STATS],
