@@ -92,6 +92,16 @@ impl Run {
             self.assert_lost_blocks(what, blocks);
         }
     }
+    /// The summary's count of what the storage wrote, over every instance (and process) of it.
+    fn storage_written(&self) -> u64 {
+        self.summary["storage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "sink")
+            .and_then(|s| s["frames_written"].as_u64())
+            .unwrap_or_else(|| panic!("no storage entry: {:#}", self.summary["storage"]))
+    }
     fn lost(&self) -> u64 {
         self.summary["lost_frames"]
             .as_object()
@@ -309,6 +319,8 @@ fn the_crash_matrix_holds_for_capture_process_and_storage_under_every_policy() {
                 );
                 if policy != "fail" {
                     assert_eq!(made, FRAMES, "{what}: the source ran to its end");
+                    // What every process of the storage wrote, its dead ones' too.
+                    assert_eq!(r.storage_written(), written, "{what}");
                 }
             }
         }
@@ -360,6 +372,8 @@ fn a_failed_call_with_calls_in_flight_loses_only_its_block() {
             FRAMES - errors * BLOCK,
             "{what}"
         );
+        // Also a restarted isolated storage's, whose old processes each reported what they wrote.
+        assert_eq!(r.storage_written(), FRAMES - errors * BLOCK, "{what}");
         r.assert_report_blocks(&what, at, policy, errors);
     }
 }
@@ -421,6 +435,8 @@ fn a_crash_in_the_last_calls_in_flight_loses_only_its_block() {
         assert_eq!(code(&r.out), 0, "{what}\n{}", stderr(&r.out));
         assert_eq!(r.lost(), BLOCK, "{what}: {:#}", r.summary);
         assert_eq!(r.stage("sink")["frames_in"], FRAMES - BLOCK, "{what}");
+        // The crashed process gave no report: what its writes took is still counted written.
+        assert_eq!(r.storage_written(), FRAMES - BLOCK, "{what}");
         r.assert_report_blocks(&what, at, "restart", 1);
     }
 }

@@ -122,11 +122,13 @@ impl StageWork for StorageStage {
     }
 
     fn replaced(&mut self, mut old: StorageBox, io: &mut StageIo) {
-        // Keep what the old instance recorded, and count it.
-        io.written_now = 0;
-        if let Ok(r) = old.finalize().into_result() {
-            merge(&mut io.written_before, r);
+        // Keep what the old instance recorded, and count it. Without its report (a process
+        // that died, a failing finalise) what its writes took is still counted as written.
+        match old.finalize().into_result() {
+            Ok(r) => merge(&mut io.written_before, r),
+            Err(_) => io.written_before.frames_written += io.written_now,
         }
+        io.written_now = 0;
     }
 
     fn extension(instance: &StorageBox, name: RStr<'_>, version: u32) -> ROption<RawExtension> {

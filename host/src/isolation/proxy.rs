@@ -183,6 +183,10 @@ pub struct ChildStage {
     reply: Vec<u8>,
     /// The names of the plugin's own counters (`tapeline.stats`), as the process said.
     pub(super) stat_names: Vec<String>,
+    /// A storage's frames written: by the running process, and by processes that ended without
+    /// a report (they are added to the last process's report).
+    pub(super) written_here: u64,
+    written_gone: u64,
 }
 
 impl ChildStage {
@@ -198,6 +202,8 @@ impl ChildStage {
             levels: ArrayVec::new(),
             reply: Vec::with_capacity(4096),
             stat_names: Vec::new(),
+            written_here: 0,
+            written_gone: 0,
         };
         stage.launch()?;
         if stage.init.kind == "capture" {
@@ -232,6 +238,7 @@ impl ChildStage {
             PluginError::other(format!("isolation: cannot create shared memory: {e}"))
         })?;
         self.init.slots = slots;
+        self.written_gone += std::mem::take(&mut self.written_here);
         self.flight = Flight {
             sent: self.flight.got,
             got: self.flight.got,
@@ -530,7 +537,11 @@ impl StorageObj for ChildStage {
             Err(e) => return RResult::RErr(e),
         };
         match serde_json::from_slice::<Report>(&self.reply[..n]) {
-            Ok(r) => RResult::ROk(r.into()),
+            Ok(r) => {
+                let mut r: StorageReport = r.into();
+                r.frames_written += self.written_gone;
+                RResult::ROk(r)
+            }
             Err(e) => RResult::RErr(PluginError::other(format!(
                 "isolation: a report that does not read: {e}"
             ))),

@@ -328,6 +328,7 @@ impl ChildStage {
             return Err(e);
         }
         self.iso.did(frames);
+        self.written_here += frames;
         let mut got: ArrayVec<(u32, u32), MAX_PORTS> = ArrayVec::new();
         // A capture's answer has its one output even when its block is dropped (`outputs` empty).
         let described = if capture { 1 } else { outputs.len() };
