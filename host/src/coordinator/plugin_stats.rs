@@ -58,6 +58,9 @@ pub struct PluginStats {
     table: Option<(&'static StatsV1, *const c_void)>,
     scratch: [u64; MAX_PLUGIN_STATS],
     calls: u32,
+    /// What the stage's earlier instances counted (a restarted instance counts from zero; the
+    /// stage's counters go on from these).
+    base: [u64; MAX_PLUGIN_STATS],
 }
 
 impl PluginStats {
@@ -67,6 +70,7 @@ impl PluginStats {
             table: None,
             scratch: [0; MAX_PLUGIN_STATS],
             calls: 0,
+            base: [0; MAX_PLUGIN_STATS],
         }
     }
 
@@ -103,8 +107,12 @@ impl PluginStats {
                 return Self::none();
             }
         };
-        // A restarted instance of the same plugin keeps the names already set.
+        // A restarted instance of the same plugin keeps the names already set, and goes on
+        // from the counts so far.
         c.stats.plugin.names.get_or_init(|| names);
+        for (b, v) in me.base.iter_mut().zip(&c.stats.plugin.values) {
+            *b = v.load(Ordering::Relaxed);
+        }
         me.read(c);
         me
     }
@@ -131,14 +139,16 @@ impl PluginStats {
         };
         let n = (table.read)(instance, RSliceMut::from_mut_slice(&mut self.scratch)) as usize;
         let n = n.min(MAX_PLUGIN_STATS).min(values.len());
-        for (slot, v) in values.iter().zip(&self.scratch[..n]) {
-            slot.store(*v, Ordering::Relaxed);
+        for ((slot, v), b) in values.iter().zip(&self.scratch[..n]).zip(&self.base) {
+            slot.store(b + v, Ordering::Relaxed);
         }
         len.store(n as u32, Ordering::Release);
     }
 
-    /// Forget the instance (it is about to be dropped or was replaced).
-    pub fn detach(&mut self) {
+    /// Read the counters one last time and forget the instance (it is about to be dropped or
+    /// replaced): the next instance's counts go on from these.
+    pub fn detach(&mut self, c: &Component) {
+        self.read(c);
         self.table = None;
     }
 }

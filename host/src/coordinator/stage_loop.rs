@@ -206,7 +206,7 @@ pub fn run<W: StageWork>(
             None => {}
             Some(Verdict::Ignore) => work.ignored(c),
             Some(Verdict::Restarted(fresh)) => {
-                counters.detach();
+                counters.detach(c);
                 work.replaced(std::mem::replace(&mut instance, fresh), &mut io);
                 counters = PluginStats::attach::<W>(&instance, c);
             }

@@ -320,3 +320,109 @@ fn stages_start_storage_first_and_downstream_first_and_are_released_captures_fir
         [Capture, Capture, Process, Process, Process, Storage, Storage]
     );
 }
+
+/// A fake capture whose instances count their calls in a `tapeline.stats` counter (`calls`)
+/// and fail the call after `fail_after` of their own; the stage restarts them.
+struct Counting {
+    blocks: u64,
+    produced: u64,
+}
+
+struct CountingInstance {
+    calls: u64,
+}
+
+const FAIL_AFTER: u64 = 4;
+
+extern "C" fn stat_names(
+    _: *const std::ffi::c_void,
+) -> abi_stable::std_types::RVec<abi_stable::std_types::RString> {
+    vec![abi_stable::std_types::RString::from("calls")].into()
+}
+
+extern "C" fn stat_read(
+    instance: *const std::ffi::c_void,
+    mut out: abi_stable::std_types::RSliceMut<'_, u64>,
+) -> u32 {
+    // SAFETY: the instance that answered the extension, alive while the stage reads it.
+    let i = unsafe { &*instance.cast::<CountingInstance>() };
+    out[0] = i.calls;
+    1
+}
+
+static STATS_TABLE: tapeline_plugin_api::abi::StatsV1 = tapeline_plugin_api::abi::StatsV1 {
+    names: stat_names,
+    read: stat_read,
+};
+
+impl StageWork for Counting {
+    type Instance = Box<CountingInstance>;
+    type Factory = ();
+    const CALL: Call = Call::Read;
+
+    fn build(_: &()) -> Result<Box<CountingInstance>, PluginError> {
+        Ok(Box::new(CountingInstance { calls: 0 }))
+    }
+    fn take(&mut self, io: &mut StageIo, _c: &Component, _given_up: bool) -> Take {
+        if self.produced >= self.blocks {
+            return Take::Ended;
+        }
+        io.in_flight = 0;
+        Take::Ready
+    }
+    fn call(&mut self, i: &mut Box<CountingInstance>, _c: &Component) -> Result<(), PluginError> {
+        i.calls += 1;
+        if i.calls > FAIL_AFTER {
+            return Err(PluginError::other("tired"));
+        }
+        Ok(())
+    }
+    fn deliver(&mut self, _io: &mut StageIo, _c: &Component, _t: CallTime) -> Flow {
+        self.produced += 1;
+        Flow::Continue
+    }
+    fn lost(&mut self, _io: &mut StageIo, _c: &Component) {}
+    fn extension(
+        i: &Box<CountingInstance>,
+        name: abi_stable::std_types::RStr<'_>,
+        version: u32,
+    ) -> abi_stable::std_types::ROption<tapeline_plugin_api::abi::RawExtension> {
+        if name.as_str() != tapeline_plugin_api::abi::STATS_EXTENSION || version != 1 {
+            return abi_stable::std_types::ROption::RNone;
+        }
+        let instance: *const CountingInstance = &**i;
+        abi_stable::std_types::ROption::RSome(tapeline_plugin_api::abi::RawExtension::new(
+            &STATS_TABLE,
+            instance.cast(),
+        ))
+    }
+    fn finish(&mut self, i: Box<CountingInstance>, _io: &mut StageIo, _c: &Component) -> StageExit {
+        // The instance lives on in the exit: its counters are read once more from there.
+        StageExit {
+            instance: Some(Box::new(i)),
+            ..StageExit::default()
+        }
+    }
+}
+
+/// A plugin's own counters go on over restarts: each fresh instance counts from zero, and the
+/// stage's counters add it to what the instances before it counted.
+#[test]
+fn a_plugins_counters_go_on_over_restarts() {
+    let (c, _rx, internal) = component(PluginKind::Capture, Policy::Restart, 1);
+    // max_restarts 2: three instances, each making FAIL_AFTER good calls and one failing one.
+    let slot = IoSlot::new(Box::new(StageIo {
+        positions: vec![0],
+        ..StageIo::default()
+    }));
+    let work = Counting {
+        blocks: 3 * FAIL_AFTER,
+        produced: 0,
+    };
+    stage_loop::run(&c, &(), work, &slot, Begin::Start);
+    let calls = c.stats.plugin.snapshot()["calls"];
+    // 4 + 1 failed, 4 + 1 failed, then 4 more: the last instance ends at its 4th call.
+    assert_eq!(calls, 3 * FAIL_AFTER + 2, "{:?}", c.stats.plugin.snapshot());
+    assert_eq!(c.stats.restarts.load(Ordering::Relaxed), 2);
+    assert_eq!(internal.count(), 0, "{:?}", internal.list());
+}

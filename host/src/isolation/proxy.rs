@@ -32,6 +32,7 @@ use super::protocol::{decode_error, send_fd, tag, Channel, Fields, Init, Report}
 use super::proxy_process::{Flight, MAX_SLOTS};
 use super::shm::{Shared, MAX_PORTS};
 use crate::config::Limits;
+use crate::coordinator::plugin_stats::MAX_PLUGIN_STATS;
 use crate::discipline::lock_order::{LockLevel, OrderedMutex};
 
 /// What an isolated stage shares between its factory (which starts processes) and its
@@ -165,6 +166,8 @@ pub(super) struct Running {
     /// The last line the process wrote on stderr (its last words, if it dies).
     last_words: Arc<OrderedMutex<String>>,
     stderr: Option<JoinHandle<()>>,
+    /// Its counters were added to `ChildStage::stats_gone` (it died).
+    stats_kept: bool,
 }
 
 /// An isolated stage's instance: the plugin lives in a child process.
@@ -187,6 +190,9 @@ pub struct ChildStage {
     /// a report (they are added to the last process's report).
     pub(super) written_here: u64,
     written_gone: u64,
+    /// The plugin's own counters as the processes that died left them (a fresh process counts
+    /// from zero; the stage's counters go on from these).
+    pub(super) stats_gone: [u64; MAX_PLUGIN_STATS],
 }
 
 impl ChildStage {
@@ -204,6 +210,7 @@ impl ChildStage {
             stat_names: Vec::new(),
             written_here: 0,
             written_gone: 0,
+            stats_gone: [0; MAX_PLUGIN_STATS],
         };
         stage.launch()?;
         if stage.init.kind == "capture" {
@@ -254,6 +261,7 @@ impl ChildStage {
                 shm,
                 last_words,
                 stderr: None,
+                stats_kept: false,
             };
             run.stderr = forward_stderr(
                 &mut run.process,
@@ -361,6 +369,12 @@ impl ChildStage {
         let status = reap(&mut run.process);
         if let Some(h) = run.stderr.take() {
             h.join().ok();
+        }
+        if !std::mem::replace(&mut run.stats_kept, true) {
+            let ring = run.shm.ring();
+            for (gone, v) in self.stats_gone.iter_mut().zip(&ring.stats) {
+                *gone += v.load(Ordering::Relaxed);
+            }
         }
         let last = run.last_words.lock().clone();
         let why = if self.iso.killed_for_stall.swap(false, Ordering::AcqRel) {

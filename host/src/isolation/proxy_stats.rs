@@ -1,7 +1,8 @@
 //! An isolated stage's own counters (`tapeline.stats`): its process reads them from the plugin
 //! after every call into the shared memory's header; the host's side answers the extension
 //! with a table of its own that reads them from there, so the stage loop reads an isolated
-//! stage's counters as it reads any other's.
+//! stage's counters as it reads any other's. A process that dies leaves its counts to the
+//! next one: they go on, as the stage's counters go on over restarts.
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -36,16 +37,20 @@ extern "C" fn names(instance: *const c_void) -> RVec<RString> {
         .collect()
 }
 
+/// The running process's counters, on top of what the processes that died had counted (while
+/// none runs, those alone).
 extern "C" fn read(instance: *const c_void, mut out: RSliceMut<'_, u64>) -> u32 {
     // SAFETY: see above.
     let me = unsafe { &*instance.cast::<ChildStage>() };
-    let Some(run) = me.run.as_ref() else {
-        return 0;
-    };
-    let ring = run.shm.ring();
-    let n = (ring.stats_len.load(Ordering::Acquire) as usize).min(out.len());
-    for (o, v) in out.as_mut_slice()[..n].iter_mut().zip(&ring.stats) {
-        *o = v.load(Ordering::Relaxed);
+    let n = me.stat_names.len().min(out.len()).min(me.stats_gone.len());
+    let out = &mut out.as_mut_slice()[..n];
+    out.copy_from_slice(&me.stats_gone[..n]);
+    if let Some(run) = me.run.as_ref() {
+        let ring = run.shm.ring();
+        let len = ring.stats_len.load(Ordering::Acquire) as usize;
+        for (o, v) in out.iter_mut().zip(&ring.stats[..len.min(n)]) {
+            *o += v.load(Ordering::Relaxed);
+        }
     }
     n as u32
 }
