@@ -1,7 +1,7 @@
 //! `wav-reader`: plays a WAV file (PCM 8/16/24/32-bit or 32-bit float) once or in a loop.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use hound::{SampleFormat, WavReader as Decoder};
@@ -57,11 +57,14 @@ struct Raw {
     file: BufReader<File>,
     /// Where the first frame starts (for `loop`).
     data_start: u64,
-    frame_bytes: usize,
     width: usize,
-    /// A block's bytes, allocated once.
-    bytes: Vec<u8>,
+    /// One sample split by the read buffer's end.
+    split: [u8; 4],
 }
+
+/// The read buffer of the sample data: 64 KiB, a read call per 34 blocks of 480 stereo
+/// 16-bit frames (the default 8 KiB made one per 4).
+pub(crate) const RAW_BUFFER: usize = 64 << 10;
 
 impl Describe for WavFileReader {
     type Config = WavReaderConfig;
@@ -96,8 +99,7 @@ impl Capture for WavFileReader {
         let channels = usize::from(decoder.spec().channels);
         let total = u64::from(decoder.duration());
         let (decoder, raw, frame_bytes) =
-            raw_reader(decoder, kind, channels, total, ctx.block_frames())
-                .map_err(|e| read_error(&path, 0, e))?;
+            raw_reader(decoder, kind, channels, total).map_err(|e| read_error(&path, 0, e))?;
         Ok(WavFileReader {
             path,
             kind,
@@ -133,13 +135,10 @@ impl Capture for WavFileReader {
                     break;
                 }
             }
-            let mut n = (capacity - filled).min((self.total - self.pos) as usize);
+            let n = (capacity - filled).min((self.total - self.pos) as usize);
             let dst = &mut dst[filled * ch..];
             let result = match (self.raw.as_mut(), self.decoder.as_mut()) {
-                (Some(raw), _) => {
-                    n = n.min(raw.bytes.len() / raw.frame_bytes);
-                    raw.fill(self.kind, &mut dst[..n * ch])
-                }
+                (Some(raw), _) => raw.fill(self.kind, &mut dst[..n * ch]),
                 (None, Some(decoder)) => fill(decoder, self.kind, &mut dst[..n * ch]),
                 (None, None) => return Err(lost(&self.path)),
             };
@@ -215,7 +214,6 @@ fn raw_reader(
     kind: Kind,
     channels: usize,
     total: u64,
-    block_frames: u32,
 ) -> Result<(Option<Decoder<BufReader<File>>>, Option<Raw>, usize), hound::Error> {
     let bits = usize::from(decoder.spec().bits_per_sample);
     if total == 0 || !matches!(bits, 8 | 16 | 24 | 32) {
@@ -240,30 +238,49 @@ fn raw_reader(
         return Ok((Some(Decoder::new(file)?), None, frame_bytes));
     }
     let raw = Raw {
-        file,
+        // The buffer is empty after the seek: nothing is lost with it.
+        file: BufReader::with_capacity(RAW_BUFFER, file.into_inner()),
         data_start,
-        frame_bytes,
         width: bits / 8,
-        bytes: vec![0; frame_bytes * block_frames.max(1) as usize],
+        split: [0; 4],
     };
     Ok((None, Some(raw), frame_bytes))
 }
 
 impl Raw {
-    /// Read and convert `dst.len()` samples (at most one block). An integer sample's scale is
-    /// that of its width here (the bits fill the container), so each width has its own
-    /// conversion with the scale built in.
+    /// Read and convert `dst.len()` samples, straight from the read buffer's bytes (no
+    /// staging copy); a sample the buffer's end splits goes through `split`.
     fn fill(&mut self, kind: Kind, dst: &mut [f32]) -> Result<(), hound::Error> {
-        let bytes = &mut self.bytes[..dst.len() * self.width];
-        self.file.read_exact(bytes)?;
-        match (kind, self.width) {
-            (Kind::Float, _) => decode::float32(bytes, dst),
-            (Kind::Int(_), 1) => decode::pcm8(bytes, dst),
-            (Kind::Int(_), 2) => decode::pcm16(bytes, dst),
-            (Kind::Int(_), 3) => decode::pcm24(bytes, dst),
-            (Kind::Int(_), _) => decode::pcm32(bytes, dst),
+        let w = self.width;
+        let mut done = 0;
+        while done < dst.len() {
+            let buf = self.file.fill_buf()?;
+            let whole = (buf.len() / w).min(dst.len() - done);
+            if whole == 0 {
+                let one = &mut self.split[..w];
+                self.file.read_exact(one)?;
+                convert(kind, w, one, &mut dst[done..done + 1]);
+                done += 1;
+                continue;
+            }
+            convert(kind, w, &buf[..whole * w], &mut dst[done..done + whole]);
+            self.file.consume(whole * w);
+            done += whole;
         }
         Ok(())
+    }
+}
+
+/// Convert whole samples of `w` bytes each. An integer sample's scale is that of its width
+/// here (the bits fill the container), so each width has its own conversion with the scale
+/// built in.
+fn convert(kind: Kind, w: usize, bytes: &[u8], dst: &mut [f32]) {
+    match (kind, w) {
+        (Kind::Float, _) => decode::float32(bytes, dst),
+        (Kind::Int(_), 1) => decode::pcm8(bytes, dst),
+        (Kind::Int(_), 2) => decode::pcm16(bytes, dst),
+        (Kind::Int(_), 3) => decode::pcm24(bytes, dst),
+        (Kind::Int(_), _) => decode::pcm32(bytes, dst),
     }
 }
 

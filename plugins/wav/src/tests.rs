@@ -673,6 +673,33 @@ fn reads_8_24_32_bit_integers_and_float() {
     assert_eq!(read_blocks(&mut r, 1, 16, 10).0, vec![0.5, -1.25, 3.0]);
 }
 
+/// Files larger than the read buffer, in every width, read in blocks of an odd size: samples
+/// that the buffer's end splits (24-bit samples never fit it whole) come out exactly as hound
+/// reads them one by one.
+#[test]
+fn samples_split_by_the_read_buffer_are_read_exactly() {
+    let dir = TempDir::new("split");
+    for (bits, channels) in [(8u16, 1u16), (16, 2), (24, 2), (24, 3), (32, 1)] {
+        let max = (1i64 << (bits - 1)) - 1;
+        let n = 3 * super::reader::RAW_BUFFER / usize::from(bits / 8) + 7;
+        let values: Vec<i32> = (0..n as i64)
+            .map(|i| ((i * 7919 + 13) % (2 * max + 1) - max) as i32)
+            .collect();
+        let values = &values[..n / usize::from(channels) * usize::from(channels)];
+        let name = format!("big{bits}x{channels}.wav");
+        write_fixture(&dir.path(&name), int_spec(channels, bits, RATE), values);
+        let want: Vec<f32> = hound::WavReader::open(dir.path(&name))
+            .unwrap()
+            .samples::<i32>()
+            .map(|s| (f64::from(s.unwrap()) / (max + 1) as f64) as f32)
+            .collect();
+        let mut r = open_reader(&dir, &format!(r#""path": "{name}""#)).unwrap();
+        let (got, _) = read_blocks(&mut r, usize::from(channels), 999, 10_000);
+        assert_eq!(got.len(), want.len(), "{bits}-bit x {channels}");
+        assert!(got == want, "{bits}-bit x {channels}: samples differ");
+    }
+}
+
 #[test]
 fn loops_seamlessly_with_24_bit_samples_in_4_byte_containers() {
     let dir = TempDir::new("loop");
