@@ -347,6 +347,36 @@ fn a_fifo_fed_in_real_time_is_a_paced_device_and_arrives_intact() {
     assert_eq!(summary_stage(&s, "dev")["gaps"], 0);
 }
 
+/// The same paced device with the capture isolated (`isolate = true`): the device and its
+/// callback thread live in the stage's process, which answers one read at a time (a live source
+/// keeps one slot in flight), and the ramp arrives intact.
+#[test]
+fn a_paced_device_in_an_isolated_stage_arrives_intact() {
+    let dir = TempDir::new("devcap-fifo-isolated");
+    let fifo = dir.path().join("ramp.fifo");
+    mkfifo(&fifo);
+    let writer = feed(fifo.clone(), 60_000, 0, Duration::ZERO);
+    let (out, s) = run_pipeline(
+        &dir,
+        &fifo,
+        &stereo_i16_pipeline(
+            48_000,
+            "period_frames = 240\nxrun_threshold_ms = 1000\nisolate = true",
+        ),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    finish_feeding(&fifo, writer);
+    let (_, got) = wav_i32(&dir.path().join("out.wav"));
+    assert_eq!(got.len(), 96_000);
+    let want = (0..48_000u64).flat_map(|i| [ramp16(i, 0) as i32, ramp16(i, 1) as i32]);
+    assert_eq!(first_difference(&got, want), None, "sample differs");
+    let dev = summary_stage(&s, "dev");
+    assert_eq!(dev["isolated"], true, "{dev:#}");
+    assert_eq!(dev["gaps"], 0, "{dev:#}");
+    // Its own counters (xruns, gaps) crossed from the process.
+    assert!(dev["stats"].get("xruns_detected").is_some(), "{dev:#}");
+}
+
 #[test]
 fn a_device_that_goes_silent_is_lost_restarted_and_the_outage_is_a_counted_gap() {
     let dir = TempDir::new("devcap-loss");
