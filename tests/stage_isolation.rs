@@ -555,3 +555,28 @@ fn a_stop_is_not_held_up_by_the_reads_in_flight_of_a_slow_source() {
     let blocks = summary_stage(&summary, "sink")["blocks"].as_u64().unwrap();
     assert!(blocks >= 2, "{blocks} block(s) reached storage in 1 s");
 }
+
+/// A write that crashes among the last ones in flight is met after the input ended, while the
+/// stage waits for its writes: its policy still holds. Under `fail` the run fails (exit 1),
+/// no fresh process is started to write what the dead one held (it is counted lost), and every
+/// frame is accounted for.
+#[test]
+fn a_crash_met_while_the_last_writes_are_waited_for_still_meets_fail() {
+    let what = "segv at block 95 of 100 in an isolated storage under fail";
+    let keys = format!(
+        "crash = \"segv\"\ncrash_at_block = 95\n{}",
+        on_error("fail")
+    );
+    let r = run(what, &pipeline("sink", &keys));
+    assert_eq!(code(&r.out), 1, "{what}\n{}", stderr(&r.out));
+    assert_eq!(r.summary["failure"]["kind"], "crashed", "{:#}", r.summary);
+    assert_eq!(r.stage("sink")["restarts"], 0);
+    assert_eq!(r.stage("sink")["frames_in"], 95 * BLOCK, "{what}");
+    assert_eq!(r.stage("src")["frames_out"], FRAMES, "{what}");
+    assert_eq!(
+        r.lost(),
+        5 * BLOCK,
+        "{what}: {:#}",
+        r.summary["lost_frames"]
+    );
+}

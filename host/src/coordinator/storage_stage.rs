@@ -12,7 +12,6 @@ use tapeline_plugin_api::abi::{
 
 use super::component::Component;
 use super::factory::Factory;
-use super::policy::Severity;
 use super::stage_io::StageIo;
 use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
@@ -26,6 +25,21 @@ const IDLE: Duration = Duration::from_millis(250);
 pub struct StorageStage {
     format: PortFormat,
     block: Option<Received>,
+    /// An isolated storage's writes still in flight when its input ends: waited for by calls
+    /// of their own (`Drain::Call`), so that a write failing then meets the stage's policy
+    /// like any other; each failed wait is followed by another, up to a bound.
+    drain: Drain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Input still comes (or the stage is in the host: nothing is in flight).
+    No,
+    /// The next call waits for the writes in flight; `left` more tries after this one.
+    Call {
+        left: u32,
+    },
+    Done,
 }
 
 impl StorageStage {
@@ -33,7 +47,29 @@ impl StorageStage {
         StorageStage {
             format,
             block: None,
+            drain: Drain::No,
         }
+    }
+
+    /// The input ended: an isolated storage first waits for its writes in flight (a call of
+    /// its own), unless its policy gave it up or it already did.
+    fn ended(&mut self, io: &mut StageIo, c: &Component, given_up: bool) -> Take {
+        let Some(iso) = c.isolation() else {
+            return Take::Ended;
+        };
+        self.drain = match self.drain {
+            _ if given_up => Drain::Done,
+            Drain::No => Drain::Call {
+                left: iso.slots as u32 + 2,
+            },
+            Drain::Call { left: 0 } | Drain::Done => Drain::Done,
+            Drain::Call { left } => Drain::Call { left: left - 1 },
+        };
+        if self.drain == Drain::Done {
+            return Take::Ended;
+        }
+        io.in_flight = 0;
+        Take::Ready
     }
 }
 
@@ -64,11 +100,22 @@ impl StageWork for StorageStage {
             }
             Err(RecvTimeoutError::Timeout) if c.stop().is_abandoned() => Take::Ended,
             Err(RecvTimeoutError::Timeout) => Take::Idle,
-            Err(RecvTimeoutError::Disconnected) => Take::Ended,
+            Err(RecvTimeoutError::Disconnected) => self.ended(io, c, given_up),
         }
     }
 
     fn call(&mut self, instance: &mut StorageBox, _c: &Component) -> Result<(), PluginError> {
+        if let Drain::Call { .. } = self.drain {
+            // A zero-frame end-of-stream block: an isolated storage waits for its writes.
+            let end = InputBlock {
+                samples: RSlice::from_slice(&[]),
+                frames: 0,
+                channels: self.format.channels,
+                position: 0,
+                flags: FLAG_END_OF_STREAM,
+            };
+            return instance.write(&end).into_result();
+        }
         let Some(b) = &self.block else {
             return Ok(());
         };
@@ -94,6 +141,11 @@ impl StageWork for StorageStage {
                 .map_or(u64::from(b.frames), |iso| iso.take_done());
             c.stats.record_busy(t.busy, frames, 0);
             io.written_now += frames;
+        }
+        if let (Drain::Call { .. }, Some(iso)) = (self.drain, c.isolation()) {
+            // Every write in flight is made.
+            self.drain = Drain::Done;
+            count_done(iso, io, c);
         }
         io.in_flight = 0;
         Flow::Continue
@@ -140,9 +192,6 @@ impl StageWork for StorageStage {
         io.inputs[0].discard_all(DropReason::Shutdown);
         c.wind_down(State::Stopping, "input ended");
         c.wind_down(State::Flushing, "finalising");
-        if !c.stop().is_abandoned() {
-            drain(&mut instance, io, c);
-        }
         let report = instance.finalize().into_result().map(|mut last| {
             merge(&mut last, std::mem::take(&mut io.written_before));
             last
@@ -158,33 +207,6 @@ impl StageWork for StorageStage {
             instance: Some(Box::new(instance)),
             report: Some(report),
             abandoned: false,
-        }
-    }
-}
-
-/// An isolated storage's writes still in flight, each failure reported as the stream's end:
-/// a zero-frame end-of-stream block waits for them (an in-process storage has none).
-fn drain(instance: &mut StorageBox, io: &mut StageIo, c: &Component) {
-    let Some(iso) = c.isolation() else { return };
-    let end = InputBlock {
-        samples: RSlice::from_slice(&[]),
-        frames: 0,
-        channels: 0,
-        position: 0,
-        flags: FLAG_END_OF_STREAM,
-    };
-    for _ in 0..=iso.slots {
-        c.stats.enter(Call::Finish, c.epoch());
-        let drained = instance.write(&end).into_result();
-        c.stats.leave();
-        match drained {
-            Ok(()) => return,
-            Err(e) => {
-                c.report(Severity::Warning, e);
-                count_done(iso, io, c);
-                let frames = iso.take_lost();
-                c.stats.dropped_frames.fetch_add(frames, Ordering::Relaxed);
-            }
         }
     }
 }
