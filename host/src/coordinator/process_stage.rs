@@ -13,7 +13,6 @@ use tapeline_plugin_api::abi::{
 use super::component::Component;
 use super::factory::Factory;
 use super::out_buffer::OutBuffer;
-use super::policy::Severity;
 use super::stage_io::StageIo;
 use super::stage_loop::{CallTime, Flow, StageExit, StageWork, Take};
 use super::stage_stats::Call;
@@ -44,6 +43,9 @@ pub struct ProcessStage {
     stamp: u64,
     /// Frames and flags each output port got from the last call.
     produced: ArrayVec<(u32, u32), MAX_PORTS>,
+    /// Every input ended: the calls left for the tail (end-of-stream calls, made in the stage
+    /// loop like any other, so that a failing one meets the policy too).
+    tail: Option<u32>,
 }
 
 impl ProcessStage {
@@ -78,7 +80,25 @@ impl ProcessStage {
             flags: 0,
             stamp: 0,
             produced: ArrayVec::new(),
+            tail: None,
         }
+    }
+
+    /// Every input ended: the next tail call (up to `MAX_TAIL_CALLS`, after the calls an
+    /// isolated processor still has in flight), or the end once a tail call wrote nothing.
+    fn tail_call(&mut self, io: &mut StageIo, c: &Component) -> Take {
+        let in_flight = c.isolation().map_or(0, |i| i.slots as u32);
+        let left = *self.tail.get_or_insert(MAX_TAIL_CALLS + in_flight);
+        if left == 0 {
+            return Take::Ended;
+        }
+        self.tail = Some(left - 1);
+        self.held.clear();
+        (self.frames, self.flags, self.stamp) = (0, 0, 0);
+        self.positions.copy_from_slice(&io.positions);
+        self.lend(io);
+        io.in_flight = 0;
+        Take::Ready
     }
 
     /// One call of the processor with the held input (or end of stream when `eos`).
@@ -154,37 +174,6 @@ impl ProcessStage {
         }
         out_frames
     }
-
-    /// End of stream: let the processor write what it still holds (a filter's tail).
-    fn tail(&mut self, instance: &mut ProcessorBox, io: &mut StageIo, c: &Component) {
-        self.held.clear();
-        // An isolated processor first returns the calls it still has in flight.
-        let in_flight = c.isolation().map_or(0, |i| i.slots as u32);
-        for _ in 0..MAX_TAIL_CALLS + in_flight {
-            let started = std::time::Instant::now();
-            self.positions.copy_from_slice(&io.positions);
-            self.lend(io);
-            c.stats.enter(Call::Finish, c.epoch());
-            let result = self.process(instance, true);
-            c.stats.leave();
-            if let Err(e) = result {
-                // The stream is over: a failing tail is reported, and nothing is left to stop.
-                c.report(Severity::Warning, e);
-                match c.isolation() {
-                    // An isolated processor's calls in flight come back here: one that failed
-                    // loses its block; the others still come (from a fresh process if need be).
-                    Some(iso) => io.count_dropped(DropReason::StageError, iso.take_lost()),
-                    None => break,
-                }
-                continue;
-            }
-            let out_frames = self.push_produced(io, 0);
-            if out_frames == 0 {
-                break;
-            }
-            c.stats.record(started, 0, out_frames);
-        }
-    }
 }
 
 impl StageWork for ProcessStage {
@@ -217,12 +206,12 @@ impl StageWork for ProcessStage {
             self.ended[i] = got.is_none();
             self.held.push(got);
         }
-        if self.ended.iter().all(|e| *e) {
-            return Take::Ended;
-        }
         if c.stop().is_abandoned() {
             self.abandon_held(io);
             return Take::Ended;
+        }
+        if self.ended.iter().all(|e| *e) {
+            return self.tail_call(io, c);
         }
         let blocks = self.held.iter().flatten();
         self.frames = blocks.clone().map(|b| b.frames).max().unwrap_or(0);
@@ -239,8 +228,16 @@ impl StageWork for ProcessStage {
         Take::Ready
     }
 
+    fn call_kind(&self) -> Call {
+        if self.tail.is_some() {
+            Call::Finish
+        } else {
+            Call::Process
+        }
+    }
+
     fn call(&mut self, instance: &mut ProcessorBox, c: &Component) -> Result<(), PluginError> {
-        let result = self.process(instance, false);
+        let result = self.process(instance, self.tail.is_some());
         let levels = instance.levels();
         if !levels.is_empty() {
             c.stats.publish_levels(levels.as_slice());
@@ -252,6 +249,10 @@ impl StageWork for ProcessStage {
         let out_frames = self.push_produced(io, self.stamp);
         c.stats
             .record_busy(t.busy, u64::from(self.frames), out_frames);
+        if out_frames == 0 && self.tail.is_some() {
+            // The tail is written.
+            self.tail = Some(0);
+        }
         self.held.clear();
         io.in_flight = 0;
         Flow::Continue
@@ -264,7 +265,10 @@ impl StageWork for ProcessStage {
             Some(iso) => iso.take_lost(),
             None => u64::from(self.frames),
         };
-        io.count_dropped(DropReason::StageError, frames);
+        // A failed tail call of a processor in the host held no block.
+        if self.tail.is_none() || frames > 0 {
+            io.count_dropped(DropReason::StageError, frames);
+        }
         self.held.clear();
         io.in_flight = 0;
     }
@@ -273,10 +277,7 @@ impl StageWork for ProcessStage {
         instance.extension(name, version)
     }
 
-    fn finish(&mut self, mut instance: ProcessorBox, io: &mut StageIo, c: &Component) -> StageExit {
-        if self.ended.iter().all(|e| *e) && !c.stop().is_abandoned() {
-            self.tail(&mut instance, io, c);
-        }
+    fn finish(&mut self, instance: ProcessorBox, io: &mut StageIo, c: &Component) -> StageExit {
         if let Some(iso) = c.isolation() {
             // A failing tail's call, and calls in flight when the stage stops without its tail.
             for (reason, frames) in [

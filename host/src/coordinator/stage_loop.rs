@@ -45,6 +45,11 @@ pub trait StageWork: Send + 'static {
     type Factory: Send + Sync + 'static;
     /// The plugin call [`StageWork::call`] makes, for the watchdog.
     const CALL: Call;
+    /// The call the next [`StageWork::call`] makes, when it is not always [`StageWork::CALL`]
+    /// (a processor's tail calls are `finish`).
+    fn call_kind(&self) -> Call {
+        Self::CALL
+    }
     /// After giving up, keep taking input and count it dropped (storage), rather than end.
     const DRAINS_AFTER_GIVING_UP: bool = false;
 
@@ -168,7 +173,8 @@ pub fn run<W: StageWork>(
         let started = Instant::now();
         let start = started.saturating_duration_since(c.epoch());
         slot.park(io);
-        c.stats.enter_at(W::CALL, start);
+        let kind = work.call_kind();
+        c.stats.enter_at(kind, start);
         let result = work.call(&mut instance, c);
         let Some(back) = slot.take() else {
             // Given up by the watchdog: another thread has the edges. Touch nothing shared,
@@ -192,7 +198,7 @@ pub fn run<W: StageWork>(
                 if c.stop().is_abandoned() {
                     break;
                 }
-                c.after_stall(W::CALL, rebuild)
+                c.after_stall(kind, rebuild)
             }
             Err(e) => {
                 work.lost(&mut io, c);

@@ -202,10 +202,6 @@ impl StageStats {
         self.latency_blocks.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn record(&self, started: Instant, frames_in: u64, frames_out: u64) {
-        self.record_busy(started.elapsed(), frames_in, frames_out);
-    }
-
     pub(crate) fn record_busy(&self, busy: Duration, frames_in: u64, frames_out: u64) {
         let ns = busy.as_nanos() as u64;
         self.blocks.fetch_add(1, Ordering::Relaxed);
