@@ -580,3 +580,22 @@ fn a_crash_met_while_the_last_writes_are_waited_for_still_meets_fail() {
         r.summary["lost_frames"]
     );
 }
+
+/// More CPU time than `limits.cpu_seconds`: the process gets SIGXCPU (the hard limit is a
+/// second above, so the kernel's SIGKILL, which says nothing, does not come first) and the error
+/// names the limit.
+#[test]
+fn a_cpu_limit_ends_the_process_with_sigxcpu_and_names_the_limit() {
+    let toml = "version = 1\n[capture.t]\nplugin = \"tone\"\nchannels = 2\nseconds = 3600.0\n\
+                [process.r]\nplugin = \"resample\"\ninputs = [\"t\"]\nrate = 44100\n\
+                quality = \"best\"\nisolate = true\nlimits = { cpu_seconds = 1 }\n\
+                on_error = { policy = \"fail\" }\n[storage.n]\nplugin = \"null\"\n\
+                inputs = [\"r\"]\n";
+    let r = run("cpu_seconds = 1 on a resampler", toml);
+    assert_eq!(code(&r.out), 1, "{}", stderr(&r.out));
+    let msg = r.summary["failure"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("killed by SIGXCPU") && msg.contains("limit: cpu_seconds = 1"),
+        "{msg}"
+    );
+}

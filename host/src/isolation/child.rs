@@ -145,24 +145,27 @@ fn build(init: &Init) -> Result<Instance, PluginError> {
 /// The stage's limits, applied to this process before the plugin is loaded.
 fn apply_limits(limits: &Limits) -> io::Result<()> {
     use rustix::process::{setrlimit, Resource, Rlimit};
-    let set = |resource, n: u64| {
+    let set = |resource, n: u64, hard: u64| {
         setrlimit(
             resource,
             Rlimit {
                 current: Some(n),
-                maximum: Some(n),
+                maximum: Some(hard),
             },
         )
         .map_err(io::Error::from)
     };
     if let Some(mb) = limits.memory_mb {
-        set(Resource::As, mb.saturating_mul(1 << 20))?;
+        let bytes = mb.saturating_mul(1 << 20);
+        set(Resource::As, bytes, bytes)?;
     }
     if let Some(s) = limits.cpu_seconds {
-        set(Resource::Cpu, s)?;
+        // SIGXCPU at the limit; a hard limit equal to it would make the kernel send SIGKILL
+        // instead, which does not say why.
+        set(Resource::Cpu, s, s.saturating_add(1))?;
     }
     if let Some(n) = limits.open_files {
-        set(Resource::Nofile, n)?;
+        set(Resource::Nofile, n, n)?;
     }
     Ok(())
 }

@@ -6,27 +6,23 @@ use std::process::ExitStatus;
 use crate::config::Limits;
 
 /// `killed by SIGSEGV (invalid memory access)`, `exited with status 3`, and the limit it hit
-/// when that is what ended it (from the signal, or from what the process last wrote).
-pub fn describe(status: ExitStatus, limits: &Limits, last_words: &str) -> String {
+/// (`memory_mb = 256`) when that is what ended it (from the signal, or from what the process
+/// last wrote).
+pub fn describe(status: ExitStatus, limits: &Limits, last_words: &str) -> (String, Option<String>) {
     let base = match (status.signal(), status.code()) {
         (Some(sig), _) => format!("killed by {}", signal_name(sig)),
         (None, Some(code)) => format!("exited with status {code}"),
         (None, None) => "ended".to_string(),
     };
     let limit = match status.signal() {
-        Some(24) => limits
-            .cpu_seconds
-            .map(|n| format!("limit: cpu_seconds = {n}")),
-        Some(25) => Some("limit: file size".to_string()),
+        Some(24) => limits.cpu_seconds.map(|n| format!("cpu_seconds = {n}")),
+        Some(25) => Some("file size".to_string()),
         _ if last_words.contains("memory allocation of") => {
-            limits.memory_mb.map(|n| format!("limit: memory_mb = {n}"))
+            limits.memory_mb.map(|n| format!("memory_mb = {n}"))
         }
         _ => None,
     };
-    match limit {
-        Some(l) => format!("{base}; {l}"),
-        None => base,
-    }
+    (base, limit)
 }
 
 pub fn signal_name(sig: i32) -> String {
@@ -59,11 +55,11 @@ mod tests {
         let none = Limits::default();
         assert_eq!(
             describe(ExitStatus::from_raw(11), &none, ""),
-            "killed by SIGSEGV (invalid memory access)"
+            ("killed by SIGSEGV (invalid memory access)".into(), None)
         );
         assert_eq!(
             describe(ExitStatus::from_raw(3 << 8), &none, ""),
-            "exited with status 3"
+            ("exited with status 3".into(), None)
         );
         let mem = Limits {
             memory_mb: Some(256),
@@ -74,11 +70,20 @@ mod tests {
             &mem,
             "memory allocation of 16777216 bytes failed",
         );
-        assert_eq!(oom, "killed by SIGABRT (abort); limit: memory_mb = 256");
+        assert_eq!(
+            oom,
+            (
+                "killed by SIGABRT (abort)".into(),
+                Some("memory_mb = 256".into())
+            )
+        );
         let cpu = Limits {
             cpu_seconds: Some(1),
             ..Limits::default()
         };
-        assert!(describe(ExitStatus::from_raw(24), &cpu, "").ends_with("limit: cpu_seconds = 1"));
+        assert_eq!(
+            describe(ExitStatus::from_raw(24), &cpu, "").1.as_deref(),
+            Some("cpu_seconds = 1")
+        );
     }
 }

@@ -377,22 +377,27 @@ impl ChildStage {
             }
         }
         let last = run.last_words.lock().clone();
-        let why = if self.iso.killed_for_stall.swap(false, Ordering::AcqRel) {
-            format!(
-                "was killed by the watchdog: `{call}` had not returned after stall_timeout_ms = {} ms",
-                self.iso.stall_timeout_ms
-            )
+        let (how, limit) = if self.iso.killed_for_stall.swap(false, Ordering::AcqRel) {
+            let ms = self.iso.stall_timeout_ms;
+            let how = format!(
+                "was killed by the watchdog (no return within stall_timeout_ms = {ms} ms) \
+                 during `{call}`"
+            );
+            (how, None)
         } else {
-            status.map_or("ended".to_string(), |s| {
+            let (how, limit) = status.map_or(("ended".to_string(), None), |s| {
                 describe(s, &self.iso.limits, &last)
-            })
+            });
+            (
+                format!("{how} during `{call}`"),
+                limit.map(|l| format!("limit: {l}")),
+            )
         };
-        let words = if last.is_empty() {
-            String::new()
-        } else {
-            format!("; it last wrote: {last}")
-        };
-        (format!("{why} during `{call}`"), words)
+        let mut words = limit.map(|l| format!("; {l}")).unwrap_or_default();
+        if !last.is_empty() {
+            words.push_str(&format!("; it last wrote: {last}"));
+        }
+        (how, words)
     }
 
     /// Close the socket (the child ends by itself), or kill it after a moment.
@@ -495,6 +500,8 @@ fn is_backtrace(line: &str) -> bool {
     let t = line.trim_start();
     t.starts_with("stack backtrace:")
         || t.starts_with("note: Some details are omitted")
+        // What std prints after a panic's message with RUST_BACKTRACE unset.
+        || t.starts_with("note: run with `RUST_BACKTRACE=")
         // What std prints after "memory allocation of N bytes failed" with RUST_BACKTRACE set.
         || t.starts_with("skipping backtrace printing")
         || t.starts_with("at ")
@@ -577,6 +584,7 @@ mod tests {
             "   0: __rustc::rust_begin_unwind",
             "             at /rustc/x/library/std/src/panicking.rs:689:5",
             "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.",
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
             "skipping backtrace printing to avoid potential recursion",
         ] {
             assert!(is_backtrace(line), "{line}");
