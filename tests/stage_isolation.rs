@@ -599,3 +599,40 @@ fn a_cpu_limit_ends_the_process_with_sigxcpu_and_names_the_limit() {
         "{msg}"
     );
 }
+
+/// Behind a paced source (one block every 10 ms) an isolated processor's calls do not wait for
+/// its process, so its death is seen when its stderr closes, at the next call: the crash at
+/// block 10 (about 100 ms in) is met long before a ring of 64 calls (640 ms) has gone by with
+/// nothing coming back. The error's time is when the stage met it.
+#[test]
+fn a_crash_behind_a_paced_source_is_met_at_the_next_call() {
+    let keys = format!(
+        "crash = \"segv\"\ncrash_at_block = {AT}\n{}",
+        on_error("restart")
+    );
+    let toml = pipeline("mid", &keys).replace("frames = ", "slow_us = 10000\nframes = ");
+    assert!(toml.contains("slow_us = 10000"), "{toml}");
+    let r = run("segv behind a paced source", &toml);
+    assert_eq!(code(&r.out), 0, "{}", stderr(&r.out));
+    let history = r.stage("mid")["history"].as_array().unwrap().clone();
+    let at = |state: &str| {
+        history
+            .iter()
+            .find(|h| h["to"] == state)
+            .and_then(|h| h["at_ms"].as_u64())
+            .unwrap_or_else(|| panic!("no `{state}` in {history:#?}"))
+    };
+    let (running, failed) = (at("running"), at("failed"));
+    assert!(
+        failed - running < 320,
+        "the crash at block {AT} was met {} ms after the stage started",
+        failed - running
+    );
+    let error = &r.summary["errors"][0];
+    let error_at = error["at_ms"].as_u64().unwrap();
+    assert!(
+        error_at.abs_diff(failed) < 50,
+        "error at {error_at} ms, the stage failed at {failed} ms: {error:#}"
+    );
+    r.assert_lost_blocks("segv behind a paced source", 1);
+}

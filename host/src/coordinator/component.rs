@@ -34,6 +34,9 @@ pub enum Event {
         stage: usize,
         severity: Severity,
         error: PluginError,
+        /// When the stage met it, in milliseconds since the run started (the coordinator may
+        /// take it in later).
+        at_ms: u64,
     },
 }
 
@@ -140,6 +143,7 @@ impl Component {
             stage: self.who.index,
             severity,
             error,
+            at_ms: self.epoch().elapsed().as_millis() as u64,
         });
     }
 

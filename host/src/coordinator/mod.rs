@@ -157,7 +157,8 @@ fn settle(g: &mut Running, cleaned: &cleanup_plan::Cleaned, mut end: EndReason) 
     g.drain_events();
     for (i, e) in &cleaned.finalize_errors {
         let c = g.stages[*i].component.clone();
-        g.log.note_plugin(&c, policy::Severity::Fatal, e, g.epoch);
+        let at_ms = g.epoch.elapsed().as_millis() as u64;
+        g.log.note_plugin(&c, policy::Severity::Fatal, e, at_ms);
         if g.failure.is_none() {
             g.failure = Some(run_error::RunError {
                 stage: *i,

@@ -3,7 +3,7 @@
 //! log); and, on failure, the state dump next to the run's outputs.
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tapeline_plugin_api::abi::PluginError;
@@ -42,14 +42,15 @@ impl RecoveryLog {
         }
     }
 
-    /// Note an error (logged, and listed up to [`MAX_ERRORS`]).
+    /// Note an error that happened `at_ms` into the run (logged, and listed up to
+    /// [`MAX_ERRORS`]).
     pub fn note(
         &mut self,
         c: &Component,
         severity: Severity,
         kind: &str,
         message: &str,
-        epoch: Instant,
+        at_ms: u64,
     ) {
         if self.errors.len() >= MAX_ERRORS {
             // Each stage's `errors` counter still counts them all.
@@ -68,18 +69,12 @@ impl RecoveryLog {
             severity,
             kind: kind.to_string(),
             message: message.to_string(),
-            at_ms: epoch.elapsed().as_millis() as u64,
+            at_ms,
         });
     }
 
-    pub fn note_plugin(
-        &mut self,
-        c: &Component,
-        severity: Severity,
-        e: &PluginError,
-        epoch: Instant,
-    ) {
-        self.note(c, severity, e.kind().as_str(), e.message(), epoch);
+    pub fn note_plugin(&mut self, c: &Component, severity: Severity, e: &PluginError, at_ms: u64) {
+        self.note(c, severity, e.kind().as_str(), e.message(), at_ms);
     }
 
     /// Log the state changes of every stage since the last call.

@@ -226,9 +226,10 @@ impl<'p> Running<'p> {
                 stage,
                 severity,
                 error,
+                at_ms,
             } => {
                 let c = self.stages[stage].component.clone();
-                self.log.note_plugin(&c, severity, &error, self.epoch);
+                self.log.note_plugin(&c, severity, &error, at_ms);
                 if severity == Severity::Fatal {
                     if self.failure.is_none() {
                         self.failure = Some(RunError {

@@ -76,7 +76,8 @@ fn stalled(g: &mut Running, i: usize, call: Call, lasted_us: u64) -> Option<RunE
         g.plan.file.stall_timeout_ms
     );
     let severity = c.severity();
-    g.log.note(&c, severity, "stalled", &message, g.epoch);
+    let at_ms = g.epoch.elapsed().as_millis() as u64;
+    g.log.note(&c, severity, "stalled", &message, at_ms);
     c.stats.errors.fetch_add(1, Ordering::Relaxed);
     if let Some(iso) = c.isolation() {
         // Its own process: killed, the call returns a `crashed` error, and the policy applies.
@@ -137,8 +138,13 @@ fn abandon(g: &mut Running, i: usize, call: Call, lasted_us: u64) {
         c.who.plugin,
         lasted_us / 1000
     );
-    g.log
-        .note(&c, Severity::Recoverable, "abandoned", &message, g.epoch);
+    g.log.note(
+        &c,
+        Severity::Recoverable,
+        "abandoned",
+        &message,
+        g.epoch.elapsed().as_millis() as u64,
+    );
     r.abandoned.push(AbandonedCall {
         call: call.as_str().to_string(),
         thread,

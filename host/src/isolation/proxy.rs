@@ -168,6 +168,18 @@ pub(super) struct Running {
     stderr: Option<JoinHandle<()>>,
     /// Its counters were added to `ChildStage::stats_gone` (it died).
     stats_kept: bool,
+    /// Its stderr closed: it has ended (or is ending). Seen by a call that does not wait for
+    /// the process (calls in flight), which would otherwise learn of the end only once the ring
+    /// is full.
+    gone: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// The process has ended: its stderr closed and it exited (a plugin that closes its own
+    /// stderr does not count as ended).
+    pub(super) fn ended(&mut self) -> bool {
+        self.gone.load(Ordering::Acquire) && matches!(self.process.try_wait(), Ok(Some(_)))
+    }
 }
 
 /// An isolated stage's instance: the plugin lives in a child process.
@@ -262,11 +274,13 @@ impl ChildStage {
                 last_words,
                 stderr: None,
                 stats_kept: false,
+                gone: Arc::new(AtomicBool::new(false)),
             };
             run.stderr = forward_stderr(
                 &mut run.process,
                 &self.init.stage_id,
                 run.last_words.clone(),
+                run.gone.clone(),
             );
             send_fd(&run.ch.stream, memory.as_fd())?;
             let json = serde_json::to_vec(&self.init).map_err(std::io::Error::other)?;
@@ -473,11 +487,13 @@ fn stage_program() -> std::io::Result<std::path::PathBuf> {
     std::env::current_exe()
 }
 
-/// Pass the process's stderr on, each line marked with the stage, and keep the last line.
+/// Pass the process's stderr on, each line marked with the stage, keep the last line, and say
+/// when it closed (the process ended).
 fn forward_stderr(
     process: &mut Child,
     stage: &str,
     last: Arc<OrderedMutex<String>>,
+    gone: Arc<AtomicBool>,
 ) -> Option<JoinHandle<()>> {
     let stderr = process.stderr.take()?;
     let stage = stage.to_string();
@@ -491,6 +507,7 @@ fn forward_stderr(
                     *last.lock() = line;
                 }
             }
+            gone.store(true, Ordering::Release);
         })
         .ok()
 }

@@ -112,6 +112,10 @@ impl ChildStage {
             }
         }
         self.submit(inputs, outputs, frames);
+        if self.run.as_mut().is_some_and(|r| r.ended()) {
+            // Its answers so far still come; then the crash.
+            self.died();
+        }
         let slots = self.slots() as u64;
         let in_flight = self.flight.sent - self.flight.got;
         if eos || slots == 1 {
