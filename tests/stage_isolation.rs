@@ -636,3 +636,23 @@ fn a_crash_behind_a_paced_source_is_met_at_the_next_call() {
     );
     r.assert_lost_blocks("segv behind a paced source", 1);
 }
+
+/// A write that fails under `fail`, with writes after it in flight: as in the host, nothing
+/// after the failed block is written (the process is finalised without being told to go on),
+/// and what was made and not written is counted lost.
+#[test]
+fn a_failed_write_under_fail_writes_nothing_after_it() {
+    let what = "error_at_block in an isolated storage under fail";
+    let keys = format!("error_at_block = {AT}\n{}", on_error("fail"));
+    let r = run(what, &pipeline("sink", &keys));
+    assert_eq!(code(&r.out), 1, "{what}\n{}", stderr(&r.out));
+    assert_eq!(r.report()["frames_written"], AT * BLOCK, "{what}");
+    assert_eq!(r.storage_written(), AT * BLOCK, "{what}");
+    let made = r.stage("src")["frames_out"].as_u64().unwrap();
+    assert_eq!(
+        made,
+        AT * BLOCK + r.lost(),
+        "{what}: {:#}",
+        r.summary["lost_frames"]
+    );
+}

@@ -250,7 +250,7 @@ fn serve_ring(
         if ring::wake_host(shm, ch, done).is_err() {
             return;
         }
-        if failed && matches!(ring::wait_resume(ch), ring::Next::End) {
+        if failed && !resumed(ch, instance, shm, stats) {
             return;
         }
     }
@@ -312,6 +312,27 @@ fn process(
         put.f32(l.peak_db).f32(l.rms_db);
     }
     Ok(())
+}
+
+/// After a failed call: wait until the host says go on (true), answering a storage's flush
+/// or finalise meanwhile; false when the host closed the socket.
+fn resumed(
+    ch: &mut Channel<UnixStream>,
+    instance: &mut Instance,
+    shm: &mut Shared,
+    stats: &mut PluginStats,
+) -> bool {
+    loop {
+        match ring::wait_resume(ch) {
+            ring::Next::Call => return true,
+            ring::Next::End => return false,
+            ring::Next::Request(t) => {
+                if respond(ch, instance, shm, stats, t).is_err() {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// Where a capture's source stands, from read to read.

@@ -333,7 +333,7 @@ impl ChildStage {
         let Some(run) = self.run.as_mut() else {
             return Err(PluginError::new(
                 ErrorKind::Crashed,
-                "crashed: the stage's process is gone",
+                format!("crashed: the stage's process had ended before `{call}` (see its crash)"),
             ));
         };
         let sent = run.ch.begin(t).put(header).send();
@@ -562,11 +562,13 @@ impl StorageObj for ChildStage {
         self.request("flush", tag::FLUSH, &[]).map(|_| ()).into()
     }
 
-    /// After the writes in flight (one that failed is counted lost, `Isolation::take_lost`).
-    /// A process that is gone is not started again to finalise.
+    /// After the writes in flight (one that failed is counted lost, `Isolation::take_lost`),
+    /// unless a write failed and the process waits to be told to go on: then the writes after
+    /// it are not made (the stage gave up, or a fresh process takes them over). A process that
+    /// is gone is not started again to finalise.
     fn finalize(&mut self) -> RResult<StorageReport, PluginError> {
         for _ in 0..=MAX_SLOTS {
-            if self.run.is_none() || self.drain().is_ok() {
+            if self.run.is_none() || self.flight.paused || self.drain().is_ok() {
                 break;
             }
         }

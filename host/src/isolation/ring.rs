@@ -150,6 +150,8 @@ pub fn wait_resume<S: Read + Write>(ch: &mut Channel<S>) -> Next {
         match ch.recv() {
             Ok((tag::DOORBELL, _)) => {}
             Ok((tag::RESUME, _)) => return Next::Call,
+            // A storage finalised without the writes after the failed one.
+            Ok((t @ (tag::FLUSH | tag::FINALIZE), _)) => return Next::Request(t),
             _ => return Next::End,
         }
     }
