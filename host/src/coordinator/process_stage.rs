@@ -247,11 +247,16 @@ impl StageWork for ProcessStage {
 
     fn deliver(&mut self, io: &mut StageIo, c: &Component, t: CallTime) -> Flow {
         let out_frames = self.push_produced(io, self.stamp);
-        c.stats
-            .record_busy(t.busy, u64::from(self.frames), out_frames);
-        if out_frames == 0 && self.tail.is_some() {
-            // The tail is written.
-            self.tail = Some(0);
+        if self.tail.is_none() {
+            c.stats
+                .record_busy(t.busy, u64::from(self.frames), out_frames);
+        } else {
+            // A tail call took no block (an isolated processor's returns calls in flight).
+            c.stats.record_call(t.busy, 0, out_frames);
+            if out_frames == 0 {
+                // The tail is written.
+                self.tail = Some(0);
+            }
         }
         self.held.clear();
         io.in_flight = 0;

@@ -202,9 +202,15 @@ impl StageStats {
         self.latency_blocks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One call that took a block (counted in `blocks`).
     pub(crate) fn record_busy(&self, busy: Duration, frames_in: u64, frames_out: u64) {
-        let ns = busy.as_nanos() as u64;
         self.blocks.fetch_add(1, Ordering::Relaxed);
+        self.record_call(busy, frames_in, frames_out);
+    }
+
+    /// One call that took no block (a processor's tail): its time and frames, not a block.
+    pub(crate) fn record_call(&self, busy: Duration, frames_in: u64, frames_out: u64) {
+        let ns = busy.as_nanos() as u64;
         self.frames_in.fetch_add(frames_in, Ordering::Relaxed);
         self.frames_out.fetch_add(frames_out, Ordering::Relaxed);
         self.busy_ns.fetch_add(ns, Ordering::Relaxed);
