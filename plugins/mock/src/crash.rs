@@ -21,6 +21,8 @@ use std::thread::JoinHandle;
 
 use tapeline_plugin_api::prelude::*;
 
+use crate::faults::Fired;
+
 /// What `crash` does.
 #[derive(Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -145,14 +147,23 @@ pub struct Marker {
 }
 
 impl Marker {
+    /// The marker of the stage's crash fault.
     pub fn new(dir: &Path, run: &RunId, plugin: &str, stage_id: &str) -> Marker {
-        let mut name = String::from("tapeline-mock.");
+        Marker::for_fault(dir, run, plugin, stage_id, "crash")
+    }
+
+    /// The marker of the stage's fault `fault` (`crash`, `error`, `panic`, `stall`).
+    pub fn for_fault(dir: &Path, run: &RunId, plugin: &str, stage_id: &str, fault: &str) -> Marker {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep_stale(dir));
+        let mut name = String::from(MARKER_PREFIX);
         escape(&run.id, &mut name);
         name.push('.');
         escape(plugin, &mut name);
         name.push('.');
         escape(stage_id, &mut name);
-        name.push_str(".crash");
+        name.push('.');
+        name.push_str(fault);
         let started = run.started.map_or("-".to_string(), |t| t.to_string());
         Marker {
             path: dir.join(name),
@@ -220,6 +231,31 @@ impl Marker {
     }
 }
 
+const MARKER_PREFIX: &str = "tapeline-mock.";
+
+/// Remove the markers in `dir` of runs that have ended (their process is gone, or its id now
+/// belongs to another process): nothing else removes them, and every run with a fault leaves
+/// some. Done once per process, before its first marker; what cannot be read or removed is left.
+pub fn sweep_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(MARKER_PREFIX)) else {
+            continue;
+        };
+        let id = rest.split('.').next().unwrap_or("");
+        let Ok(stamp) = fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let started = process_start_time(id).map_or("-".to_string(), |t| t.to_string());
+        let live = process_start_time(id).is_some() && stamp == format!("{id} {started}\n");
+        // One that cannot be removed (another sweep got there first) is left.
+        if !live && fs::remove_file(entry.path()).is_err() {}
+    }
+}
+
 /// Append `s` to `out` as a file-name component: ASCII letters, digits, `-` and `_` as they are,
 /// every other byte as `%XX` (so `.` separates the components and no two ids share a name).
 fn escape(s: &str, out: &mut String) {
@@ -240,6 +276,10 @@ pub struct CrashSite {
     marker: Option<Marker>,
     thread: Option<PanicThread>,
     thread_panicked: bool,
+    /// The markers of the stage's other faults that fire once per stage (`panic_at_block`,
+    /// `error_at_block`, `stall_at_block`), so that they too fire once when each instance runs
+    /// in a fresh process.
+    once: Vec<(Fired, Marker)>,
 }
 
 impl CrashSite {
@@ -274,7 +314,27 @@ impl CrashSite {
             marker: Some(marker),
             thread,
             thread_panicked: false,
+            once: Vec::new(),
         })
+    }
+
+    /// Markers for the stage's once-per-stage faults in `faults`.
+    pub fn with_once(mut self, faults: &[Fired], plugin: &str, stage_id: &str) -> CrashSite {
+        let (dir, run) = (std::env::temp_dir(), RunId::current());
+        self.once = faults
+            .iter()
+            .map(|&f| (f, Marker::for_fault(&dir, &run, plugin, stage_id, f.name())))
+            .collect();
+        self
+    }
+
+    /// Whether fault `f`, due now and not yet fired in this process, is this run's first: its
+    /// marker is claimed (or it has none, or the marker cannot be made: then it fires).
+    pub fn first_in_run(&self, f: Fired) -> bool {
+        match self.once.iter().find(|(g, _)| *g == f) {
+            Some((_, m)) => m.claim().unwrap_or(true),
+            None => true,
+        }
     }
 
     /// True once the `thread-panic` thread has panicked.

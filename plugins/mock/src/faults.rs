@@ -173,7 +173,15 @@ impl Faults {
     /// What an instance of stage `stage_id` of mock `plugin` needs to perform the crash fault
     /// (nothing without one). For the constructor: it may allocate and start a thread.
     pub fn crash_site(&self, plugin: &'static str, stage_id: &str) -> PluginResult<CrashSite> {
-        CrashSite::for_stage(self.crash, plugin, stage_id)
+        let once: Vec<Fired> = [
+            (self.panic_at.is_some(), Fired::Panic),
+            (self.error_at.is_some(), Fired::Error),
+            (self.stall_at.is_some(), Fired::Stall),
+        ]
+        .into_iter()
+        .filter_map(|(set, f)| set.then_some(f))
+        .collect();
+        Ok(CrashSite::for_stage(self.crash, plugin, stage_id)?.with_once(&once, plugin, stage_id))
     }
 
     /// Count a start attempt; fail while fewer than `fail_start_times` attempts have failed.
@@ -200,7 +208,7 @@ impl Faults {
             std::thread::sleep(d);
         }
         if let Some((at, d)) = self.stall_at {
-            if at == block && state.fire(Fired::Stall) {
+            if at == block && state.fire(Fired::Stall) && site.first_in_run(Fired::Stall) {
                 std::thread::sleep(d);
             }
         }
@@ -209,11 +217,14 @@ impl Faults {
                 site.fire(c.kind, name, block)?;
             }
         }
-        if self.panic_at == Some(block) && state.fire(Fired::Panic) {
+        if self.panic_at == Some(block)
+            && state.fire(Fired::Panic)
+            && site.first_in_run(Fired::Panic)
+        {
             panic!("{name}: injected panic at block {block} (panic_at_block)");
         }
         if let Some((at, kind)) = self.error_at {
-            if at == block && state.fire(Fired::Error) {
+            if at == block && state.fire(Fired::Error) && site.first_in_run(Fired::Error) {
                 return Err(PluginError::new(
                     kind,
                     format!(
@@ -228,7 +239,7 @@ impl Faults {
 }
 
 /// Faults that fire once per stage.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fired {
     Panic = 1,
     Error = 2,
@@ -236,6 +247,20 @@ pub enum Fired {
     DeviceLost = 8,
     FinalizeFailed = 16,
     Crash = 32,
+}
+
+impl Fired {
+    /// The fault's name in its marker file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fired::Panic => "panic",
+            Fired::Error => "error",
+            Fired::Stall => "stall",
+            Fired::DeviceLost => "device-lost",
+            Fired::FinalizeFailed => "finalize-failed",
+            Fired::Crash => "crash",
+        }
+    }
 }
 
 /// What one stage has done so far, shared by every instance built for it in this process.

@@ -292,6 +292,33 @@ mod crash_marker {
         }
     }
 
+    /// Markers of runs that ended are swept; this run's, and files that are not markers, stay.
+    #[test]
+    fn stale_markers_of_ended_runs_are_swept() {
+        let dir = Dir::new("sweep");
+        // No process has this id (above the kernel's largest pid).
+        let dead = Marker::for_fault(&dir.0, &run("4194999", 7), "mock-process", "p", "error");
+        let live = Marker::for_fault(&dir.0, &RunId::current(), "mock-process", "p", "error");
+        // This process's id with another start time: an earlier process that had its id.
+        let reused = Marker::new(
+            &dir.0,
+            &run(&std::process::id().to_string(), 1),
+            "mock-storage",
+            "s",
+        );
+        for m in [&dead, &live, &reused] {
+            assert!(m.claim().unwrap());
+        }
+        let other = dir.0.join("not-a-marker");
+        std::fs::write(&other, "x").unwrap();
+        crate::crash::sweep_stale(&dir.0);
+        assert!(!dead.path().exists(), "the ended run's marker is swept");
+        assert!(!reused.path().exists(), "the reused id's marker is swept");
+        assert!(live.path().exists(), "this run's marker stays");
+        assert!(other.exists());
+        assert!(!live.claim().unwrap(), "and still says the fault fired");
+    }
+
     #[test]
     fn only_the_first_instance_of_a_run_and_stage_claims_the_marker() {
         let dir = Dir::new("claim");
