@@ -812,13 +812,19 @@ fn parse_isolation(
     };
     if isolate == Some(false) {
         if let Some((key, _)) = t.get_key_value("limits") {
+            let fix = if t.contains_key("isolate") {
+                "limits apply to a stage in its own process: change its `isolate = false` to \
+                 `isolate = true`"
+            } else {
+                "limits apply to a stage in its own process: add `isolate = true`"
+            };
             diags.push(
                 Diagnostic::error(
                     "`limits` on a stage that does not run in its own process",
                     key.span(),
                 )
                 .label("this stage runs in the host's process")
-                .help("limits apply to a stage in its own process: add `isolate = true`"),
+                .help(fix),
             );
         }
     }
@@ -932,10 +938,16 @@ mod tests {
 
     #[test]
     fn limits_on_a_stage_in_the_hosts_process_are_an_error_at_the_key() {
-        for text in [
-            "version = 1\n[capture.t]\nplugin = \"tone\"\nlimits = { memory_mb = 512 }\n",
-            "version = 1\n[pipeline]\nisolate = true\n[capture.t]\nplugin = \"tone\"\n\
-             isolate = false\nlimits = { memory_mb = 512 }\n",
+        for (text, fix) in [
+            (
+                "version = 1\n[capture.t]\nplugin = \"tone\"\nlimits = { memory_mb = 512 }\n",
+                "add `isolate = true`",
+            ),
+            (
+                "version = 1\n[pipeline]\nisolate = true\n[capture.t]\nplugin = \"tone\"\n\
+                 isolate = false\nlimits = { memory_mb = 512 }\n",
+                "change its `isolate = false` to `isolate = true`",
+            ),
         ] {
             let (_, errors) = parse_text(text);
             assert_eq!(
@@ -943,7 +955,7 @@ mod tests {
                 [(
                     "`limits` on a stage that does not run in its own process".to_string(),
                     "limits".to_string(),
-                    "limits apply to a stage in its own process: add `isolate = true`".to_string(),
+                    format!("limits apply to a stage in its own process: {fix}"),
                 )],
                 "{text}"
             );
