@@ -644,3 +644,43 @@ fn a_failed_write_under_fail_writes_nothing_after_it() {
         r.summary["lost_frames"]
     );
 }
+
+/// Behind a paced source (a block every 10 ms) an isolated processor answers each call with that
+/// call's own block, not the one before: the monitor's snapshots see the processor's output keep
+/// up with the source (it lagged one block behind when each answer came back with the next call).
+#[test]
+fn behind_a_paced_source_an_isolated_processor_adds_no_block_of_latency() {
+    let toml = pipeline("mid", "")
+        .replace("frames = ", "slow_us = 10000\nframes = ")
+        .replace(
+            "stall_timeout_ms = 300",
+            "stall_timeout_ms = 300\nmonitor_interval_ms = 50",
+        );
+    let dir = TempDir::new("isolation-paced-latency");
+    let metrics = dir.path().join("metrics.jsonl");
+    let (out, _) = run_toml_with(&dir, &toml, &["--metrics", metrics.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let (mut running, mut level) = (0, 0);
+    for line in text.lines() {
+        let s: Value = serde_json::from_str(line).unwrap();
+        let stages = s["stages"].as_array().unwrap();
+        let out_of = |id: &str| {
+            let st = stages.iter().find(|x| x["id"] == id).unwrap();
+            (st["frames_out"].as_u64().unwrap(), st["state"] == "running")
+        };
+        let ((src, live), (mid, _)) = (out_of("src"), out_of("mid"));
+        if live && src > 0 && src < FRAMES {
+            running += 1;
+            level += usize::from(mid == src);
+        }
+    }
+    assert!(
+        running >= 5,
+        "{running} snapshots while the source ran:\n{text}"
+    );
+    assert!(
+        level * 2 >= running,
+        "the processor's output caught up with the source in {level} of {running} snapshots"
+    );
+}

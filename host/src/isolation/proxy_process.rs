@@ -4,8 +4,9 @@
 //! the first calls are still in flight, no frames, as a processor with latency does). So host
 //! and child work side by side and meet only when the ring is full, once per half ring, instead
 //! of a round trip per block. Behind a live source the ring has one slot: every call waits for
-//! its own answer and isolation adds no latency beyond the call. At the end of the stream the
-//! tail calls (`FLAG_END_OF_STREAM`) return the calls still in flight first.
+//! its own answer and isolation adds no latency beyond the call; behind a paced source (a call
+//! that comes long after the last one returned) a call waits for its own answer too. At the end
+//! of the stream the tail calls (`FLAG_END_OF_STREAM`) return the calls still in flight first.
 //!
 //! Every frame is accounted for: a call the plugin failed is lost (`Isolation::take_lost`);
 //! when the process dies, the answers it gave are still returned, the call it died in is lost,
@@ -31,7 +32,7 @@ use super::shm::MAX_PORTS;
 /// Most slots in a processor's ring.
 pub const MAX_SLOTS: usize = 64;
 
-/// Calls further apart than this wake the child for each call.
+/// A call that comes this long after the last one returned waits for its own answer.
 const RING_AFTER: Duration = Duration::from_millis(1);
 
 /// The calls in flight, counted over the life of the stage instance (across its processes).
@@ -47,8 +48,8 @@ pub struct Flight {
     pub paused: bool,
     /// The error of a failed call, read while waiting (its answer follows).
     pub error: Option<PluginError>,
-    /// When the child was last told to look at the ring.
-    pub rung: Option<Instant>,
+    /// When the last call returned (a call that comes much later is behind a paced source).
+    pub last_return: Option<Instant>,
     /// The process died after answering this many calls (global count), and how it ended.
     pub dead: Option<(u64, String, String)>,
     /// A capture's last read: the position its block starts at, and whether the source has
@@ -66,7 +67,7 @@ impl Default for Flight {
             frames: [0; MAX_SLOTS],
             paused: false,
             error: None,
-            rung: None,
+            last_return: None,
             dead: None,
             last_read: (0, false),
             finished: false,
@@ -97,6 +98,23 @@ impl ChildStage {
         inputs: &[InputBlock<'_>],
         outputs: &mut [OutputBlock<'_>],
     ) -> Result<(), PluginError> {
+        // Calls that come slowly (a paced source: the host waited for its input) wait for
+        // their own answer, so that isolation adds no block of latency there.
+        let paced = self
+            .flight
+            .last_return
+            .is_none_or(|t| t.elapsed() >= RING_AFTER);
+        let result = self.call_in_ring(inputs, outputs, paced);
+        self.flight.last_return = Some(Instant::now());
+        result
+    }
+
+    fn call_in_ring(
+        &mut self,
+        inputs: &[InputBlock<'_>],
+        outputs: &mut [OutputBlock<'_>],
+        paced: bool,
+    ) -> Result<(), PluginError> {
         let frames = inputs.iter().map(|b| b.frames).max().unwrap_or(0);
         let eos = inputs
             .first()
@@ -118,18 +136,14 @@ impl ChildStage {
         }
         let slots = self.slots() as u64;
         let in_flight = self.flight.sent - self.flight.got;
-        if eos || slots == 1 {
+        if eos || slots == 1 || paced {
             self.wait(self.flight.sent);
         } else if in_flight >= slots {
             self.wait(self.flight.got + slots / 2);
-        } else if self.flight.sent - self.answered() >= slots / 2
-            || self.flight.rung.is_none_or(|t| t.elapsed() >= RING_AFTER)
-        {
+        } else if self.flight.sent - self.answered() >= slots / 2 {
             // Wake a sleeping child for half a ring of work (a child faster than the host
-            // would otherwise be woken for every block), or for any work when calls come
-            // slowly (a paced source: its block is answered by the next call).
+            // would otherwise be woken for every block).
             self.ring_child();
-            self.flight.rung = Some(Instant::now());
         }
         if self.flight.got < self.answered() || self.flight.dead.is_some() {
             return self.next_answer(outputs).map(|_| ());
