@@ -7,9 +7,8 @@
 //! The process keeps the position itself from its first read on (the host's, put in each call,
 //! does not count the reads in flight) and, once its source has finished or the host stops it
 //! (`Ring::stopping`), answers the reads still in flight as finished without calling the
-//! plugin. A read that failed produced nothing;
-//! reads a dead process never began are dropped (they carry no data), and a fresh process reads
-//! on from where the stage is.
+//! plugin. A read that failed produced nothing; reads a dead process never began are dropped
+//! (they carry no data), and a fresh process reads on from where the stage is.
 
 use std::sync::atomic::Ordering;
 
@@ -56,7 +55,7 @@ impl ChildStage {
         drop(self.iso.orphans.take());
         self.ready()?;
         let slots = self.slots() as u64;
-        while !self.flight.finished && self.flight.sent - self.flight.got < slots {
+        while !self.flight.last_read.1 && self.flight.sent - self.flight.got < slots {
             self.submit(&[], std::slice::from_ref(out), 0);
         }
         // Wake a sleeping process for half a ring of reads; the oldest read's block is passed on
@@ -67,7 +66,6 @@ impl ChildStage {
         self.next_answer(std::slice::from_mut(out))?;
         let (position, finished) = self.flight.last_read;
         out.position = position;
-        self.flight.finished |= finished;
         Ok(if finished {
             ReadStatus::Finished
         } else {

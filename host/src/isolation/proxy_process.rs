@@ -53,9 +53,8 @@ pub struct Flight {
     /// The process died after answering this many calls (global count), and how it ended.
     pub dead: Option<(u64, String, String)>,
     /// A capture's last read: the position its block starts at, and whether the source has
-    /// finished (no more reads are put in the ring then).
+    /// finished (no more reads are put in the ring then; every answer after it says so too).
     pub last_read: (u64, bool),
-    pub finished: bool,
 }
 
 impl Default for Flight {
@@ -70,7 +69,6 @@ impl Default for Flight {
             last_return: None,
             dead: None,
             last_read: (0, false),
-            finished: false,
         }
     }
 }
@@ -348,8 +346,7 @@ impl ChildStage {
         self.iso.did(frames);
         self.written_here += frames;
         let mut got: ArrayVec<(u32, u32), MAX_PORTS> = ArrayVec::new();
-        // A capture's answer has its one output even when its block is dropped (`outputs` empty).
-        let described = if capture { 1 } else { outputs.len() };
+        let described = answer.outputs;
         got.extend((0..described).map(|_| answer.output()));
         self.levels.clear();
         for _ in 0..answer.level_count() {

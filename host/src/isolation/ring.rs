@@ -111,9 +111,10 @@ pub fn wake_host<S: Read + Write>(shm: &Shared, ch: &mut Channel<S>, done: u64) 
 pub enum Next {
     /// Answer call number `done` (counted from 0 in this process).
     Call,
-    /// Answer the request on the socket (`Channel::last_payload`): a capture's start, stop or
-    /// length, a storage's flush or finalise, which the host sends only when every call it put
-    /// in the ring is answered.
+    /// Answer the request on the socket (its tag): a capture's start, stop or length, a
+    /// storage's flush or finalise. The host sends one only when no call it put in the ring is
+    /// waiting for an answer (every one is answered, or the process waits after a failed
+    /// call and the calls after it are not to be made).
     Request(u8),
     /// The host closed the socket (or sent something else): end.
     End,
@@ -142,9 +143,10 @@ pub fn wait_call<S: Read + Write>(shm: &Shared, ch: &mut Channel<S>, done: u64) 
     }
 }
 
-/// The child, after a failed call: wait for the host to say go on (under `ignore`; under
-/// `restart` or `fail` it closes the socket instead, and a storage's old instance is told to
-/// go on before it is finalised).
+/// The child, after a failed call: wait for the host to say go on (`ignore`, or the end of the
+/// stream's wait for the calls in flight), or for a storage's flush or finalise without the
+/// calls after the failed one (under `restart` the old instance, under `fail` the stage given
+/// up); otherwise (the socket closed) end.
 pub fn wait_resume<S: Read + Write>(ch: &mut Channel<S>) -> Next {
     loop {
         match ch.recv() {
@@ -160,14 +162,26 @@ pub fn wait_resume<S: Read + Write>(ch: &mut Channel<S>) -> Next {
 /// A slot's answer, as the host reads it.
 pub struct Answer<'a> {
     pub failed: bool,
+    /// The outputs the answer describes: as many as the call's request had (whatever the
+    /// caller takes of them).
+    pub outputs: usize,
     fields: Fields<'a>,
 }
 
+/// Bytes of one block's description in a request (`frames flags position channels`).
+const BLOCK_BYTES: usize = 20;
+
 impl<'a> Answer<'a> {
     pub fn read(meta: &'a [u8]) -> Self {
+        let inputs = usize::from(meta[0]);
+        let outputs = usize::from(meta[1 + inputs * BLOCK_BYTES]);
         let mut fields = Fields(&meta[REPLY_AT..]);
         let failed = fields.u8() != 0;
-        Answer { failed, fields }
+        Answer {
+            failed,
+            outputs,
+            fields,
+        }
     }
     /// The next output's `frames flags`.
     pub fn output(&mut self) -> (u32, u32) {

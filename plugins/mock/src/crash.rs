@@ -149,7 +149,7 @@ pub struct Marker {
 impl Marker {
     /// The marker of the stage's crash fault.
     pub fn new(dir: &Path, run: &RunId, plugin: &str, stage_id: &str) -> Marker {
-        Marker::for_fault(dir, run, plugin, stage_id, "crash")
+        Marker::for_fault(dir, run, plugin, stage_id, Fired::Crash.name())
     }
 
     /// The marker of the stage's fault `fault` (`crash`, `error`, `panic`, `stall`).
@@ -249,10 +249,10 @@ pub fn sweep_stale(dir: &Path) {
         let Ok(stamp) = fs::read_to_string(entry.path()) else {
             continue;
         };
-        let started = process_start_time(id).map_or("-".to_string(), |t| t.to_string());
-        let live = process_start_time(id).is_some() && stamp == format!("{id} {started}\n");
-        // One that cannot be removed (another sweep got there first) is left.
-        if !live && fs::remove_file(entry.path()).is_err() {}
+        let live = process_start_time(id).is_some_and(|t| stamp == format!("{id} {t}\n"));
+        if !live && fs::remove_file(entry.path()).is_err() {
+            // Another sweep got there first, or it is not ours to remove: it is left.
+        }
     }
 }
 
